@@ -1,0 +1,342 @@
+//! The route policy: which requests need a token, and which roles.
+//!
+//! Rules are tried in order; the first whose path (and method, if given) matches decides. A
+//! request that no rule matches is denied. Paths that could be read differently by the edge and
+//! the origin (dot segments, encoded slashes or dots, backslashes) match no rule.
+
+use serde::Deserialize;
+
+/// What a matching rule requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A valid token with at least one of these roles.
+    AnyRole(Vec<String>),
+    /// A valid token with every one of these roles.
+    AllRoles(Vec<String>),
+}
+
+impl Access {
+    /// True when a request needs a verified token.
+    pub fn needs_token(&self) -> bool {
+        !matches!(self, Self::Public)
+    }
+
+    /// True when a token with `roles` satisfies this rule.
+    pub fn permits(&self, roles: &[String]) -> bool {
+        match self {
+            Self::Public | Self::Authenticated => true,
+            Self::AnyRole(required) => required.iter().any(|role| roles.contains(role)),
+            Self::AllRoles(required) => required.iter().all(|role| roles.contains(role)),
+        }
+    }
+}
+
+/// One rule of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// An exact path, or a prefix ending in `*`.
+    pub path: String,
+    /// Upper-case methods this rule applies to; `None` for every method.
+    pub methods: Option<Vec<String>>,
+    /// What the rule requires.
+    pub access: Access,
+}
+
+impl Rule {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        let path_matches = match self.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == self.path,
+        };
+        path_matches
+            && self.methods.as_ref().is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    }
+}
+
+/// An ordered list of rules; no match means deny.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    preflight: bool,
+}
+
+/// Why a policy text was refused. Every variant about a rule names it by number (from 1) and path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The text is not valid JSON or TOML of the policy's shape.
+    #[error("the policy is not valid {format}: {detail}")]
+    Syntax {
+        /// `JSON` or `TOML`.
+        format: &'static str,
+        /// The parser's message (about the policy text, which is not secret).
+        detail: String,
+    },
+    /// TOML policies need the `toml` feature.
+    #[error("TOML policies are not supported in this build; use JSON")]
+    TomlUnsupported,
+    /// The policy has no rules, so it would deny everything.
+    #[error("the policy has no rules")]
+    NoRules,
+    /// A rule's path does not start with `/`, or has a `*` other than at its end.
+    #[error("rule {rule} ({path:?}): the path must start with '/' and may only end with '*'")]
+    BadPath {
+        /// Rule number, from 1.
+        rule: usize,
+        /// The rule's path.
+        path: String,
+    },
+    /// A rule's methods list is empty or holds something that is not an HTTP method token.
+    #[error("rule {rule} ({path:?}): methods must be a non-empty list of HTTP methods")]
+    BadMethods {
+        /// Rule number, from 1.
+        rule: usize,
+        /// The rule's path.
+        path: String,
+    },
+    /// `access` is not one of `public`, `authenticated`, `any_role`, `all_roles`.
+    #[error("rule {rule} ({path:?}): access must be public, authenticated, any_role or all_roles")]
+    BadAccess {
+        /// Rule number, from 1.
+        rule: usize,
+        /// The rule's path.
+        path: String,
+    },
+    /// A role rule without roles, or roles on a rule that takes none.
+    #[error("rule {rule} ({path:?}): any_role and all_roles need a non-empty roles list, other access kinds none")]
+    BadRoles {
+        /// Rule number, from 1.
+        rule: usize,
+        /// The rule's path.
+        path: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyText {
+    #[serde(default = "default_preflight")]
+    preflight: bool,
+    #[serde(default)]
+    rules: Vec<RuleText>,
+}
+
+fn default_preflight() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleText {
+    path: String,
+    methods: Option<Vec<String>>,
+    access: String,
+    roles: Option<Vec<String>>,
+}
+
+impl Policy {
+    /// Parses a policy from JSON (text starting with `{`) or TOML.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let parsed: PolicyText = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text)
+                .map_err(|error| PolicyError::Syntax { format: "JSON", detail: error.to_string() })?
+        } else {
+            parse_toml(text)?
+        };
+        if parsed.rules.is_empty() {
+            return Err(PolicyError::NoRules);
+        }
+        let rules = parsed
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| rule.validate(index + 1))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { rules, preflight: parsed.preflight })
+    }
+
+    /// The first rule that matches `method` and `path`; `None` means deny. `path` is the URL path
+    /// without the query. A path with dot segments, `//`, encoded `/`, `\` or `.`, or a backslash
+    /// matches nothing.
+    pub fn route(&self, method: &str, path: &str) -> Option<&Rule> {
+        if !is_plain_path(path) {
+            return None;
+        }
+        self.rules.iter().find(|rule| rule.matches(method, path))
+    }
+
+    /// Whether CORS preflight requests go to the origin without a token. Default true.
+    pub fn allows_preflight(&self) -> bool {
+        self.preflight
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+#[cfg(feature = "toml")]
+fn parse_toml(text: &str) -> Result<PolicyText, PolicyError> {
+    toml::from_str(text).map_err(|error| PolicyError::Syntax { format: "TOML", detail: error.message().to_owned() })
+}
+
+#[cfg(not(feature = "toml"))]
+fn parse_toml(_text: &str) -> Result<PolicyText, PolicyError> {
+    Err(PolicyError::TomlUnsupported)
+}
+
+impl RuleText {
+    fn validate(self, rule: usize) -> Result<Rule, PolicyError> {
+        let path = self.path;
+        let star_only_at_end = path.find('*').is_none_or(|at| at == path.len() - 1);
+        if !path.starts_with('/') || !star_only_at_end {
+            return Err(PolicyError::BadPath { rule, path });
+        }
+        let methods = match self.methods {
+            None => None,
+            Some(methods) if !methods.is_empty() && methods.iter().all(|m| is_method_token(m)) => {
+                Some(methods.iter().map(|m| m.to_ascii_uppercase()).collect())
+            }
+            Some(_) => return Err(PolicyError::BadMethods { rule, path }),
+        };
+        let roles = self.roles.filter(|roles| !roles.is_empty());
+        let access = match (self.access.as_str(), roles) {
+            ("public", None) => Access::Public,
+            ("authenticated", None) => Access::Authenticated,
+            ("any_role", Some(roles)) => Access::AnyRole(roles),
+            ("all_roles", Some(roles)) => Access::AllRoles(roles),
+            ("public" | "authenticated" | "any_role" | "all_roles", _) => {
+                return Err(PolicyError::BadRoles { rule, path });
+            }
+            _ => return Err(PolicyError::BadAccess { rule, path }),
+        };
+        Ok(Rule { path, methods, access })
+    }
+}
+
+fn is_method_token(method: &str) -> bool {
+    !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-')
+}
+
+fn is_plain_path(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "%00"].iter().any(|encoded| lower.contains(encoded)) {
+        return false;
+    }
+    !path.split('/').any(|segment| segment == "." || segment == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const TOML_POLICY: &str = r#"
+        [[rules]]
+        path = "/health"
+        methods = ["get", "HEAD"]
+        access = "public"
+
+        [[rules]]
+        path = "/api/admin/*"
+        access = "any_role"
+        roles = ["admin"]
+
+        [[rules]]
+        path = "/api/reports/*"
+        access = "all_roles"
+        roles = ["reader", "finance"]
+
+        [[rules]]
+        path = "/api/*"
+        access = "authenticated"
+    "#;
+
+    fn roles(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn first_match_wins_and_no_match_denies() {
+        let policy = Policy::parse(TOML_POLICY).expect("valid policy");
+        assert!(policy.allows_preflight());
+        let access = |method, path| policy.route(method, path).map(|rule| rule.access.clone());
+        assert_eq!(access("GET", "/health"), Some(Access::Public));
+        assert_eq!(access("head", "/health"), Some(Access::Public));
+        assert_eq!(access("POST", "/health"), None);
+        assert_eq!(access("GET", "/health/x"), None);
+        assert_eq!(access("GET", "/api/admin/users"), Some(Access::AnyRole(roles(&["admin"]))));
+        assert_eq!(access("GET", "/api/admin/"), Some(Access::AnyRole(roles(&["admin"]))));
+        assert_eq!(access("GET", "/api/admin"), Some(Access::Authenticated), "no trailing slash: /api/*");
+        assert_eq!(access("DELETE", "/api/x"), Some(Access::Authenticated));
+        assert_eq!(access("GET", "/"), None);
+        assert_eq!(access("GET", "/apix"), None);
+    }
+
+    #[test]
+    fn ambiguous_paths_match_nothing() {
+        let policy = Policy::parse(r#"{"rules":[{"path":"/*","access":"public"}]}"#).expect("valid policy");
+        assert!(policy.route("GET", "/anything").is_some());
+        for path in ["/a/../b", "/a/./b", "/..", "/a//b", "/a%2fb", "/a%2Fb", "/a%2e%2e/b", "/a\\b", "a", "", "/a%5cb"]
+        {
+            assert!(policy.route("GET", path).is_none(), "{path}");
+        }
+    }
+
+    #[test]
+    fn roles_any_of_and_all_of() {
+        assert!(Access::AnyRole(roles(&["a", "b"])).permits(&roles(&["b"])));
+        assert!(!Access::AnyRole(roles(&["a", "b"])).permits(&roles(&["c"])));
+        assert!(Access::AllRoles(roles(&["a", "b"])).permits(&roles(&["b", "c", "a"])));
+        assert!(!Access::AllRoles(roles(&["a", "b"])).permits(&roles(&["a"])));
+        assert!(Access::Authenticated.permits(&[]));
+        assert!(!Access::Public.needs_token());
+        assert!(Access::Authenticated.needs_token());
+    }
+
+    #[test]
+    fn json_and_toml_read_the_same() {
+        let json = r#"{"preflight": false, "rules": [
+            {"path": "/health", "methods": ["GET", "HEAD"], "access": "public"},
+            {"path": "/api/admin/*", "access": "any_role", "roles": ["admin"]},
+            {"path": "/api/reports/*", "access": "all_roles", "roles": ["reader", "finance"]},
+            {"path": "/api/*", "access": "authenticated"}]}"#;
+        let from_json = Policy::parse(json).expect("valid JSON policy");
+        let from_toml = Policy::parse(&format!("preflight = false\n{TOML_POLICY}")).expect("valid TOML policy");
+        assert_eq!(from_json, from_toml);
+        assert!(!from_json.allows_preflight());
+    }
+
+    #[test]
+    fn errors_name_the_bad_rule() {
+        let bad = |rule: &str| {
+            Policy::parse(&format!(r#"{{"rules":[{{"path":"/ok","access":"public"}},{rule}]}}"#))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert_eq!(
+            bad(r#"{"path":"api","access":"public"}"#),
+            r#"rule 2 ("api"): the path must start with '/' and may only end with '*'"#
+        );
+        assert!(bad(r#"{"path":"/a*b","access":"public"}"#).starts_with("rule 2 (\"/a*b\")"));
+        assert!(bad(r#"{"path":"/a","access":"admin"}"#).contains("access must be"));
+        assert!(bad(r#"{"path":"/a","access":"any_role"}"#).contains("roles list"));
+        assert!(bad(r#"{"path":"/a","access":"any_role","roles":[]}"#).contains("roles list"));
+        assert!(bad(r#"{"path":"/a","access":"public","roles":["x"]}"#).contains("roles list"));
+        assert!(bad(r#"{"path":"/a","access":"public","methods":[]}"#).contains("methods"));
+        assert!(bad(r#"{"path":"/a","access":"public","methods":["G T"]}"#).contains("methods"));
+        assert!(bad(r#"{"path":"/a","access":"public","role":["x"]}"#).contains("unknown field"));
+        assert_eq!(Policy::parse(r#"{"rules":[]}"#), Err(PolicyError::NoRules));
+        assert!(matches!(Policy::parse("rules = 5"), Err(PolicyError::Syntax { format: "TOML", .. })));
+        assert!(matches!(Policy::parse("{"), Err(PolicyError::Syntax { format: "JSON", .. })));
+    }
+}

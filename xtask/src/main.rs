@@ -1,0 +1,147 @@
+//! Project tasks, run as `cargo xtask <task>` from anywhere in the repository.
+//!
+//! - `test`: every check CI runs, installing what a fresh machine lacks first.
+//! - `build-worker`: builds the edge Worker into `edge/build/` (what wrangler's build runs).
+//! - `fuzz [SECONDS]`: runs each fuzz target of `jwks` for SECONDS (default 60).
+
+mod worker;
+
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: cargo xtask <test | build-worker | fuzz [SECONDS]>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("build-worker") => worker::ensure_tools(&root).and_then(|tools| worker::build_worker(&root, &tools)),
+        Some("fuzz") => fuzz(&root, args.get(1).map(String::as_str)),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root: the parent of this crate's folder.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map_or(manifest_dir.clone(), Path::to_path_buf)
+}
+
+/// Runs `program args...` in `dir`, failing when it fails.
+pub(crate) fn run(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
+    run_command(Command::new(program).args(args).current_dir(dir))
+}
+
+/// Runs a prepared command, failing when it fails.
+pub(crate) fn run_command(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command.status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Times named steps and prints a summary at the end.
+struct Steps {
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn run(&mut self, name: &'static str, step: impl FnOnce() -> Result<()>) -> Result<()> {
+        println!("\n==> {name}");
+        let start = Instant::now();
+        let result = step().with_context(|| format!("step '{name}'"));
+        self.done.push((name, start.elapsed()));
+        result
+    }
+
+    fn summary(&self) {
+        println!("\n==> time by step");
+        for (name, took) in &self.done {
+            println!("{:>8.1} s  {name}", took.as_secs_f64());
+        }
+        let total: Duration = self.done.iter().map(|(_, took)| *took).sum();
+        println!("{:>8.1} s  total", total.as_secs_f64());
+    }
+}
+
+fn test(root: &Path) -> Result<()> {
+    let mut steps = Steps { done: Vec::new() };
+    let result = test_steps(root, &mut steps);
+    steps.summary();
+    result
+}
+
+fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
+    let cargo = |args: &[&str]| run(root, "cargo", args);
+    steps.run("format", || cargo(&["fmt", "--all", "--", "--check"]))?;
+    let tools = {
+        let mut tools = None;
+        steps.run("install tools", || {
+            tools = Some(worker::ensure_tools(root)?);
+            Ok(())
+        })?;
+        tools.context("tools were not installed")?
+    };
+    steps.run("clippy (native)", || {
+        cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])
+    })?;
+    steps.run("clippy (wasm32)", || {
+        cargo(&["clippy", "-p", "edge", "--target", "wasm32-unknown-unknown", "--", "-D", "warnings"])?;
+        let jwks_wasm = ["clippy", "-p", "jwks", "--target", "wasm32-unknown-unknown"];
+        cargo(&[&jwks_wasm[..], &["--no-default-features", "--features", "toml", "--", "-D", "warnings"]].concat())?;
+        cargo(&[&jwks_wasm[..], &["--test", "wasm", "--", "-D", "warnings"]].concat())
+    })?;
+    steps.run("jwks for wasm32 (as the edge builds it: no p256)", || {
+        cargo(&["build", "-p", "jwks", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "toml"])
+    })?;
+    steps.run("jwks tests under wasm32 (wasm-bindgen-test, Node)", || {
+        let runner = worker::tools_dir().join("bin/wasm-bindgen-test-runner");
+        run_command(
+            Command::new("cargo")
+                .args(["test", "-p", "jwks", "--target", "wasm32-unknown-unknown", "--lib", "--test", "wasm"])
+                .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", runner)
+                .current_dir(root),
+        )
+    })?;
+    steps.run("build the Worker", || worker::build_worker(root, &tools))?;
+    steps.run("tests", || cargo(&["test", "--workspace", "--all-features"]))?;
+    steps.run("fuzz targets build", || {
+        cargo(&["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"])
+    })?;
+    Ok(())
+}
+
+/// Runs each fuzz target for `seconds` with cargo-fuzz (installed into the tools folder). The
+/// machine has only a stable toolchain, so the sanitizer flags are allowed with RUSTC_BOOTSTRAP.
+fn fuzz(root: &Path, seconds: Option<&str>) -> Result<()> {
+    let seconds: u64 = seconds.unwrap_or("60").parse().context("SECONDS must be a whole number")?;
+    let tools = worker::tools_dir();
+    let cargo_fuzz = tools.join("bin/cargo-fuzz");
+    if !cargo_fuzz.exists() {
+        run(root, "cargo", &["install", "cargo-fuzz", "--root", &tools.to_string_lossy()])?;
+    }
+    for target in ["parse_token", "parse_jwks"] {
+        run_command(
+            Command::new(&cargo_fuzz)
+                .args(["fuzz", "run", target, "--", &format!("-max_total_time={seconds}")])
+                .current_dir(root.join("jwks"))
+                .env("RUSTC_BOOTSTRAP", "1"),
+        )?;
+    }
+    Ok(())
+}
