@@ -1,8 +1,11 @@
 //! The route policy: which requests need a token, and which roles.
 //!
 //! Rules are tried in order; the first whose path (and method, if given) matches decides. A
-//! request that no rule matches is denied. Paths that could be read differently by the edge and
-//! the origin (dot segments, encoded slashes or dots, backslashes) match no rule.
+//! request that no rule matches is denied. Paths that an origin could read differently from the
+//! policy (dot segments, `//`, backslashes, `;` path parameters, percent-escapes of characters that
+//! need none, of `/`, `\`, `%` or control characters, broken escapes) match no rule, so they are
+//! denied. Matching is byte-exact and case-sensitive: run it in front of an origin that routes
+//! case-sensitively.
 
 use serde::Deserialize;
 
@@ -38,7 +41,8 @@ impl Access {
 /// One rule of a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// An exact path, or a prefix ending in `*`.
+    /// An exact path, or a prefix ending in `*`. A prefix ending in `/*` also matches the path
+    /// without its last `/` (`/admin/*` matches `/admin`, `/admin/` and `/admin/users`).
     pub path: String,
     /// Upper-case methods this rule applies to; `None` for every method.
     pub methods: Option<Vec<String>>,
@@ -49,7 +53,7 @@ pub struct Rule {
 impl Rule {
     fn matches(&self, method: &str, path: &str) -> bool {
         let path_matches = match self.path.strip_suffix('*') {
-            Some(prefix) => path.starts_with(prefix),
+            Some(prefix) => path.starts_with(prefix) || prefix.strip_suffix('/').is_some_and(|bare| path == bare),
             None => path == self.path,
         };
         path_matches
@@ -160,7 +164,7 @@ impl Policy {
     }
 
     /// The first rule that matches `method` and `path`; `None` means deny. `path` is the URL path
-    /// without the query. A path with dot segments, `//`, encoded `/`, `\` or `.`, or a backslash
+    /// without the query, as sent (not decoded). An ambiguous path (see the module documentation)
     /// matches nothing.
     pub fn route(&self, method: &str, path: &str) -> Option<&Rule> {
         if !is_plain_path(path) {
@@ -224,14 +228,25 @@ fn is_method_token(method: &str) -> bool {
 }
 
 fn is_plain_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+    if !path.starts_with('/') || path.contains(['\\', ';']) || path.contains("//") {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%00"].iter().any(|encoded| lower.contains(encoded)) {
+    if path.split('/').any(|segment| segment == "." || segment == "..") {
         return false;
     }
-    !path.split('/').any(|segment| segment == "." || segment == "..")
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().filter(|(_, byte)| **byte == b'%').all(|(at, _)| {
+        let escaped = bytes.get(at + 1..at + 3).and_then(|hex| std::str::from_utf8(hex).ok());
+        escaped.and_then(|hex| u8::from_str_radix(hex, 16).ok()).is_some_and(is_meaningful_escape)
+    })
+}
+
+/// True for a percent-escaped byte that an origin cannot mistake for anything else: not an
+/// unreserved character (RFC 3986 §2.3, which needs no escape, so `%61dmin` reads as `admin`), not
+/// `/`, `\`, `;` or `%` (a second decoding), and not a control character.
+fn is_meaningful_escape(byte: u8) -> bool {
+    let unreserved = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
+    !unreserved && !matches!(byte, b'/' | b'\\' | b';' | b'%') && !byte.is_ascii_control()
 }
 
 #[cfg(test)]
@@ -276,7 +291,12 @@ mod tests {
         assert_eq!(access("GET", "/health/x"), None);
         assert_eq!(access("GET", "/api/admin/users"), Some(Access::AnyRole(roles(&["admin"]))));
         assert_eq!(access("GET", "/api/admin/"), Some(Access::AnyRole(roles(&["admin"]))));
-        assert_eq!(access("GET", "/api/admin"), Some(Access::Authenticated), "no trailing slash: /api/*");
+        assert_eq!(
+            access("GET", "/api/admin"),
+            Some(Access::AnyRole(roles(&["admin"]))),
+            "/api/admin/* covers /api/admin"
+        );
+        assert_eq!(access("GET", "/api/administrator"), Some(Access::Authenticated), "but not a longer name");
         assert_eq!(access("DELETE", "/api/x"), Some(Access::Authenticated));
         assert_eq!(access("GET", "/"), None);
         assert_eq!(access("GET", "/apix"), None);
@@ -286,9 +306,39 @@ mod tests {
     fn ambiguous_paths_match_nothing() {
         let policy = Policy::parse(r#"{"rules":[{"path":"/*","access":"public"}]}"#).expect("valid policy");
         assert!(policy.route("GET", "/anything").is_some());
-        for path in ["/a/../b", "/a/./b", "/..", "/a//b", "/a%2fb", "/a%2Fb", "/a%2e%2e/b", "/a\\b", "a", "", "/a%5cb"]
-        {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a//b",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%2e%2e/b",
+            "/a\\b",
+            "a",
+            "",
+            "/a%5cb",
+            "/public/..;/api/admin",
+            "/a;jsessionid=1",
+            "/api/%61dmin",
+            "/api/%7Euser",
+            "/a%252e%252e/b",
+            "/a%00",
+            "/a%0a",
+            "/a%",
+            "/a%4",
+            "/a%zz",
+            "/a%c3%",
+        ] {
             assert!(policy.route("GET", path).is_none(), "{path}");
+        }
+    }
+
+    #[test]
+    fn escapes_that_change_nothing_still_match() {
+        let policy = Policy::parse(r#"{"rules": [{"path": "/files/*", "access": "authenticated"}]}"#).unwrap();
+        for path in ["/files/a%20b", "/files/caf%C3%A9", "/files/what%3F", "/files/"] {
+            assert_eq!(policy.route("GET", path).map(|rule| &rule.access), Some(&Access::Authenticated), "{path}");
         }
     }
 

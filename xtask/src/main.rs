@@ -1,9 +1,12 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the repository.
 //!
+//! - `dev`: the whole stack locally (issuer, demo origin, the Worker under `wrangler dev`).
 //! - `test`: every check CI runs, installing what a fresh machine lacks first.
 //! - `build-worker`: builds the edge Worker into `edge/build/` (what wrangler's build runs).
+//! - `bench-edge`: the Worker's size and its cost per verified request inside workerd.
 //! - `fuzz [SECONDS]`: runs each fuzz target of `jwks` for SECONDS (default 60).
 
+mod dev;
 mod worker;
 
 use anyhow::{Context as _, Result, bail};
@@ -11,14 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <test | build-worker | fuzz [SECONDS]>";
+const USAGE: &str = "usage: cargo xtask <dev | test | build-worker | bench-edge | fuzz [SECONDS]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     let result = match args.first().map(String::as_str) {
+        Some("dev") => dev::dev(&root),
         Some("test") => test(&root),
         Some("build-worker") => worker::ensure_tools(&root).and_then(|tools| worker::build_worker(&root, &tools)),
+        Some("bench-edge") => worker::bench(&root),
         Some("fuzz") => fuzz(&root, args.get(1).map(String::as_str)),
         _ => {
             eprintln!("{USAGE}");
@@ -107,7 +112,16 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         cargo(&[&jwks_wasm[..], &["--test", "wasm", "--", "-D", "warnings"]].concat())
     })?;
     steps.run("jwks for wasm32 (as the edge builds it: no p256)", || {
-        cargo(&["build", "-p", "jwks", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "toml"])
+        cargo(&[
+            "build",
+            "-p",
+            "jwks",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--no-default-features",
+            "--features",
+            "toml",
+        ])
     })?;
     steps.run("jwks tests under wasm32 (wasm-bindgen-test, Node)", || {
         let runner = worker::tools_dir().join("bin/wasm-bindgen-test-runner");
@@ -120,9 +134,7 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     })?;
     steps.run("build the Worker", || worker::build_worker(root, &tools))?;
     steps.run("tests", || cargo(&["test", "--workspace", "--all-features"]))?;
-    steps.run("fuzz targets build", || {
-        cargo(&["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"])
-    })?;
+    steps.run("fuzz targets build", || cargo(&["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"]))?;
     Ok(())
 }
 

@@ -1,0 +1,200 @@
+//! After verification: allow with an identity for the origin, or refuse with a reason for the log.
+
+use jwks::{Access, Claims, VerifyError};
+
+/// Who a verified request is, as the origin will be told in `X-Auth-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `sub`.
+    pub subject: Option<String>,
+    /// `roles`.
+    pub roles: Vec<String>,
+    /// `iss`.
+    pub issuer: String,
+    /// `jti`.
+    pub token_id: Option<String>,
+}
+
+impl Identity {
+    /// The identity of `claims`, if every value can travel in a header unchanged: printable ASCII
+    /// (spaces allowed inside), and no comma in a role since roles are comma-joined.
+    pub fn from_claims(claims: &Claims) -> Option<Self> {
+        let safe = |value: &str| {
+            value.bytes().all(|byte| (0x20..0x7f).contains(&byte)) && value.trim() == value && !value.is_empty()
+        };
+        let subject_ok = claims.sub.as_deref().is_none_or(safe);
+        let token_id_ok = claims.jti.as_deref().is_none_or(safe);
+        let roles_ok = claims.roles.iter().all(|role| safe(role) && !role.contains(','));
+        (subject_ok && token_id_ok && roles_ok && safe(&claims.iss)).then(|| Self {
+            subject: claims.sub.clone(),
+            roles: claims.roles.clone(),
+            issuer: claims.iss.clone(),
+            token_id: claims.jti.clone(),
+        })
+    }
+
+    /// The headers the origin receives, in a fixed order.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::with_capacity(4);
+        if let Some(subject) = &self.subject {
+            headers.push(("x-auth-subject", subject.clone()));
+        }
+        headers.push(("x-auth-roles", self.roles.join(",")));
+        headers.push(("x-auth-issuer", self.issuer.clone()));
+        if let Some(token_id) = &self.token_id {
+            headers.push(("x-auth-token-id", token_id.clone()));
+        }
+        headers
+    }
+}
+
+/// Why the edge answers a request itself instead of forwarding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A protected route and no token: 401 without an `error` (RFC 6750 §3.1), or the login page.
+    NoToken,
+    /// The token is not acceptable: 401 `invalid_token`.
+    InvalidToken(String),
+    /// The token is good but lacks a role the rule requires: 403 `insufficient_scope`.
+    InsufficientRole {
+        /// The token's subject, for the log.
+        subject: Option<String>,
+    },
+    /// No rule of the policy matches: 403.
+    NoRule,
+    /// No key set can be had (the issuer unreachable and nothing cached): 503.
+    KeysUnavailable,
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NoToken | Self::InvalidToken(_) => 401,
+            Self::InsufficientRole { .. } | Self::NoRule => 403,
+            Self::KeysUnavailable => 503,
+        }
+    }
+
+    /// The RFC 6750 `error` code, if any.
+    pub fn bearer_error(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidToken(_) => Some("invalid_token"),
+            Self::InsufficientRole { .. } => Some("insufficient_scope"),
+            Self::NoToken | Self::NoRule | Self::KeysUnavailable => None,
+        }
+    }
+
+    /// A short code for the log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoToken => "no_token",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientRole { .. } => "insufficient_role",
+            Self::NoRule => "no_rule",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// The detailed reason, for the log only.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::NoToken => "the request carries no token",
+            Self::InvalidToken(reason) => reason,
+            Self::InsufficientRole { .. } => "the token lacks a role the rule requires",
+            Self::NoRule => "no rule of the policy matches the request",
+            Self::KeysUnavailable => "no key set is available to verify the token",
+        }
+    }
+}
+
+/// Applies the rule's `access` to the outcome of verification.
+pub fn authorize(access: &Access, verified: Result<Claims, VerifyError>) -> Result<Identity, Refusal> {
+    let claims = verified.map_err(|error| Refusal::InvalidToken(error.to_string()))?;
+    if !access.permits(&claims.roles) {
+        return Err(Refusal::InsufficientRole { subject: claims.sub });
+    }
+    Identity::from_claims(&claims)
+        .ok_or_else(|| Refusal::InvalidToken("a claim cannot be carried in an X-Auth header".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jwks::{ClaimsError, SignatureError};
+
+    fn claims(roles: &[&str]) -> Claims {
+        Claims {
+            iss: "https://issuer.example".to_owned(),
+            sub: Some("user-1".to_owned()),
+            aud: vec!["api".to_owned()],
+            exp: 2,
+            iat: 1,
+            nbf: None,
+            jti: Some("t-1".to_owned()),
+            roles: roles.iter().map(|role| (*role).to_owned()).collect(),
+            client_id: None,
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn a_good_token_with_the_roles_is_allowed() {
+        let access = Access::AnyRole(vec!["admin".to_owned()]);
+        let identity = authorize(&access, Ok(claims(&["reader", "admin"]))).expect("allowed");
+        assert_eq!(
+            identity.headers(),
+            [
+                ("x-auth-subject", "user-1".to_owned()),
+                ("x-auth-roles", "reader,admin".to_owned()),
+                ("x-auth-issuer", "https://issuer.example".to_owned()),
+                ("x-auth-token-id", "t-1".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn absent_optional_claims_give_no_header() {
+        let mut claims = claims(&[]);
+        claims.sub = None;
+        claims.jti = None;
+        let identity = authorize(&Access::Authenticated, Ok(claims)).expect("allowed");
+        assert_eq!(
+            identity.headers(),
+            [("x-auth-roles", String::new()), ("x-auth-issuer", "https://issuer.example".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_missing_role_is_403_insufficient_scope() {
+        let refusal = authorize(&Access::AllRoles(vec!["a".into(), "b".into()]), Ok(claims(&["a"]))).expect_err("x");
+        assert_eq!(refusal, Refusal::InsufficientRole { subject: Some("user-1".to_owned()) });
+        assert_eq!((refusal.status(), refusal.bearer_error()), (403, Some("insufficient_scope")));
+    }
+
+    #[test]
+    fn a_bad_token_is_401_invalid_token_with_the_reason_kept_for_the_log() {
+        let refusal = authorize(&Access::Authenticated, Err(ClaimsError::Expired.into())).expect_err("refused");
+        assert_eq!((refusal.status(), refusal.bearer_error()), (401, Some("invalid_token")));
+        assert!(refusal.reason().contains("expired"), "{}", refusal.reason());
+        let refusal = authorize(&Access::Authenticated, Err(SignatureError::Invalid.into())).expect_err("refused");
+        assert_eq!(refusal.code(), "invalid_token");
+    }
+
+    #[test]
+    fn claims_that_cannot_travel_in_headers_are_refused() {
+        for bad in ["a\r\nX-Auth-Roles: admin", "caf\u{e9}", " padded", ""] {
+            let mut claims = claims(&[]);
+            claims.sub = Some(bad.to_owned());
+            assert!(matches!(authorize(&Access::Authenticated, Ok(claims)), Err(Refusal::InvalidToken(_))), "{bad:?}");
+        }
+        assert!(authorize(&Access::Authenticated, Ok(claims(&["a,admin"]))).is_err());
+    }
+
+    #[test]
+    fn statuses_and_codes() {
+        assert_eq!((Refusal::NoToken.status(), Refusal::NoToken.bearer_error()), (401, None));
+        assert_eq!((Refusal::NoRule.status(), Refusal::NoRule.bearer_error()), (403, None));
+        assert_eq!(Refusal::KeysUnavailable.status(), 503);
+    }
+}

@@ -1,0 +1,275 @@
+//! `/_portcullis/bench?n=N` (feature `bench` only): the cost of one verified request inside
+//! workerd with warm keys, side by side with a plain `crypto.subtle.verify` loop as the floor.
+//!
+//! - floor: a JavaScript loop awaiting `crypto.subtle.verify` on one token's signature;
+//! - edge: per iteration, what the Worker's fetch handler does for a verified request short of the
+//!   network (the subrequest itself is the runtime's): read the incoming request's method, URL and
+//!   headers from JavaScript, then [`Edge::decide`] (route, token, the [`KeyStore`] lookup with warm
+//!   keys, validation with WebCrypto, roles), then build the origin's request
+//!   ([`forward::outbound_request`]: cleaned headers, identity, `new Request`);
+//! - verification: the same without building the origin's request (reading and deciding only);
+//! - a breakdown: WebCrypto alone through the edge's backend, token validation alone (with and
+//!   without the crypto), reading the request, deciding, building the outbound request, and
+//!   `new Request` with the same URL and headers from plain JavaScript (what any Worker that
+//!   forwards pays).
+//!
+//! Rounds alternate floor and edge after a warm-up round; the medians are reported. workerd's
+//! clocks only move between events, so each timed loop is bracketed by a `setTimeout(0)`.
+//!
+//! [`KeyStore`]: super::keystore::KeyStore
+
+use super::webcrypto::WebCrypto;
+use super::{Action, Edge, forward, header_pairs, js_headers_init, now_ms, respond};
+use crate::config::Config;
+use crate::reply::Reply;
+use crate::request::RequestHead;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use js_sys::futures::JsFuture;
+use jwks::{AsyncEs256Verifier as _, KeySet, PublicKey};
+use serde_json::json;
+use wasm_bindgen::JsValue;
+use wasm_bindgen::prelude::wasm_bindgen;
+use worker::Context;
+
+#[wasm_bindgen(inline_js = r#"
+export async function floorLoop(n, key, signature, data) {
+  let valid = 0;
+  for (let i = 0; i < n; i++) {
+    if (await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, key, signature, data)) valid++;
+  }
+  return valid;
+}
+export function plainNewRequests(n, url, headers) {
+  let made = 0;
+  for (let i = 0; i < n; i++) {
+    if (new Request(url, { method: "GET", headers, redirect: "manual" }).method === "GET") made++;
+  }
+  return made;
+}
+export function tick() { return new Promise((resolve) => setTimeout(resolve, 0)); }
+export function clock() { return performance.now(); }
+export async function makeKeys() {
+  const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  const verify = await crypto.subtle.importKey("raw", raw, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+  return { sign: pair.privateKey, verify, raw };
+}
+export async function signEs256(key, data) {
+  return new Uint8Array(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, key, data));
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = floorLoop)]
+    fn floor_loop(n: u32, key: &JsValue, signature: &[u8], data: &[u8]) -> js_sys::Promise;
+    fn tick() -> js_sys::Promise;
+    #[wasm_bindgen(js_name = plainNewRequests)]
+    fn plain_new_requests(n: u32, url: &str, headers: &js_sys::Object) -> u32;
+    fn clock() -> f64;
+    #[wasm_bindgen(js_name = makeKeys)]
+    fn make_keys() -> js_sys::Promise;
+    #[wasm_bindgen(js_name = signEs256)]
+    fn sign_es256(key: &JsValue, data: &[u8]) -> js_sys::Promise;
+}
+
+const ISSUER: &str = "https://issuer.bench.invalid";
+const URL: &str = "https://edge.bench.invalid/api/items?page=2";
+const POLICY: &str = r#"{"rules": [{"path": "/api/*", "access": "any_role", "roles": ["reader"]}]}"#;
+const ROUNDS: usize = 5;
+
+/// Runs the benchmark; `n` (from the query, default 1000) iterations per loop and round.
+pub(super) async fn run(head: &RequestHead<'_>, ctx: &Context) -> worker::Result<web_sys::Response> {
+    let n = head
+        .url_parts()
+        .query
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("n="))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(1000)
+        .clamp(1, 20_000);
+    match measure(n, ctx).await {
+        Ok(document) => respond(Reply { status: 200, headers: Vec::new(), body: format!("{document}\n") }),
+        Err(error) => respond(Reply { status: 500, headers: Vec::new(), body: format!("bench failed: {error}\n") }),
+    }
+}
+
+async fn wait(promise: js_sys::Promise) -> Result<JsValue, String> {
+    JsFuture::from(promise).await.map_err(|error| format!("{error:?}"))
+}
+
+fn js_error(error: JsValue) -> String {
+    format!("{error:?}")
+}
+
+/// A backend that accepts every signature: the cost of everything but the crypto.
+struct Accept;
+
+impl jwks::Es256Verifier for Accept {
+    fn verify_es256(&self, _: &PublicKey, _: &[u8], _: &[u8; 64]) -> bool {
+        true
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
+    let keys = wait(make_keys()).await?;
+    let get = |name: &str| js_sys::Reflect::get(&keys, &JsValue::from_str(name)).map_err(|_| format!("no {name}"));
+    let raw = js_sys::Uint8Array::new(&get("raw")?).to_vec();
+    let public = PublicKey::from_sec1(&raw).map_err(|error| error.to_string())?;
+    let key_set = KeySet::from_keys([public.clone()]);
+
+    let now = now_ms() / 1000;
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": public.thumbprint()});
+    let claims = json!({"iss": ISSUER, "sub": "user-1", "aud": "bench", "iat": now, "exp": now + 600,
+        "jti": "bench-1", "roles": ["reader"], "client_id": "bench"});
+    let input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let signature = js_sys::Uint8Array::new(&wait(sign_es256(&get("sign")?, input.as_bytes())).await?).to_vec();
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&signature));
+
+    // The Worker's own state for a bench configuration, its key store warm with the bench key.
+    let config = Config::from_lookup(|name| {
+        match name {
+            "ISSUER" => Some(ISSUER),
+            "AUDIENCE" => Some("bench"),
+            "ORIGIN_URL" => Some("https://origin.bench.invalid"),
+            "POLICY" => Some(POLICY),
+            _ => None,
+        }
+        .map(str::to_owned)
+    })
+    .map_err(|error| error.to_string())?;
+    let edge = Edge::new(config);
+    edge.keys.preload(key_set.clone())?;
+
+    // The incoming request, as the runtime hands it to the fetch handler.
+    let headers = web_sys::Headers::new().map_err(js_error)?;
+    for (name, value) in [
+        ("authorization", format!("Bearer {token}")),
+        ("accept", "application/json".to_owned()),
+        ("user-agent", "portcullis-bench".to_owned()),
+        ("x-auth-subject", "spoofed".to_owned()),
+    ] {
+        headers.append(name, &value).map_err(js_error)?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_headers(&headers);
+    let incoming = web_sys::Request::new_with_str_and_init(URL, &init).map_err(js_error)?;
+    let verify_key = get("verify")?;
+
+    // One verified request, as `Edge::handle` does it short of the subrequest; with `forward`
+    // false, short of building the origin's request too.
+    let (incoming, edge) = (&incoming, &edge);
+    let edge_once = |forward: bool| async move {
+        let (method, url) = (incoming.method(), incoming.url());
+        let headers = header_pairs(&incoming.headers());
+        let head = RequestHead { method: &method, url: &url, headers: &headers };
+        let Action::Forward { identity: Some(identity), body } = edge.decide(&head, ctx).await else {
+            return false;
+        };
+        let body = if body { incoming.body() } else { None };
+        !forward || forward::outbound_request(&edge.config, &head, Some(&identity), body.as_ref()).is_ok()
+    };
+    if !edge_once(true).await {
+        return Err("the edge path refused the benchmark token".to_owned());
+    }
+    // Times `n` iterations of `edge_once(forward)`, in microseconds per iteration.
+    let time_edge = |forward: bool| async move {
+        wait(tick()).await?;
+        let start = clock();
+        let mut valid = 0;
+        for _ in 0..n {
+            valid += u32::from(edge_once(forward).await);
+        }
+        wait(tick()).await?;
+        if valid != n {
+            return Err("the edge loop did not verify".to_owned());
+        }
+        Ok::<f64, String>((clock() - start) * 1000.0 / f64::from(n))
+    };
+
+    let mut floor_us = Vec::new();
+    let mut edge_us = Vec::new();
+    let mut verification_us = Vec::new();
+    // Round 0 warms up (V8 tiers the wasm and JIT-compiles the loops) and is not counted.
+    for round in 0..=ROUNDS {
+        wait(tick()).await?;
+        let start = clock();
+        let valid = wait(floor_loop(n, &verify_key, &signature, input.as_bytes())).await?;
+        wait(tick()).await?;
+        let floor_round = (clock() - start) * 1000.0 / f64::from(n);
+        if valid.as_f64() != Some(f64::from(n)) {
+            return Err("the floor loop did not verify".to_owned());
+        }
+
+        let edge_round = time_edge(true).await?;
+        let verification_round = time_edge(false).await?;
+        if round > 0 {
+            floor_us.push(floor_round);
+            edge_us.push(edge_round);
+            verification_us.push(verification_round);
+        }
+    }
+    let floor = median(floor_us.clone());
+    let (edge_median, verification_median) = (median(edge_us.clone()), median(verification_us.clone()));
+
+    // Where the difference goes: each part alone, same iterations.
+    let mut breakdown = serde_json::Map::new();
+    let signature64: [u8; 64] = signature.as_slice().try_into().map_err(|_| "the signature is not 64 bytes")?;
+    let (method, url) = (incoming.method(), incoming.url());
+    let pairs = header_pairs(&incoming.headers());
+    let head = RequestHead { method: &method, url: &url, headers: &pairs };
+    let Action::Forward { identity: Some(identity), .. } = edge.decide(&head, ctx).await else {
+        return Err("the edge refused the benchmark request".to_owned());
+    };
+    let validator = &edge.config.validator;
+    macro_rules! part {
+        ($name:literal, $body:expr) => {{
+            wait(tick()).await?;
+            let start = clock();
+            for _ in 0..n {
+                if !$body {
+                    return Err(format!("the {} part failed", $name));
+                }
+            }
+            wait(tick()).await?;
+            breakdown.insert($name.to_owned(), json!((clock() - start) * 1000.0 / f64::from(n)));
+        }};
+    }
+    part!("webcrypto_verify", WebCrypto.verify_es256(&public, input.as_bytes(), &signature64).await);
+    part!("token_validation", validator.validate_async(&token, &key_set, &WebCrypto, now_ms() / 1000).await.is_ok());
+    part!("token_validation_less_crypto", validator.validate(&token, &key_set, &Accept, now_ms() / 1000).is_ok());
+    part!("read_request", !incoming.method().is_empty() && header_pairs(&incoming.headers()).len() == 4);
+    part!("decide", matches!(edge.decide(&head, ctx).await, Action::Forward { identity: Some(_), .. }));
+    part!("outbound_request", forward::outbound_request(&edge.config, &head, Some(&identity), None).is_ok());
+    let headers = js_headers_init(&crate::headers::forward_headers(&edge.config, &head, Some(&identity), false));
+    wait(tick()).await?;
+    let start = clock();
+    let made = plain_new_requests(n, "https://origin.bench.invalid/api/items?page=2", &headers);
+    wait(tick()).await?;
+    if made != n {
+        return Err("the plain new Request loop failed".to_owned());
+    }
+    breakdown.insert("plain_js_new_request".to_owned(), json!((clock() - start) * 1000.0 / f64::from(n)));
+
+    Ok(json!({
+        "iterations_per_round": n,
+        "rounds": ROUNDS,
+        "token_bytes": token.len(),
+        "floor_us_per_verify": floor_us,
+        "edge_us_per_request": edge_us,
+        "verification_us_per_request": verification_us,
+        "median_floor_us": floor,
+        "median_edge_us": edge_median,
+        "median_verification_us": verification_median,
+        "ratio": edge_median / floor,
+        "verification_ratio": verification_median / floor,
+        "token_validation_ratio": breakdown.get("token_validation").and_then(serde_json::Value::as_f64).map(|v| v / floor),
+        "breakdown_us": breakdown,
+    }))
+}

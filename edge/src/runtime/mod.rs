@@ -1,0 +1,247 @@
+//! The Worker: the fetch handler and the I/O around the pure decisions. Only built for wasm32.
+
+#[cfg(feature = "bench")]
+mod bench;
+mod forward;
+mod keystore;
+mod webcrypto;
+
+use crate::config::{Config, ConfigError};
+use crate::decision::{self, Identity, Refusal};
+use crate::reply::{self, Reply};
+use crate::request::{self, RequestHead, Route};
+use js_sys::futures::JsFuture;
+use jwks::{Access, UntrustedToken};
+use keystore::KeyStore;
+use serde_json::json;
+use std::cell::OnceCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast as _, JsValue};
+use webcrypto::WebCrypto;
+use worker::{Context, Env, console_error, console_log, event};
+
+/// The per-isolate state: the configuration, read once, and the key set cache.
+struct Edge {
+    config: Config,
+    keys: Rc<KeyStore>,
+}
+
+thread_local! {
+    static EDGE: OnceCell<Result<Rc<Edge>, ConfigError>> = const { OnceCell::new() };
+}
+
+/// The current time in Unix milliseconds (`SystemTime::now()` panics on wasm32).
+fn now_ms() -> u64 {
+    // Date.now() is a whole, non-negative number of milliseconds well within u64.
+    js_sys::Date::now().max(0.0) as u64
+}
+
+/// A variable's text: a string as it is, any other JSON value (wrangler turns TOML tables and
+/// numbers in `[vars]` into JSON) as its JSON text; `None` when unset.
+fn env_text(env: &Env, name: &str) -> Option<String> {
+    let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
+    if value.is_undefined() || value.is_null() {
+        return None;
+    }
+    if let Some(text) = value.as_string() {
+        return Some(text);
+    }
+    js_sys::JSON::stringify(&value).ok().and_then(|text| text.as_string())
+}
+
+/// What the edge does with a request, decided before any forwarding.
+enum Action {
+    /// Answer it itself (a refusal is logged already).
+    Answer(Reply),
+    /// Send it on to the origin: with the identity on a protected route, and with its body or not.
+    Forward {
+        /// Who the verified token says the caller is.
+        identity: Option<Identity>,
+        /// Whether the request's body goes too.
+        body: bool,
+    },
+    /// Run the benchmark.
+    #[cfg(feature = "bench")]
+    Bench,
+}
+
+impl Edge {
+    /// An isolate's state for `config`, with an empty key set cache.
+    fn new(config: Config) -> Self {
+        let keys = Rc::new(KeyStore::new(&config));
+        Self { config, keys }
+    }
+
+    /// This isolate's state, made on the first request.
+    fn for_isolate(env: &Env) -> Result<Rc<Self>, ConfigError> {
+        EDGE.with(|cell| {
+            cell.get_or_init(|| {
+                Config::from_lookup(|name| env_text(env, name)).map(|config| Rc::new(Self::new(config)))
+            })
+            .clone()
+        })
+    }
+
+    /// Routes one request and answers it.
+    async fn handle(&self, request: web_sys::Request, ctx: &Context) -> worker::Result<web_sys::Response> {
+        let method = request.method();
+        let url = request.url();
+        let headers = header_pairs(&request.headers());
+        let head = RequestHead { method: &method, url: &url, headers: &headers };
+        match self.decide(&head, ctx).await {
+            Action::Answer(reply) => respond(reply),
+            Action::Forward { identity, body } => {
+                let body = if body { request.body() } else { None };
+                forward::to_origin(&self.config, &head, identity.as_ref(), body.as_ref()).await
+            }
+            #[cfg(feature = "bench")]
+            Action::Bench => bench::run(&head, ctx).await,
+        }
+    }
+
+    /// Everything the edge decides about a request: its route, and for a protected one the token,
+    /// the key set, the verification and the roles.
+    async fn decide(&self, head: &RequestHead<'_>, ctx: &Context) -> Action {
+        let route = request::route(&self.config, head);
+        let body = route.forwards_body(head.method);
+        match route {
+            Route::Status => Action::Answer(reply::status_reply(&self.config, self.keys.status(now_ms()))),
+            Route::ReservedUnknown => Action::Answer(reply::not_found_reply()),
+            #[cfg(feature = "bench")]
+            Route::Bench => Action::Bench,
+            #[cfg(not(feature = "bench"))]
+            Route::Bench => Action::Answer(reply::not_found_reply()),
+            Route::Preflight | Route::Public => Action::Forward { identity: None, body },
+            Route::Denied => Action::Answer(self.refuse(head, &Refusal::NoRule, None, None)),
+            Route::Protected { access, rule } => match self.authenticate(head, access, ctx).await {
+                Ok(identity) => Action::Forward { identity: Some(identity), body },
+                Err((refusal, kid)) => Action::Answer(self.refuse(head, &refusal, Some(rule), kid.as_deref())),
+            },
+        }
+    }
+
+    /// Finds and verifies the token, then applies the rule's `access`. On refusal, also gives the
+    /// token's `kid` (for the log).
+    async fn authenticate(
+        &self,
+        head: &RequestHead<'_>,
+        access: &Access,
+        ctx: &Context,
+    ) -> Result<Identity, (Refusal, Option<String>)> {
+        let Some(token) = request::credential(head, self.config.token_cookie.as_deref()).token() else {
+            return Err((Refusal::NoToken, None));
+        };
+        let kid = || UntrustedToken::parse(token).ok().and_then(|parsed| parsed.header().kid.clone());
+        let Some(keys) = Rc::clone(&self.keys).for_request(ctx).await else {
+            return Err((Refusal::KeysUnavailable, kid()));
+        };
+        let validator = &self.config.validator;
+        let mut verified = validator.validate_async(token, &keys, &WebCrypto, now_ms() / 1000).await;
+        if matches!(&verified, Err(error) if error.is_unknown_kid())
+            && let Some(refetched) = self.keys.refetch_for_unknown_kid().await
+        {
+            verified = validator.validate_async(token, &refetched, &WebCrypto, now_ms() / 1000).await;
+        }
+        decision::authorize(access, verified).map_err(|refusal| (refusal, kid()))
+    }
+
+    /// Logs a refusal (one line) and gives its answer.
+    fn refuse(&self, head: &RequestHead<'_>, refusal: &Refusal, rule: Option<&str>, kid: Option<&str>) -> Reply {
+        console_log!("{}", reply::refusal_log(head, refusal, rule, kid));
+        reply::refusal_reply(&self.config, head, refusal)
+    }
+}
+
+// Headers cross between JavaScript and Rust as one string each way (`name\nvalue\n`...): one call
+// instead of several per header, which is most of the edge's own cost per request.
+#[wasm_bindgen(inline_js = r#"
+export function headerBlock(headers) {
+  let block = "";
+  for (const [name, value] of headers) block += name + "\n" + value + "\n";
+  return block;
+}
+export function headerRecord(block) {
+  const parts = block.split("\n");
+  const record = Object.create(null);
+  for (let i = 0; i + 1 < parts.length; i += 2) {
+    const name = parts[i];
+    record[name] = name in record ? record[name] + ", " + parts[i + 1] : parts[i + 1];
+  }
+  return record;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = headerBlock)]
+    fn header_block(headers: &web_sys::Headers) -> String;
+    #[wasm_bindgen(js_name = headerRecord)]
+    fn header_record(block: &str) -> js_sys::Object;
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The runtime's global `fetch` (workerd's global is not a `WorkerGlobalScope`).
+    #[wasm_bindgen(js_name = fetch, catch)]
+    fn global_fetch(request: &web_sys::Request) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// Sends a subrequest with the runtime's `fetch`.
+async fn subrequest(request: &web_sys::Request) -> Result<web_sys::Response, JsValue> {
+    let response = JsFuture::from(global_fetch(request)?).await?;
+    Ok(response.unchecked_into())
+}
+
+/// A JavaScript error's message, for logs.
+fn js_reason(error: JsValue) -> String {
+    if let Some(error) = error.dyn_ref::<js_sys::Error>() {
+        return String::from(error.message());
+    }
+    error.as_string().unwrap_or_else(|| "unknown JavaScript error".to_owned())
+}
+
+/// The request's headers as pairs, in order.
+fn header_pairs(headers: &web_sys::Headers) -> Vec<(String, String)> {
+    crate::headers::parse_block(&header_block(headers))
+}
+
+/// `pairs` as a JavaScript record `{name: value}` (without a prototype, so that any header name
+/// is an own property; a repeated name gets its values joined with `, `, as `Headers` joins them),
+/// for a `RequestInit`'s headers. Measured in workerd, `new Request` takes a record several times
+/// faster than a list of `[name, value]` pairs, and faster than `append` per header.
+fn js_headers_init(pairs: &[(String, String)]) -> js_sys::Object {
+    header_record(&crate::headers::to_block(pairs))
+}
+
+/// A response the edge makes itself: never stored by caches.
+fn respond(reply: Reply) -> worker::Result<web_sys::Response> {
+    let headers = web_sys::Headers::new()?;
+    headers.set("content-type", reply.content_type())?;
+    headers.set("cache-control", "no-store")?;
+    for (name, value) in &reply.headers {
+        headers.set(name, value)?;
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(reply.status);
+    init.set_headers(&headers);
+    Ok(web_sys::Response::new_with_opt_str_and_init(Some(&reply.body), &init)?)
+}
+
+/// The Worker's entry point: the isolate's state, then [`Edge::handle`]. A bad configuration
+/// answers every request with a generic 500 and logs which variable is wrong; so does any other
+/// error, with one structured log line.
+#[event(fetch)]
+async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    match Edge::for_isolate(&env) {
+        Ok(edge) => match edge.handle(request, &ctx).await {
+            Ok(response) => Ok(response),
+            Err(error) => {
+                console_error!("{}", reply::event_log("internal_error", json!({ "reason": error.to_string() })));
+                respond(reply::internal_error_reply())
+            }
+        },
+        Err(error) => {
+            console_error!("{}", reply::config_error_log(&error));
+            respond(reply::config_error_reply())
+        }
+    }
+}

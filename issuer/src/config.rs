@@ -1,0 +1,707 @@
+//! The issuer's configuration: a TOML file and `PORTCULLIS_*` environment variables (the
+//! environment wins), parsed and validated once at start. A bad value stops the start with a
+//! message that names the setting, where it came from, and the rule it broke.
+
+use crate::db::Backend;
+use crate::kek::Kek;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The prefix of every environment variable the issuer reads.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// The environment variable that holds the key-encryption key (base64, 32 bytes). It is never
+/// read from the configuration file.
+pub const KEK_ENV: &str = "PORTCULLIS_KEK";
+
+/// The name of every setting (what each takes is documented on the fields of [`Config`]). The
+/// TOML key is the name; the environment variable is `PORTCULLIS_` followed by the name in upper
+/// case.
+const SETTINGS: &[&str] = &[
+    "issuer",
+    "audiences",
+    "admin_audience",
+    "access_token_ttl",
+    "jwks_max_age",
+    "rotation_period",
+    "publish_lead",
+    "retire_delay",
+    "leeway",
+    "bind",
+    "data_dir",
+    "database_url",
+    "kek_file",
+    "log_format",
+];
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// The issuer identifier, `iss` of every token: an `https` URL (or `http` on a loopback host),
+    /// without query, fragment or trailing slash. Default `http://127.0.0.1:8080`.
+    pub issuer: String,
+    /// The audiences tokens may be minted for. Default `["api"]`.
+    pub audiences: Vec<String>,
+    /// The audience an admin token must carry to use `/admin/*`. Default: the issuer URL.
+    pub admin_audience: String,
+    /// The lifetime of access tokens, and the longest the issuer ever signs. Default 5 minutes.
+    pub access_token_ttl: Duration,
+    /// `Cache-Control: max-age` of the JWKS and the discovery document. Default 5 minutes.
+    pub jwks_max_age: Duration,
+    /// How long a key signs before the next one takes over. Default 1 day.
+    pub rotation_period: Duration,
+    /// How long a new key is published before it signs. At least `jwks_max_age` (the default).
+    pub publish_lead: Duration,
+    /// How long a key stays published after it stopped signing. At least `access_token_ttl` plus
+    /// `leeway` (the default).
+    pub retire_delay: Duration,
+    /// Clock difference allowed when checking tokens (admin tokens here). Default 60 s.
+    pub leeway: Duration,
+    /// The address `serve` listens on. Default `127.0.0.1:8080`.
+    pub bind: SocketAddr,
+    /// The folder for the SQLite database and the development key file. Default `data`.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`. Default `sqlite://<data_dir>/issuer.db?mode=rwc`.
+    pub database_url: String,
+    /// Where the key-encryption key comes from.
+    pub kek: KekSource,
+    /// Log output: human-readable text or JSON lines. Default text.
+    pub log_format: LogFormat,
+    /// What loading noticed and ignored, for the caller to log once logging is set up.
+    warnings: Vec<ConfigWarning>,
+}
+
+/// Something the configuration ignored, without refusing the start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigWarning {
+    /// A `PORTCULLIS_*` environment variable that names no setting. It is not refused: the
+    /// project's own tools share the prefix (`PORTCULLIS_TOOLS`, `PORTCULLIS_TEST_POSTGRES`,
+    /// ...), and the issuer starts from such environments. Unknown keys in the configuration
+    /// file are still refused.
+    #[error("ignoring the environment variable {name}: it names no setting (a typo? known settings: {})", SETTINGS.join(", "))]
+    UnknownEnv {
+        /// The variable's name (its value is not repeated: it may be a secret).
+        name: String,
+    },
+}
+
+/// Where the key-encryption key (KEK) comes from.
+#[derive(Clone, Debug)]
+pub enum KekSource {
+    /// Given in `PORTCULLIS_KEK`.
+    Env(Kek),
+    /// Read from the file named by `kek_file`.
+    File(PathBuf),
+    /// Neither was given: a development key file in the data folder, created on first use with
+    /// mode 0600.
+    DevFile(PathBuf),
+}
+
+/// The format of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("admin_audience", &self.admin_audience)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .field("rotation_period", &self.rotation_period)
+            .field("publish_lead", &self.publish_lead)
+            .field("retire_delay", &self.retire_delay)
+            .field("leeway", &self.leeway)
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.redacted_database_url())
+            .field("kek", &self.kek)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the optional TOML file, overlays the `PORTCULLIS_*` variables of `env`, and
+    /// validates the result. `env` is passed in (usually `std::env::vars()`) so that tests need
+    /// not touch the process environment.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut raw = Raw::default();
+        if let Some(path) = file {
+            raw.read_file(path)?;
+        }
+        let warnings = raw.read_env(env);
+        Ok(Config { warnings, ..raw.validate()? })
+    }
+
+    /// What [`load`](Self::load) ignored: to be logged as warnings.
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
+    }
+
+    /// `database_url` as logs and errors may show it: scheme, host and port, and the database
+    /// name or file; never credentials or the query (see [`redact_url`](crate::db::redact_url)).
+    pub fn redacted_database_url(&self) -> String {
+        crate::db::redact_url(&self.database_url)
+    }
+
+    /// The URL of the JWKS, as the discovery document names it.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.issuer)
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("the configuration file {path} is not valid TOML: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key in the configuration file that names no setting (a typo, most likely).
+    #[error("unknown setting `{name}` in {origin}; known settings: {}", SETTINGS.join(", "))]
+    Unknown {
+        /// The name as written.
+        name: String,
+        /// The file.
+        origin: String,
+    },
+    /// A setting with a value that breaks a rule.
+    #[error("invalid setting `{setting}` ({origin}): {rule}")]
+    Invalid {
+        /// The setting's name.
+        setting: &'static str,
+        /// Where the value came from.
+        origin: String,
+        /// The rule it broke, with the value when it is not secret.
+        rule: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(setting: &'static str, origin: Origin, rule: impl Into<String>) -> Self {
+        Self::Invalid { setting, origin: origin.describe(setting), rule: rule.into() }
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Default,
+    File,
+    Env,
+}
+
+impl Origin {
+    fn describe(self, setting: &str) -> String {
+        match self {
+            Self::Default => "default".to_owned(),
+            Self::File => "from the configuration file".to_owned(),
+            Self::Env => format!("from {ENV_PREFIX}{}", setting.to_ascii_uppercase()),
+        }
+    }
+}
+
+/// The settings as given, before validation.
+#[derive(Default)]
+struct Raw {
+    values: BTreeMap<&'static str, (Origin, toml::Value)>,
+    kek: Option<String>,
+}
+
+impl Raw {
+    fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|error| ConfigError::Toml { path: path.to_owned(), message: error.to_string() })?;
+        for (name, value) in table {
+            if name == "kek" {
+                return Err(ConfigError::Invalid {
+                    setting: "kek",
+                    origin: "from the configuration file".to_owned(),
+                    rule: format!("a key must not be kept in the configuration file; set {KEK_ENV} or `kek_file`"),
+                });
+            }
+            let Some(setting) = SETTINGS.iter().find(|known| **known == name) else {
+                return Err(ConfigError::Unknown { name, origin: format!("{}", path.display()) });
+            };
+            self.values.insert(setting, (Origin::File, value));
+        }
+        Ok(())
+    }
+
+    /// Takes the `PORTCULLIS_*` settings of `env`; returns a warning for each other
+    /// `PORTCULLIS_*` variable, which is ignored.
+    fn read_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        for (name, value) in env {
+            let Some(suffix) = name.strip_prefix(ENV_PREFIX) else { continue };
+            if name == KEK_ENV {
+                self.kek = Some(value);
+                continue;
+            }
+            // PORTCULLIS_CONFIG names the file itself and is read by the command line.
+            if suffix == "CONFIG" {
+                continue;
+            }
+            let lower = suffix.to_ascii_lowercase();
+            let Some(setting) = SETTINGS.iter().find(|known| **known == lower) else {
+                warnings.push(ConfigWarning::UnknownEnv { name });
+                continue;
+            };
+            self.values.insert(setting, (Origin::Env, toml::Value::String(value)));
+        }
+        warnings
+    }
+
+    fn text(&self, setting: &'static str) -> Result<Option<(Origin, String)>, ConfigError> {
+        match self.values.get(setting) {
+            None => Ok(None),
+            Some((origin, toml::Value::String(text))) => Ok(Some((*origin, text.trim().to_owned()))),
+            Some((origin, _)) => Err(ConfigError::invalid(setting, *origin, "must be a string")),
+        }
+    }
+
+    fn duration(&self, setting: &'static str, default: Duration) -> Result<(Origin, Duration), ConfigError> {
+        match self.values.get(setting) {
+            None => Ok((Origin::Default, default)),
+            Some((origin, toml::Value::Integer(secs))) => u64::try_from(*secs)
+                .map(|secs| (*origin, Duration::from_secs(secs)))
+                .map_err(|_| ConfigError::invalid(setting, *origin, "must not be negative")),
+            Some((origin, toml::Value::String(text))) => {
+                parse_duration(text).map(|value| (*origin, value)).ok_or_else(|| {
+                    ConfigError::invalid(
+                        setting,
+                        *origin,
+                        format!("{text:?} is not a duration (a whole number with s, m, h or d, e.g. \"5m\")"),
+                    )
+                })
+            }
+            Some((origin, _)) => Err(ConfigError::invalid(setting, *origin, "must be a duration such as \"5m\"")),
+        }
+    }
+
+    fn list(&self, setting: &'static str) -> Result<Option<(Origin, Vec<String>)>, ConfigError> {
+        match self.values.get(setting) {
+            None => Ok(None),
+            Some((origin, toml::Value::String(text))) => {
+                Ok(Some((*origin, text.split(',').map(|item| item.trim().to_owned()).collect())))
+            }
+            Some((origin, toml::Value::Array(items))) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .map(|items| Some((*origin, items)))
+                .ok_or_else(|| ConfigError::invalid(setting, *origin, "must be a list of strings")),
+            Some((origin, _)) => Err(ConfigError::invalid(setting, *origin, "must be a list of strings")),
+        }
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let (issuer_origin, issuer) =
+            self.text("issuer")?.unwrap_or((Origin::Default, "http://127.0.0.1:8080".to_owned()));
+        check_issuer(&issuer).map_err(|rule| ConfigError::invalid("issuer", issuer_origin, rule))?;
+
+        let (origin, audiences) = self.list("audiences")?.unwrap_or((Origin::Default, vec!["api".to_owned()]));
+        if audiences.is_empty() {
+            return Err(ConfigError::invalid("audiences", origin, "must name at least one audience"));
+        }
+        for (index, audience) in audiences.iter().enumerate() {
+            check_identifier(audience).map_err(|rule| ConfigError::invalid("audiences", origin, rule))?;
+            if audiences[..index].contains(audience) {
+                return Err(ConfigError::invalid("audiences", origin, format!("{audience:?} is listed twice")));
+            }
+        }
+        let (origin, admin_audience) = self.text("admin_audience")?.unwrap_or((Origin::Default, issuer.clone()));
+        check_identifier(&admin_audience).map_err(|rule| ConfigError::invalid("admin_audience", origin, rule))?;
+
+        let (origin, access_token_ttl) = self.duration("access_token_ttl", Duration::from_secs(5 * 60))?;
+        within("access_token_ttl", origin, access_token_ttl, Duration::from_secs(1), HOUR)?;
+        let (origin, leeway) = self.duration("leeway", Duration::from_secs(60))?;
+        within("leeway", origin, leeway, Duration::ZERO, Duration::from_secs(5 * 60))?;
+        let (origin, jwks_max_age) = self.duration("jwks_max_age", Duration::from_secs(5 * 60))?;
+        within("jwks_max_age", origin, jwks_max_age, Duration::ZERO, DAY)?;
+        let (origin, publish_lead) = self.duration("publish_lead", jwks_max_age)?;
+        let why = " so that every verifier has a key before it signs";
+        at_least("publish_lead", origin, publish_lead, ("jwks_max_age", jwks_max_age), 7 * DAY, why)?;
+        let longest_token = access_token_ttl + leeway;
+        let (origin, retire_delay) = self.duration("retire_delay", longest_token)?;
+        let why = " so that no key leaves the JWKS before the tokens it signed expire";
+        at_least("retire_delay", origin, retire_delay, ("access_token_ttl + leeway", longest_token), 30 * DAY, why)?;
+        let (origin, rotation_period) = self.duration("rotation_period", DAY)?;
+        let shortest_period = publish_lead.max(Duration::from_secs(60));
+        let floor = ("publish_lead and at least 1m", shortest_period);
+        at_least("rotation_period", origin, rotation_period, floor, 365 * DAY, "")?;
+
+        let (origin, bind) = self.text("bind")?.unwrap_or((Origin::Default, "127.0.0.1:8080".to_owned()));
+        let bind: SocketAddr = bind.parse().map_err(|_| {
+            ConfigError::invalid("bind", origin, format!("{bind:?} is not an address and port such as 127.0.0.1:8080"))
+        })?;
+
+        let (origin, data_dir) = self.text("data_dir")?.unwrap_or((Origin::Default, "data".to_owned()));
+        if data_dir.is_empty() {
+            return Err(ConfigError::invalid("data_dir", origin, "must not be empty"));
+        }
+        let data_dir = PathBuf::from(data_dir);
+        let database_url = match self.text("database_url")? {
+            Some((origin, url)) => {
+                check_database_url(&url).map_err(|rule| ConfigError::invalid("database_url", origin, rule))?;
+                url
+            }
+            None => {
+                let file = data_dir.join("issuer.db");
+                let file = file.to_str().ok_or_else(|| ConfigError::invalid("data_dir", origin, "must be UTF-8"))?;
+                format!("sqlite://{file}?mode=rwc")
+            }
+        };
+
+        let kek = match (&self.kek, self.text("kek_file")?) {
+            (Some(value), _) => KekSource::Env(Kek::from_base64(value).map_err(|error| ConfigError::Invalid {
+                setting: "kek",
+                origin: format!("from {KEK_ENV}"),
+                rule: error.to_string(),
+            })?),
+            (None, Some((origin, path))) if path.is_empty() => {
+                return Err(ConfigError::invalid("kek_file", origin, "must not be empty"));
+            }
+            (None, Some((_, path))) => KekSource::File(PathBuf::from(path)),
+            (None, None) => KekSource::DevFile(data_dir.join("kek")),
+        };
+
+        let (origin, log_format) = self.text("log_format")?.unwrap_or((Origin::Default, "text".to_owned()));
+        let log_format = match log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(ConfigError::invalid("log_format", origin, format!("{other:?} is not text or json"))),
+        };
+
+        Ok(Config {
+            issuer,
+            audiences,
+            admin_audience,
+            access_token_ttl,
+            jwks_max_age,
+            rotation_period,
+            publish_lead,
+            retire_delay,
+            leeway,
+            bind,
+            data_dir,
+            database_url,
+            kek,
+            log_format,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn within(
+    setting: &'static str,
+    origin: Origin,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            setting,
+            origin,
+            format!("must be between {} and {}; got {}", show(min), show(max), show(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// Like [`within`], for a minimum set by other settings: the message names them (`floor` is
+/// their description and the value they give) and says `why`.
+fn at_least(
+    setting: &'static str,
+    origin: Origin,
+    value: Duration,
+    floor: (&str, Duration),
+    max: Duration,
+    why: &str,
+) -> Result<(), ConfigError> {
+    let (floor_name, floor) = floor;
+    if value < floor || value > max {
+        return Err(ConfigError::invalid(
+            setting,
+            origin,
+            format!(
+                "must be at least {floor_name} ({}){why}, and at most {}; got {}",
+                show(floor),
+                show(max),
+                show(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `90`, `90s`, `5m`, `1h` or `2d` (a whole number of seconds, minutes, hours or days).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => text.split_at(split),
+        None => (text, "s"),
+    };
+    if number.is_empty() {
+        return None;
+    }
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    number.checked_mul(scale).map(Duration::from_secs)
+}
+
+/// A duration as the configuration writes it (`90s`, `5m`, `1h`, `2d`).
+pub fn show(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0 => "0s".to_owned(),
+        _ if secs.is_multiple_of(86_400) => format!("{}d", secs / 86_400),
+        _ if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
+        _ if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        _ => format!("{secs}s"),
+    }
+}
+
+fn check_issuer(issuer: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(issuer).map_err(|_| format!("{issuer:?} is not a URL"))?;
+    // First, and without repeating the value: the credentials must not reach a message.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry credentials (user or password)".to_owned());
+    }
+    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(format!("{issuer:?} must be an https URL (http only for localhost)")),
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must not have a query or a fragment".to_owned());
+    }
+    if issuer.ends_with('/') {
+        return Err(format!("{issuer:?} must not end with '/'"));
+    }
+    Ok(())
+}
+
+fn check_identifier(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 256 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{value:?} must be 1 to 256 characters without spaces"));
+    }
+    Ok(())
+}
+
+fn check_database_url(url: &str) -> Result<(), String> {
+    match Backend::from_url(url) {
+        Some(_) => Ok(()),
+        None => Err(format!("must start with {}", Backend::SCHEMES)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+    }
+
+    fn load(file: Option<&str>, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("issuer.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).expect("write");
+        }
+        Config::load(file.map(|_| path.as_path()), env(pairs))
+    }
+
+    fn message(result: Result<Config, ConfigError>) -> String {
+        result.expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let config = load(None, &[]).expect("defaults are valid");
+        assert_eq!(config.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.audiences, ["api"]);
+        assert_eq!(config.admin_audience, config.issuer);
+        assert_eq!(config.access_token_ttl, Duration::from_secs(300));
+        assert_eq!(config.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(config.publish_lead, config.jwks_max_age);
+        assert_eq!(config.retire_delay, Duration::from_secs(360));
+        assert_eq!(config.leeway, Duration::from_secs(60));
+        assert_eq!(config.rotation_period, DAY);
+        assert_eq!(config.bind, "127.0.0.1:8080".parse().expect("address"));
+        assert_eq!(config.database_url, "sqlite://data/issuer.db?mode=rwc");
+        assert!(matches!(config.kek, KekSource::DevFile(ref path) if path == Path::new("data/kek")));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_example_file_lists_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("issuer.example.toml");
+        let example = Config::load(Some(&path), env(&[])).expect("the example is valid");
+        let defaults = load(None, &[]).expect("defaults");
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn file_then_env_and_env_wins() {
+        let file = r#"
+            issuer = "https://auth.example.com"
+            audiences = ["api", "billing"]
+            access_token_ttl = "10m"
+            jwks_max_age = 120
+            rotation_period = "7d"
+        "#;
+        let config = load(Some(file), &[("PORTCULLIS_ACCESS_TOKEN_TTL", "2m"), ("OTHER_VAR", "x")]).expect("valid");
+        assert_eq!(config.issuer, "https://auth.example.com");
+        assert_eq!(config.audiences, ["api", "billing"]);
+        assert_eq!(config.access_token_ttl, Duration::from_secs(120));
+        assert_eq!(config.jwks_max_age, Duration::from_secs(120));
+        assert_eq!(config.publish_lead, Duration::from_secs(120), "defaults to jwks_max_age");
+        assert_eq!(config.retire_delay, Duration::from_secs(180), "defaults to ttl + leeway");
+        assert_eq!(config.rotation_period, 7 * DAY);
+        let config = load(None, &[("PORTCULLIS_AUDIENCES", "a, b")]).expect("valid");
+        assert_eq!(config.audiences, ["a", "b"]);
+    }
+
+    #[test]
+    fn refusals_name_the_setting_and_the_rule() {
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
+            (None, &[("PORTCULLIS_ISSUER", "http://auth.example.com")], "`issuer` (from PORTCULLIS_ISSUER): "),
+            (None, &[("PORTCULLIS_ISSUER", "https://auth.example.com/")], "must not end with '/'"),
+            (None, &[("PORTCULLIS_ISSUER", "https://a.example?x=1")], "query"),
+            (
+                None,
+                &[("PORTCULLIS_ACCESS_TOKEN_TTL", "2h")],
+                "`access_token_ttl` (from PORTCULLIS_ACCESS_TOKEN_TTL): must be between 1s and 1h; got 2h",
+            ),
+            (None, &[("PORTCULLIS_ACCESS_TOKEN_TTL", "5 minutes")], "is not a duration"),
+            (Some("leeway = -1"), &[], "`leeway` (from the configuration file): must not be negative"),
+            (
+                None,
+                &[("PORTCULLIS_PUBLISH_LEAD", "1m")],
+                "`publish_lead` (from PORTCULLIS_PUBLISH_LEAD): must be at least jwks_max_age (5m)",
+            ),
+            (None, &[("PORTCULLIS_RETIRE_DELAY", "5m")], "must be at least access_token_ttl + leeway (6m)"),
+            (
+                None,
+                &[("PORTCULLIS_ROTATION_PERIOD", "1m")],
+                "`rotation_period` (from PORTCULLIS_ROTATION_PERIOD): must be at least publish_lead",
+            ),
+            (None, &[("PORTCULLIS_AUDIENCES", "api,api")], "listed twice"),
+            (None, &[("PORTCULLIS_AUDIENCES", "api,")], "`audiences`"),
+            (Some("audiences = [1]"), &[], "must be a list of strings"),
+            (None, &[("PORTCULLIS_BIND", "localhost")], "`bind`"),
+            (None, &[("PORTCULLIS_DATABASE_URL", "mysql://x")], "`database_url`"),
+            (None, &[("PORTCULLIS_LOG_FORMAT", "xml")], "`log_format`"),
+            (None, &[("PORTCULLIS_KEK", "c2hvcnQ=")], "`kek` (from PORTCULLIS_KEK)"),
+            (Some("isuer = \"https://a.example\""), &[], "unknown setting `isuer`"),
+            (Some("kek = \"abc\""), &[], "must not be kept in the configuration file"),
+            (Some("issuer = "), &[], "not valid TOML"),
+        ];
+        for (file, pairs, expected) in cases {
+            let got = message(load(*file, pairs));
+            assert!(got.contains(expected), "{file:?} {pairs:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let secret = "c2VjcmV0LXBhc3N3b3JkLXdpdGgtdGhpcnR5LXR3by1ieXRlcw==";
+        let config = load(
+            None,
+            &[
+                ("PORTCULLIS_KEK", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+                ("PORTCULLIS_DATABASE_URL", "postgres://u:hunter2@db/issuer"),
+            ],
+        )
+        .expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("AAECAwQF"), "{shown}");
+        assert_eq!(config.redacted_database_url(), "postgres://db/issuer");
+        let config =
+            load(None, &[("PORTCULLIS_DATABASE_URL", "postgres://db/issuer?password=hunter2")]).expect("valid");
+        assert_eq!(config.redacted_database_url(), "postgres://db/issuer");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let refused = message(load(None, &[("PORTCULLIS_KEK", secret)]));
+        assert!(!refused.contains(secret), "{refused}");
+        for issuer in ["https://admin:hunter2@auth.example.com", "http://admin:hunter2@auth.example.com"] {
+            let refused = message(load(None, &[("PORTCULLIS_ISSUER", issuer)]));
+            assert!(refused.contains("must not carry credentials") && !refused.contains("hunter2"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_warnings() {
+        let config = load(
+            None,
+            &[
+                ("PORTCULLIS_TOOLS", "/opt/tools"),
+                ("PORTCULLIS_TEST_POSTGRES", "postgres://u:hunter2@db"),
+                ("PORTCULLIS_TTL", "5m"),
+                ("PORTCULLIS_ISSUER", "https://auth.example.com"),
+            ],
+        )
+        .expect("unknown PORTCULLIS_* variables do not stop the start");
+        assert_eq!(config.issuer, "https://auth.example.com", "known ones still apply");
+        let names: Vec<String> =
+            config.warnings().iter().map(|ConfigWarning::UnknownEnv { name }| name.clone()).collect();
+        assert_eq!(names, ["PORTCULLIS_TOOLS", "PORTCULLIS_TEST_POSTGRES", "PORTCULLIS_TTL"]);
+        let shown = config.warnings()[1].to_string();
+        assert!(shown.contains("PORTCULLIS_TEST_POSTGRES") && !shown.contains("hunter2"), "{shown}");
+        assert!(load(None, &[]).expect("defaults").warnings().is_empty());
+        // Bad values of known variables and unknown keys in the file are still refused.
+        assert!(message(load(None, &[("PORTCULLIS_TOOLS", "x"), ("PORTCULLIS_LEEWAY", "soon")])).contains("`leeway`"));
+        assert!(message(load(Some("tools = 1"), &[])).contains("unknown setting `tools`"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
+        for bad in ["", "m", "5x", "-5m", "5.5m", "5 m", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        assert_eq!(show(Duration::from_secs(360)), "6m");
+        assert_eq!(show(Duration::from_secs(61)), "61s");
+    }
+}

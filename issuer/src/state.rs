@@ -1,0 +1,278 @@
+//! The application state: configuration, clock, database, keys and the cached JWKS, shared by
+//! the HTTP handlers, the background key sync and the CLI.
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::{Db, DbError, OpenMode};
+use crate::error::ApiError;
+use crate::jwks_cache::{JwksCache, JwksSnapshot};
+use crate::kek::Kek;
+use crate::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation, RotationPolicy};
+use crate::token::{self, AccessTokenRequest, MintError, MintedToken};
+use jwks::{Claims, ClaimsOptions, P256Verifier, Validator};
+use std::sync::Arc;
+
+/// Everything a request needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    clock: SharedClockDebug,
+    db: Db,
+    keys: KeyStore,
+    jwks: JwksCache,
+    admin: Validator,
+}
+
+/// The clock, with a `Debug` that says nothing about it.
+struct SharedClockDebug(SharedClock);
+
+impl std::fmt::Debug for SharedClockDebug {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Clock")
+    }
+}
+
+/// Why the issuer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The keys could not be set up or read.
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyStoreError),
+    /// The active key does not open under the configured KEK.
+    #[error("{0}; is PORTCULLIS_KEK (or kek_file) the key-encryption key this database was created with?")]
+    WrongKek(KeyStoreError),
+    /// A command that needs an existing issuer found a database without keys (or without the
+    /// issuer's tables).
+    #[error(
+        "{database}: {reason}; is data_dir (or database_url) right? `issuer serve` creates the database and its first key"
+    )]
+    NoKeys {
+        /// The database, redacted.
+        database: String,
+        /// What was found.
+        reason: String,
+    },
+}
+
+/// Every key of an existing issuer database, for `issuer keys list`. Nothing is created or
+/// changed (no database, folder, KEK file or key; no rotation step), and no KEK is needed.
+pub async fn list_keys(config: &Config) -> Result<Vec<KeyInfo>, StartError> {
+    let db = Db::open(&config.database_url, OpenMode::Existing).await?;
+    let keys = existing_keys(&db, config).await;
+    db.close().await;
+    keys
+}
+
+/// The keys of `db`, refusing a database that has none.
+async fn existing_keys(db: &Db, config: &Config) -> Result<Vec<KeyInfo>, StartError> {
+    let no_keys = |reason: String| StartError::NoKeys { database: config.redacted_database_url(), reason };
+    match keys::list(db).await {
+        Ok(keys) if keys.is_empty() => Err(no_keys("there are no signing keys".to_owned())),
+        Ok(keys) => Ok(keys),
+        Err(KeyStoreError::Db(DbError::Sqlx(sqlx::Error::Database(error)))) => {
+            Err(no_keys(format!("cannot read signing keys ({})", error.message())))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+impl AppState {
+    /// Opens the database (creating and migrating it if needed), creates the first key on a
+    /// first start, applies any due rotation step, checks that `kek` opens the active key, and
+    /// builds the JWKS. For `serve` and the commands that may set up a new issuer.
+    pub async fn open(config: Config, kek: Kek, clock: SharedClock) -> Result<Self, StartError> {
+        let db = Db::open(&config.database_url, OpenMode::Create).await?;
+        let keys = KeyStore::new(db.clone(), kek, RotationPolicy::from_config(&config));
+        for change in keys.tick(clock.now()).await? {
+            tracing::info!(?change, "key set changed");
+        }
+        Self::assemble(config, clock, db, keys).await
+    }
+
+    /// Opens an existing issuer database as it is: creates nothing, migrates nothing, applies
+    /// no rotation step, and refuses a database without keys (naming it, redacted). Checks that
+    /// `kek` opens the active key. For commands that act on an existing issuer (`keys revoke`).
+    pub async fn open_existing(config: Config, kek: Kek, clock: SharedClock) -> Result<Self, StartError> {
+        let db = Db::open(&config.database_url, OpenMode::Existing).await?;
+        existing_keys(&db, &config).await?;
+        let keys = KeyStore::new(db.clone(), kek, RotationPolicy::from_config(&config));
+        Self::assemble(config, clock, db, keys).await
+    }
+
+    async fn assemble(config: Config, clock: SharedClock, db: Db, keys: KeyStore) -> Result<Self, StartError> {
+        keys.signer().await.map_err(|error| match error {
+            KeyStoreError::Unseal(_) => StartError::WrongKek(error),
+            other => StartError::Keys(other),
+        })?;
+        let jwks = JwksCache::load(&keys, clock.now()).await?;
+        let claims = ClaimsOptions::new(config.issuer.clone(), [config.admin_audience.clone()])
+            .with_leeway(config.leeway.as_secs())
+            .with_max_lifetime(config.access_token_ttl.as_secs());
+        let admin = Validator::new(claims);
+        Ok(Self { inner: Arc::new(Inner { config, clock: SharedClockDebug(clock), db, keys, jwks, admin }) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The signing keys.
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    /// The current time from the injected clock (Unix seconds).
+    pub fn now(&self) -> u64 {
+        self.inner.clock.0.now()
+    }
+
+    /// One step of the background sync: applies due rotation steps, then rebuilds the cached JWKS
+    /// if the key set changed (here or in another process on the same database). The JWKS is
+    /// refreshed even when the rotation step failed, so that a replica never stops following
+    /// the key set; the step's error is returned after that.
+    pub async fn sync(&self) -> Result<Vec<Change>, KeyStoreError> {
+        let now = self.now();
+        let ticked = self.inner.keys.tick(now).await;
+        match &ticked {
+            Ok(changes) => {
+                for change in changes {
+                    tracing::info!(?change, "key set changed");
+                }
+            }
+            Err(error) => tracing::error!(%error, "scheduled rotation step failed; refreshing the JWKS anyway"),
+        }
+        let refreshed = self.inner.jwks.refresh(&self.inner.keys, now).await;
+        match (ticked, refreshed) {
+            (Ok(changes), Ok(())) => Ok(changes),
+            (Err(error), Ok(())) | (Ok(_), Err(error)) => Err(error),
+            (Err(error), Err(refresh_error)) => {
+                tracing::error!(error = %refresh_error, "JWKS refresh failed too");
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs [`sync`](Self::sync) every [`REPLICA_SYNC`](crate::keys::REPLICA_SYNC) (the policy's
+    /// `replica_sync`) until the task is aborted. Errors are logged and retried at the next tick.
+    pub fn spawn_key_sync(&self) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(state.inner.keys.policy().replica_sync);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = state.sync().await {
+                    tracing::error!(%error, "key sync failed; retrying at the next tick");
+                }
+            }
+        })
+    }
+
+    /// Rotation on demand (see [`KeyStore::rotate`]); the JWKS is rebuilt at once.
+    pub async fn rotate_keys(&self) -> Result<Rotation, KeyStoreError> {
+        let now = self.now();
+        let rotation = self.inner.keys.rotate(now).await?;
+        tracing::info!(?rotation, "rotation on demand");
+        self.inner.jwks.refresh(&self.inner.keys, now).await?;
+        Ok(rotation)
+    }
+
+    /// Emergency revocation (see [`KeyStore::revoke`]); the JWKS is rebuilt at once.
+    pub async fn revoke_key(&self, kid: &str) -> Result<Revocation, KeyStoreError> {
+        let now = self.now();
+        let revocation = self.inner.keys.revoke(kid, now).await?;
+        tracing::warn!(?revocation, "key revoked");
+        self.inner.jwks.refresh(&self.inner.keys, now).await?;
+        Ok(revocation)
+    }
+
+    /// Mints an access token with the active key, after checking the request against the
+    /// configuration: audiences among `audiences` (or the admin audience), lifetime at most
+    /// `access_token_ttl`.
+    pub async fn mint(&self, request: &AccessTokenRequest) -> Result<MintedToken, MintError> {
+        let config = &self.inner.config;
+        let allowed: Vec<&str> =
+            config.audiences.iter().map(String::as_str).chain([config.admin_audience.as_str()]).collect();
+        let ttl = token::check(request, &allowed, config.access_token_ttl)?;
+        let now = self.now();
+        let key = self.inner.keys.signer().await?;
+        // Never sign with a key this process does not publish: catch up first if another
+        // process changed the key set since this one last looked.
+        if self.inner.jwks.current().keys.get(key.kid()).is_none() {
+            self.inner.jwks.refresh(&self.inner.keys, now).await?;
+        }
+        token::sign(&key, &config.issuer, request, ttl, now)
+    }
+
+    /// The JWKS to serve: the cached snapshot, compared with the database at most once per
+    /// [`KEY_SET_CHECK_INTERVAL`](crate::keys::KEY_SET_CHECK_INTERVAL). When the database does
+    /// not answer, the cached snapshot is served (verifiers keep their keys either way).
+    pub(crate) async fn jwks(&self) -> Arc<JwksSnapshot> {
+        self.inner.jwks.checked(&self.inner.keys, self.now()).await.snapshot
+    }
+
+    /// Checks an admin token with the `jwks` core, against the key set this process serves,
+    /// compared with the database at most [`KEY_SET_CHECK_INTERVAL`](crate::keys::KEY_SET_CHECK_INTERVAL)
+    /// ago: a key revoked by any process stops opening admin endpoints here within that time.
+    /// When that cannot be confirmed (the database does not answer), the token is not accepted.
+    pub(crate) async fn verify_admin_token(&self, token: &str) -> Result<Claims, ApiError> {
+        let now = self.now();
+        let checked = self.inner.jwks.checked(&self.inner.keys, now).await;
+        if !checked.fresh {
+            return Err(ApiError::Unavailable);
+        }
+        Ok(self.inner.admin.validate(token, &checked.snapshot.keys, &P256Verifier, now)?)
+    }
+
+    /// True when the database answers.
+    pub(crate) async fn healthy(&self) -> bool {
+        self.inner.db.ping().await
+    }
+
+    /// Closes the database connections.
+    pub async fn close(&self) {
+        self.inner.db.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[tokio::test]
+    async fn sync_refreshes_the_jwks_even_when_the_rotation_step_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = [("PORTCULLIS_DATA_DIR".to_owned(), dir.path().to_str().expect("UTF-8").to_owned())];
+        let config = Config::load(None, env).expect("valid");
+        let (kek, clock) = (Kek::generate(), Arc::new(ManualClock::new(1_800_000_000)));
+        let ours = AppState::open(config.clone(), kek.clone(), clock.clone()).await.expect("starts");
+        let theirs = AppState::open(config, kek, clock.clone()).await.expect("starts");
+        // Another process publishes a next key; this one has not looked since.
+        let Rotation::Scheduled { next, .. } = theirs.rotate_keys().await.expect("rotates") else {
+            panic!("the first rotation only schedules");
+        };
+        assert!(ours.inner.jwks.current().keys.get(&next).is_none());
+        // Its promotion becomes due, but every change to a key fails.
+        sqlx::query(
+            "CREATE TRIGGER refuse_key_changes BEFORE UPDATE ON signing_keys \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(ours.inner.db.pool())
+        .await
+        .expect("trigger");
+        clock.advance(ours.keys().policy().lead());
+        let error = ours.sync().await.expect_err("the promotion fails");
+        assert!(error.to_string().contains("refused by the test"), "{error}");
+        assert!(ours.inner.jwks.current().keys.get(&next).is_some(), "the JWKS followed the key set anyway");
+    }
+}

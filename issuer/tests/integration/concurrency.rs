@@ -1,0 +1,151 @@
+//! Two issuer processes on one SQLite file, rotating, syncing and minting at the same time.
+
+use crate::common::{TestIssuer, key_set};
+use issuer::clock::Clock as _;
+use issuer::keys::{KeyInfo, KeyState};
+use issuer::{AppState, app};
+use jwks::{KeySet, P256Verifier};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+const SETTINGS: &[(&str, &str)] =
+    &[("rotation_period", "1m"), ("jwks_max_age", "10s"), ("access_token_ttl", "10s"), ("leeway", "5s")];
+
+fn assert_one_active(keys: &[KeyInfo]) {
+    assert_eq!(keys.iter().filter(|key| key.state == KeyState::Active).count(), 1, "{keys:#?}");
+    assert!(keys.iter().filter(|key| key.state == KeyState::Next).count() <= 1, "{keys:#?}");
+}
+
+#[derive(Clone, Copy)]
+enum Work {
+    Rotate,
+    RotateAndRevoke,
+}
+
+/// What the race saw: every token minted (its `kid` and `iat`), and every JWKS either process
+/// served, with the time it was served.
+#[derive(Default)]
+struct Seen {
+    minted: Vec<(String, u64)>,
+    served: Vec<(u64, KeySet)>,
+}
+
+/// Runs three workers per process for `rounds` rounds each. With [`Work::Rotate`] (no
+/// revocations), each token is checked at once against the JWKS of every process, not only the
+/// one that signed it.
+async fn race(issuer: &TestIssuer, processes: &[AppState], work: Work, rounds: u64) -> Seen {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let routers: Vec<_> = processes.iter().map(|state| app(state.clone())).collect();
+    let mut handles = Vec::new();
+    for (process, state) in processes.iter().enumerate() {
+        for task in 0..3_u64 {
+            let state = state.clone();
+            let clock = issuer.clock.clone();
+            let (routers, seen) = (routers.clone(), Arc::clone(&seen));
+            handles.push(tokio::spawn(async move {
+                let validator = jwks::Validator::new(jwks::ClaimsOptions::new(
+                    state.config().issuer.clone(),
+                    state.config().audiences.clone(),
+                ));
+                let record = |at: u64, served: KeySet| {
+                    seen.lock().unwrap_or_else(PoisonError::into_inner).served.push((at, served));
+                };
+                // A small deterministic mix per worker.
+                let mut seed = (process as u64 + 1) * 7919 + task * 104_729;
+                for round in 0..rounds {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    clock.advance(Duration::from_secs((seed >> 33) % 2));
+                    match ((seed >> 40) % 8, work) {
+                        (0..=2, _) => {
+                            state.rotate_keys().await.expect("rotation");
+                        }
+                        (3..=4, _) => {
+                            state.sync().await.expect("sync");
+                        }
+                        (5, Work::RotateAndRevoke) => {
+                            let active = state.keys().signer().await.expect("active").kid().to_owned();
+                            state.revoke_key(&active).await.expect("revocation");
+                        }
+                        _ => {
+                            let token = crate::common::mint(&state, "api", &[]).await;
+                            if matches!(work, Work::Rotate) {
+                                // The JWKS of the process that signed it, and of the other one.
+                                for router in &routers {
+                                    let served = key_set(router).await;
+                                    let now = clock.now();
+                                    validator.validate(&token.token, &served, &P256Verifier, now).unwrap_or_else(
+                                        |error| panic!("{} (kid {}) at {now}: {error:?}", token.issued_at, token.kid),
+                                    );
+                                    record(now, served);
+                                }
+                            }
+                            seen.lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .minted
+                                .push((token.kid, token.issued_at));
+                        }
+                    }
+                    // What verifiers fetch between the mints, from either process.
+                    let router = &routers[usize::try_from(round).expect("small") % routers.len()];
+                    let served = key_set(router).await;
+                    record(clock.now(), served);
+                    assert_one_active(&state.keys().list().await.expect("list"));
+                }
+            }));
+        }
+    }
+    for handle in handles {
+        handle.await.expect("worker");
+    }
+    Arc::try_unwrap(seen).ok().expect("the workers are done").into_inner().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_rotating_at_once_keep_the_invariants() {
+    let issuer = TestIssuer::start(SETTINGS).await;
+    let bootstrap = issuer.state.keys().signer().await.expect("active").kid().to_owned();
+    let other = issuer.second_process(SETTINGS).await;
+    let policy = *issuer.state.keys().policy();
+    let max_age = issuer.state.config().jwks_max_age.as_secs();
+    let Seen { minted, served } = race(&issuer, &[issuer.state.clone(), other.clone()], Work::Rotate, 40).await;
+
+    let keys = issuer.state.keys().list().await.expect("list");
+    assert_one_active(&keys);
+    let by_kid: HashMap<&str, &KeyInfo> = keys.iter().map(|key| (key.kid.as_str(), key)).collect();
+    let promoted = keys.iter().filter(|key| key.activated_at.is_some() && key.kid != bootstrap).count();
+    assert!(promoted >= 3, "the race rotated keys: {keys:#?}");
+    for key in keys.iter().filter(|key| key.kid != bootstrap) {
+        if let Some(activated_at) = key.activated_at {
+            let earliest = policy.earliest_activation(key.published_at);
+            assert!(activated_at >= earliest, "{} signed before its lead: {key:?}", key.kid);
+        }
+    }
+    assert!(!minted.is_empty());
+    for (kid, issued_at) in &minted {
+        let key = by_kid[kid.as_str()];
+        assert!(key.activated_at.is_some(), "{kid} signed but was never active");
+        if *kid != bootstrap {
+            assert!(*issued_at >= policy.earliest_activation(key.published_at), "{kid} signed at {issued_at}: {key:?}");
+        }
+        // A verifier that fetched the JWKS from either process within max-age before the token
+        // was signed knows its key.
+        for (served_at, set) in served.iter().filter(|(at, _)| at <= issued_at && issued_at - at < max_age) {
+            assert!(set.get(kid).is_some(), "{kid} signed at {issued_at}, missing from a JWKS served at {served_at}");
+        }
+    }
+    // Both processes serve the same key set once synced.
+    other.sync().await.expect("sync");
+    issuer.state.sync().await.expect("sync");
+    let ours: Vec<String> = key_set(&app(issuer.state.clone())).await.kids().map(str::to_owned).collect();
+    let theirs: Vec<String> = key_set(&app(other.clone())).await.kids().map(str::to_owned).collect();
+    assert_eq!(ours, theirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_revocations_never_leave_zero_or_two_active_keys() {
+    let issuer = TestIssuer::start(SETTINGS).await;
+    let other = issuer.second_process(SETTINGS).await;
+    race(&issuer, &[issuer.state.clone(), other], Work::RotateAndRevoke, 30).await;
+    assert_one_active(&issuer.state.keys().list().await.expect("list"));
+}

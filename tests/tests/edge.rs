@@ -1,0 +1,790 @@
+//! The edge Worker under the real runtime: `wrangler dev` serving the built Worker (`edge/build/`),
+//! with an in-process test server for the JWKS and the origin, all on 127.0.0.1.
+//!
+//! The Worker must be built first: `cargo xtask test` does it, or `cargo xtask build-worker`.
+//! The benchmark (`bench_inside_workerd`, ignored by default) needs `edge/build-bench/`:
+//! `cargo xtask bench-edge` builds it and runs it.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jwks::{JwkSet, PublicKey};
+use p256::ecdsa::{Signature, SigningKey, signature::Signer as _};
+use serde_json::{Value, json};
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+const ISSUER: &str = "https://issuer.test";
+const REALM: &str = "portcullis-test";
+/// The route policy as a `[vars.POLICY]` table in the Worker's wrangler config, as the repository's
+/// wrangler.toml has it: wrangler hands the table to the Worker as JSON.
+const POLICY_TABLE: &str = r#"
+[vars.POLICY]
+preflight = true
+
+[[vars.POLICY.rules]]
+path = "/public/*"
+access = "public"
+
+[[vars.POLICY.rules]]
+path = "/api/admin/*"
+access = "any_role"
+roles = ["admin"]
+
+[[vars.POLICY.rules]]
+path = "/api/*"
+access = "authenticated"
+"#;
+/// The same policy as JSON text, as a `--var` or a secret gives it.
+const POLICY_JSON: &str = r#"{"rules": [
+    {"path": "/public/*", "access": "public"},
+    {"path": "/api/admin/*", "access": "any_role", "roles": ["admin"]},
+    {"path": "/api/*", "access": "authenticated"}
+]}"#;
+/// The refetch cooldown the Worker runs with here (seconds).
+const COOLDOWN_SECS: u64 = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Keys and tokens.
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
+/// A signing key derived from a seed, and its public key (whose thumbprint is its `kid`).
+struct TestKey {
+    signing: SigningKey,
+    public: PublicKey,
+}
+
+impl TestKey {
+    fn new(seed: u8) -> Self {
+        let mut secret = [0x42u8; 32];
+        secret[31] = seed;
+        let signing = SigningKey::from_slice(&secret).expect("valid scalar");
+        let public = PublicKey::from(signing.verifying_key());
+        Self { signing, public }
+    }
+
+    fn kid(&self) -> &str {
+        self.public.thumbprint()
+    }
+
+    /// A compact JWS of `header` and `claims`, signed with this key.
+    fn sign(&self, header: &Value, claims: &Value) -> String {
+        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let signature: Signature = self.signing.sign(input.as_bytes());
+        format!("{input}.{}", b64(&signature.to_bytes()))
+    }
+
+    /// An access token for `claims`, with this key's `kid`.
+    fn token(&self, claims: &Value) -> String {
+        self.sign(&json!({"alg": "ES256", "typ": "at+jwt", "kid": self.kid()}), claims)
+    }
+}
+
+/// Good claims at the current time, with `changes` applied (`Value::Null` removes a claim).
+fn claims(changes: &[(&str, Value)]) -> Value {
+    let now = now();
+    let mut claims = json!({
+        "iss": ISSUER, "sub": "user-1", "aud": "api", "iat": now, "nbf": now, "exp": now + 300,
+        "jti": "token-1", "roles": ["reader"], "client_id": "test-client",
+    });
+    let members = claims.as_object_mut().expect("an object");
+    for (name, value) in changes {
+        if value.is_null() {
+            members.remove(*name);
+        } else {
+            members.insert((*name).to_owned(), value.clone());
+        }
+    }
+    claims
+}
+
+fn jwks_of(keys: &[&TestKey]) -> String {
+    serde_json::to_string(&JwkSet { keys: keys.iter().map(|key| key.public.to_jwk()).collect() }).expect("JSON")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test server: a JWKS endpoint and an origin that records what it receives.
+
+/// One request as the origin received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The first value of header `name`, if it is text.
+fn first_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        first_header(&self.headers, name)
+    }
+
+    fn header_count(&self, name: &str) -> usize {
+        self.headers.get_all(name).iter().count()
+    }
+
+    /// Every value of header `name`, joined with `; `.
+    fn all(&self, name: &str) -> String {
+        let values: Vec<&str> = self.headers.get_all(name).iter().filter_map(|value| value.to_str().ok()).collect();
+        values.join("; ")
+    }
+}
+
+#[derive(Default)]
+struct Backend {
+    jwks: Mutex<String>,
+    jwks_max_age: AtomicU64,
+    jwks_fetches: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl Backend {
+    fn set_jwks(&self, jwks: String) {
+        *self.jwks.lock().expect("lock") = jwks;
+    }
+
+    fn fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    fn last_seen(&self) -> Seen {
+        self.seen().last().cloned().expect("the origin received a request")
+    }
+}
+
+async fn serve_jwks(State(backend): State<Arc<Backend>>) -> impl IntoResponse {
+    backend.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let max_age = backend.jwks_max_age.load(Ordering::SeqCst);
+    let body = backend.jwks.lock().expect("lock").clone();
+    ([("content-type", "application/json".to_owned()), ("cache-control", format!("max-age={max_age}"))], body)
+}
+
+async fn serve_origin(State(backend): State<Arc<Backend>>, request: Request) -> impl IntoResponse {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+    backend.seen.lock().expect("lock").push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers,
+        body,
+    });
+    ([("x-origin", "yes")], "from the origin")
+}
+
+/// A server on 127.0.0.1 that stops when the sender is dropped or fired.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(router: Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self { addr, stop: Some(stop), task }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP client.
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        first_header(&self.headers, name)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+}
+
+struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl Client {
+    fn new(base: String) -> Self {
+        Self { inner: HyperClient::builder(TokioExecutor::new()).build_http(), base }
+    }
+
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+        let mut request = axum::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).expect("request");
+        let response = tokio::time::timeout(Duration::from_secs(30), self.inner.request(request))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer within 30 s"))
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        Answer { status, headers, body }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send("GET", path, headers, Vec::new()).await
+    }
+
+    async fn get_with_token(&self, path: &str, token: &str) -> Answer {
+        self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
+    }
+
+    /// GET `path` with each of `tokens`, all at once.
+    async fn at_once(&self, path: &str, tokens: [&str; 4]) -> [Answer; 4] {
+        let (a, b, c, d) = tokio::join!(
+            self.get_with_token(path, tokens[0]),
+            self.get_with_token(path, tokens[1]),
+            self.get_with_token(path, tokens[2]),
+            self.get_with_token(path, tokens[3]),
+        );
+        [a, b, c, d]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrangler dev.
+
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
+}
+
+/// A `wrangler dev` process in its own process group, killed with its whole group on drop (even
+/// when the test fails), with its output in a log file.
+struct Wrangler {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Wrangler {
+    /// Starts `wrangler dev` on the Worker in `edge/<build>` with `vars` (as `--var`) and
+    /// `config_tail` at the end of its wrangler config (tables, such as [`POLICY_TABLE`]), its state
+    /// kept in `dir/state` (the Cache API persists there) and its output in `dir/<name>.log`.
+    fn start(name: &str, build: &str, dir: &Path, vars: &[(&str, String)], config_tail: &str) -> Self {
+        let root = root();
+        let entry = root.join("edge").join(build).join("index.js");
+        assert!(
+            entry.is_file(),
+            "{} is missing: build the Worker first with `cargo xtask test` (or `cargo xtask build-worker`{})",
+            entry.display(),
+            if build == "build" { "" } else { ", `cargo xtask bench-edge` for the benchmark Worker" }
+        );
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(wrangler.exists(), "{} is missing: run `npm ci` (or `cargo xtask test`)", wrangler.display());
+
+        // The repository's wrangler.toml less its build step and vars: same runtime, prebuilt Worker.
+        let root_config = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml");
+        let compatibility: Vec<&str> =
+            root_config.lines().filter(|line| line.trim_start().starts_with("compatibility_")).collect();
+        assert!(!compatibility.is_empty(), "wrangler.toml sets no compatibility_date");
+        let config = dir.join(format!("{name}.wrangler.toml"));
+        let text = format!(
+            "name = \"portcullis-edge-{name}\"\nmain = {:?}\n{}\n{config_tail}",
+            entry.display().to_string(),
+            compatibility.join("\n")
+        );
+        std::fs::write(&config, text).expect("write the test's wrangler config");
+
+        let port = free_port();
+        let log = dir.join(format!("{name}.log"));
+        let output = File::create(&log).expect("log file");
+        let mut command = Command::new(&wrangler);
+        command
+            .args(["dev", "--config"])
+            .arg(&config)
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
+            .arg(dir.join("state"))
+            .current_dir(dir)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("log file"))
+            .stderr(output);
+        for (name, value) in vars {
+            command.arg("--var").arg(format!("{name}:{value}"));
+        }
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().expect("start wrangler dev");
+        Self { child, base: format!("http://127.0.0.1:{port}"), log, started: Instant::now() }
+    }
+
+    /// Waits (at most 90 s) until the Worker answers, and says how long that took from the start.
+    async fn ready(&mut self, client: &Client) -> Duration {
+        let deadline = self.started + Duration::from_secs(90);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler dev exited ({status}):\n{}", self.log_text());
+            }
+            let probe = axum::http::Request::get(format!("{}/_portcullis/status", client.base))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let answer = tokio::time::timeout(Duration::from_secs(5), client.inner.request(probe)).await;
+            if let Ok(Ok(response)) = answer
+                && response.headers().contains_key("cache-control")
+            {
+                return self.started.elapsed();
+            }
+            assert!(Instant::now() < deadline, "wrangler dev did not answer within 90 s:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (at most 5 s) for a log line containing every one of `parts`.
+    async fn logged(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log_text().lines().find(|line| parts.iter().all(|part| line.contains(part))) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no log line with {parts:?} in:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Wrangler {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of {} ---", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The variables every test Worker runs with, pointing at `jwks` and `origin` (all but POLICY).
+fn vars(jwks: SocketAddr, origin: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("ISSUER", ISSUER.to_owned()),
+        ("AUDIENCE", "api, other-api".to_owned()),
+        ("JWKS_URL", format!("http://{jwks}/jwks")),
+        ("ORIGIN_URL", format!("http://{origin}/base")),
+        ("TOKEN_COOKIE", "pc_token".to_owned()),
+        ("LOGIN_URL", "https://login.test/start".to_owned()),
+        ("REALM", REALM.to_owned()),
+        ("JWKS_MIN_TTL_SECONDS", "1".to_owned()),
+        ("JWKS_REFETCH_COOLDOWN_SECONDS", COOLDOWN_SECS.to_string()),
+        ("JWKS_TIMEOUT_MS", "2000".to_owned()),
+    ]
+}
+
+fn challenge(error: Option<&str>) -> String {
+    match error {
+        Some(error) => format!("Bearer realm=\"{REALM}\", error=\"{error}\""),
+        None => format!("Bearer realm=\"{REALM}\""),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+/// Everything the issue asks of the Worker under `wrangler dev`, in one run (each instance costs
+/// seconds to start), then a second instance on the same state to check that a fresh isolate starts
+/// warm from the Cache API while the issuer is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_under_wrangler_dev() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let k1 = TestKey::new(1);
+    let k2 = TestKey::new(2);
+    let backend = Arc::new(Backend::default());
+    backend.set_jwks(jwks_of(&[&k1]));
+    backend.jwks_max_age.store(300, Ordering::SeqCst);
+    let jwks_server =
+        Server::start(Router::new().route("/jwks", get(serve_jwks)).with_state(Arc::clone(&backend))).await;
+    let origin = Server::start(Router::new().fallback(serve_origin).with_state(Arc::clone(&backend))).await;
+
+    let mut wrangler = Wrangler::start("main", "build", dir.path(), &vars(jwks_server.addr, origin.addr), POLICY_TABLE);
+    let client = Client::new(wrangler.base.clone());
+    let took = wrangler.ready(&client).await;
+    eprintln!("wrangler dev: first answer {:.2} s after start", took.as_secs_f64());
+
+    // POLICY came as a [vars.POLICY] table, which wrangler hands over as JSON: loaded. The status
+    // page says which variables are set, never their values.
+    let status = client.get("/_portcullis/status", &[]).await;
+    let document = status.json();
+    assert_eq!((document["config"].as_str(), document["rules"].as_u64()), (Some("loaded"), Some(3)), "{document}");
+    let set: Vec<&str> =
+        document["variables_set"].as_array().expect("names").iter().filter_map(Value::as_str).collect();
+    assert!(set.contains(&"POLICY") && set.contains(&"LOGIN_URL"), "{document}");
+    assert!(!status.text().contains("login.test"), "no values: {document}");
+
+    // Several first requests at once, on a cold isolate with nothing in the Cache API: one fetch of
+    // the key set, which the others wait for (no request may await another's promise in workerd:
+    // it would be cancelled as hung).
+    let reader = k1.token(&claims(&[]));
+    for answer in client.at_once("/api/items", [&reader; 4]).await {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(backend.fetches(), 1, "one fetch of the key set for the first requests");
+
+    // A good token: the origin gets the request, the identity headers, and not the client's
+    // spoofed ones nor the token.
+    let answer = client
+        .get(
+            "/api/items?page=2&q=a%20b",
+            &[
+                ("authorization", &format!("Bearer {reader}")),
+                ("x-auth-subject", "admin"),
+                ("x-auth-roles", "admin"),
+                ("cookie", "theme=dark"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("x-origin"), Some("yes"));
+    assert_eq!(answer.text(), "from the origin");
+    let seen = backend.last_seen();
+    assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("GET", "/base/api/items?page=2&q=a%20b"));
+    assert_eq!(seen.header("x-auth-subject"), Some("user-1"));
+    assert_eq!(seen.header_count("x-auth-subject"), 1);
+    assert_eq!(seen.header("x-auth-roles"), Some("reader"));
+    assert_eq!(seen.header_count("x-auth-roles"), 1);
+    assert_eq!(seen.header("x-auth-issuer"), Some(ISSUER));
+    assert_eq!(seen.header("x-auth-token-id"), Some("token-1"));
+    assert_eq!(seen.header("authorization"), None);
+    assert_eq!(seen.header("cookie"), Some("theme=dark"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    let fetches_after_first = backend.fetches();
+    assert_eq!(fetches_after_first, 1, "no more fetches while the set is fresh");
+
+    // The token may come in the cookie; the cookie does not reach the origin, other cookies do.
+    let answer = client.get("/api/items", &[("cookie", &format!("a=1; pc_token={reader}; b=2"))]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(backend.last_seen().header("cookie"), Some("a=1; b=2"));
+    // Repeated Cookie headers (which the runtime joins with ", "): the token is read from them and
+    // does not reach the origin; the other cookies do.
+    let answer = client.get("/api/items", &[("cookie", "a=1"), ("cookie", &format!("pc_token={reader}, b=2"))]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let cookies = backend.last_seen().all("cookie");
+    assert!(cookies.contains("a=1") && cookies.contains("b=2") && !cookies.contains("pc_token"), "{cookies}");
+    assert!(!cookies.contains(&reader), "{cookies}");
+
+    // Refusals: 401 with the right challenge, nothing reaches the origin.
+    let seen_before = backend.seen().len();
+    let answer = client.get("/api/items", &[]).await;
+    assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some(challenge(None).as_str())));
+    assert_eq!(answer.text(), "unauthorized\n");
+    let invalid = challenge(Some("invalid_token"));
+    let now = now();
+    let wrong_signature = k2.sign(&json!({"alg": "ES256", "typ": "at+jwt", "kid": k1.kid()}), &claims(&[]));
+    let expired = k1.token(&claims(&[("iat", json!(now - 4000)), ("nbf", Value::Null), ("exp", json!(now - 3600))]));
+    let cases: Vec<(&str, String)> = vec![
+        ("a bad signature", wrong_signature),
+        ("an expired token", expired.clone()),
+        ("a wrong issuer", k1.token(&claims(&[("iss", json!("https://evil.test"))]))),
+        ("a wrong audience", k1.token(&claims(&[("aud", json!(["billing"]))]))),
+        (
+            "alg none",
+            format!("{}.{}.", b64(br#"{"alg":"none","typ":"at+jwt"}"#), b64(claims(&[]).to_string().as_bytes())),
+        ),
+        ("alg none with a kid", {
+            let header = json!({"alg": "none", "typ": "at+jwt", "kid": k1.kid()}).to_string();
+            format!("{}.{}.", b64(header.as_bytes()), b64(claims(&[]).to_string().as_bytes()))
+        }),
+        ("HS256", {
+            let header = json!({"alg": "HS256", "typ": "at+jwt", "kid": k1.kid()}).to_string();
+            format!("{}.{}.{}", b64(header.as_bytes()), b64(claims(&[]).to_string().as_bytes()), b64(&[7; 32]))
+        }),
+        ("a wrong typ", k1.sign(&json!({"alg": "ES256", "typ": "JWT", "kid": k1.kid()}), &claims(&[]))),
+        ("garbage", "not-a-token".to_owned()),
+    ];
+    for (what, token) in &cases {
+        let answer = client.get_with_token("/api/items", token).await;
+        assert_eq!(answer.status, 401, "{what}: {}", answer.text());
+        assert_eq!(answer.header("www-authenticate"), Some(invalid.as_str()), "{what}");
+        assert_eq!(answer.text(), "unauthorized\n", "{what}: the reason is not echoed");
+    }
+    // The reason is logged, one structured line.
+    let line = wrangler.logged(&["\"event\":\"refused\"", "expired"]).await;
+    assert!(line.contains("\"code\":\"invalid_token\""), "{line}");
+    assert_eq!(backend.seen().len(), seen_before, "no refused request reaches the origin");
+
+    // A browser without a token goes to the login page with its URL to come back to.
+    let answer = client.get("/api/items?x=1", &[("accept", "text/html,application/xhtml+xml")]).await;
+    assert_eq!(answer.status, 302);
+    let location = answer.header("location").expect("a location");
+    assert!(location.starts_with("https://login.test/start?return_to=http%3A%2F%2F127.0.0.1%3A"), "{location}");
+    assert!(location.ends_with("%2Fapi%2Fitems%3Fx%3D1"), "{location}");
+    // So does a browser whose cookie token is no good (expired); a bad token in Authorization is
+    // an API client's: 401.
+    let answer = client.get("/api/items", &[("accept", "text/html"), ("cookie", &format!("pc_token={expired}"))]).await;
+    assert_eq!(answer.status, 302, "{}", answer.text());
+    assert!(answer.header("location").is_some_and(|location| location.starts_with("https://login.test/start?")));
+    let answer =
+        client.get("/api/items", &[("accept", "text/html"), ("authorization", &format!("Bearer {expired}"))]).await;
+    assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some(invalid.as_str())));
+
+    // A missing role: 403 insufficient_scope; with the role: allowed.
+    let answer = client.get_with_token("/api/admin/users", &reader).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(answer.header("www-authenticate"), Some(challenge(Some("insufficient_scope")).as_str()));
+    let admin = k1.token(&claims(&[("roles", json!(["reader", "admin"]))]));
+    let answer = client.get_with_token("/api/admin/users", &admin).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(backend.last_seen().header("x-auth-roles"), Some("reader,admin"));
+
+    // No rule: denied without a challenge.
+    let answer = client.get_with_token("/elsewhere", &admin).await;
+    assert_eq!((answer.status, answer.header("www-authenticate")), (403, None));
+    // Paths an origin could read as another one match no rule: denied, whatever the token.
+    let seen_before = backend.seen().len();
+    for path in ["/public/..;/api/admin/users", "/api/%61dmin/users"] {
+        let answer = client.get_with_token(path, &reader).await;
+        assert_eq!((answer.status, answer.header("www-authenticate")), (403, None), "{path}: {}", answer.text());
+    }
+    assert_eq!(backend.seen().len(), seen_before, "no ambiguous path reaches the origin");
+    // `/api/admin/*` covers `/api/admin` too: a reader lacks the role.
+    let answer = client.get_with_token("/api/admin", &reader).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(answer.header("www-authenticate"), Some(challenge(Some("insufficient_scope")).as_str()));
+
+    // A public route and a CORS preflight reach the origin without a token (and cleaned).
+    let answer = client.get("/public/page", &[("authorization", "Bearer whatever"), ("x-auth-subject", "admin")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = backend.last_seen();
+    assert_eq!(seen.uri, "/base/public/page");
+    assert_eq!((seen.header("authorization"), seen.header("x-auth-subject")), (None, None));
+    let preflight = [("origin", "https://app.test"), ("access-control-request-method", "POST")];
+    let answer = client.send("OPTIONS", "/api/items", &preflight, Vec::new()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = backend.last_seen();
+    assert_eq!((seen.method.as_str(), seen.header("origin")), ("OPTIONS", Some("https://app.test")));
+    assert_eq!(seen.header("x-auth-subject"), None);
+    // A preflight never takes a body to the origin.
+    let answer = client.send("OPTIONS", "/api/items", &preflight, b"not for the origin".to_vec()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = backend.last_seen();
+    assert_eq!((seen.method.as_str(), seen.body.len()), ("OPTIONS", 0));
+    assert!(seen.header("content-length").is_none_or(|length| length == "0"), "{:?}", seen.headers);
+    // A preflight for a path no rule matches is an ordinary OPTIONS: denied, not forwarded.
+    let seen_before = backend.seen().len();
+    let answer = client.send("OPTIONS", "/elsewhere", &preflight, b"x".to_vec()).await;
+    assert_eq!((answer.status, answer.header("www-authenticate")), (403, None), "{}", answer.text());
+    assert_eq!(backend.seen().len(), seen_before, "the preflight did not reach the origin");
+
+    // A POST body arrives intact (binary, larger than one chunk).
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let answer = client
+        .send(
+            "POST",
+            "/api/upload?v=1",
+            &[("authorization", &format!("Bearer {reader}")), ("content-type", "application/octet-stream")],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = backend.last_seen();
+    assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("POST", "/base/api/upload?v=1"));
+    assert_eq!(seen.header("content-type"), Some("application/octet-stream"));
+    assert!(seen.body == body, "the body changed on the way ({} bytes of {})", seen.body.len(), body.len());
+
+    // An unknown kid, then a JWKS that has it: accepted after exactly one refetch.
+    backend.set_jwks(jwks_of(&[&k1, &k2]));
+    tokio::time::sleep(Duration::from_millis(COOLDOWN_SECS * 1000 + 300)).await;
+    let fetches = backend.fetches();
+    let from_k2 = k2.token(&claims(&[("sub", json!("user-2"))]));
+    let answer = client.get_with_token("/api/items", &from_k2).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(backend.last_seen().header("x-auth-subject"), Some("user-2"));
+    assert_eq!(backend.fetches(), fetches + 1, "exactly one refetch");
+    // A flood of random kids within the cooldown: refused, and no more fetches.
+    for i in 0..8 {
+        let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": format!("random-{i}")});
+        let answer = client.get_with_token("/api/items", &k1.sign(&header, &claims(&[]))).await;
+        assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some(invalid.as_str())), "kid {i}");
+    }
+    assert_eq!(backend.fetches(), fetches + 1, "unknown kids within the cooldown refetch nothing");
+
+    // The issuer goes away: the cached keys keep serving past their lifetime (stale), and the
+    // status page says so. First have the Worker take a set with a 1 s lifetime.
+    backend.jwks_max_age.store(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(COOLDOWN_SECS * 1000 + 300)).await;
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "not-there-either"});
+    let answer = client.get_with_token("/api/items", &k1.sign(&header, &claims(&[]))).await;
+    assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some(invalid.as_str())));
+    assert_eq!(backend.fetches(), fetches + 2, "the unknown kid refetched once the cooldown had passed");
+    let jwks_addr = jwks_server.addr;
+    jwks_server.stop().await;
+    tokio::time::sleep(Duration::from_millis(COOLDOWN_SECS * 1000 + 300)).await;
+    for token in [&reader, &from_k2] {
+        let answer = client.get_with_token("/api/items", token).await;
+        assert_eq!(answer.status, 200, "the cached keys keep working: {}", answer.text());
+    }
+    wrangler.logged(&["keys_fetch_failed"]).await;
+    let status = client.get("/_portcullis/status", &[]).await.json();
+    assert_eq!(status["config"], "loaded");
+    assert_eq!(status["keys"]["state"], "stale", "{status}");
+    assert_eq!(status["keys"]["serving"], true, "{status}");
+    assert!(status["keys"]["last_error"].is_string(), "{status}");
+    let kids: Vec<&str> =
+        status["keys"]["keys"]["kids"].as_array().expect("kids").iter().filter_map(Value::as_str).collect();
+    assert!(kids.contains(&k1.kid()) && kids.contains(&k2.kid()), "{status}");
+    drop(wrangler);
+
+    // A new instance on the same state and JWKS_URL, with the issuer still down: it starts from the
+    // key set the first one kept in the Cache API.
+    let mut wrangler = Wrangler::start("warm", "build", dir.path(), &vars(jwks_addr, origin.addr), POLICY_TABLE);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+    // Several first requests at once: each reads the Cache API before anything else (none goes
+    // to the issuer, which is down, and fails with 503, while the Cache API has a set).
+    for answer in client.at_once("/api/items", [&from_k2, &reader, &from_k2, &reader]).await {
+        assert_eq!(answer.status, 200, "a fresh isolate starts warm from the Cache API: {}", answer.text());
+    }
+    let status = client.get("/_portcullis/status", &[]).await.json();
+    assert_eq!(status["keys"]["keys"]["source"], "cache_api", "{status}");
+
+    // The origin goes away: 502, and one structured log line says why.
+    origin.stop().await;
+    let answer = client.get("/public/page", &[]).await;
+    assert_eq!((answer.status, answer.text().as_str()), (502, "bad gateway\n"));
+    let line = wrangler.logged(&["\"event\":\"origin_unreachable\""]).await;
+    assert!(line.contains("\"path\":\"/public/page\""), "{line}");
+    drop(wrangler);
+}
+
+/// An address nothing listens on.
+fn jwks_server_addr_gone() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A bad configuration value: every request gets a generic 500, and the log names the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_answers_500_and_names_the_variable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut vars = vars(jwks_server_addr_gone(), jwks_server_addr_gone());
+    // POLICY as JSON text here (the other instances have the table): good, so that the bad
+    // LEEWAY_SECONDS after it is what is reported.
+    vars.push(("POLICY", POLICY_JSON.to_owned()));
+    vars.push(("LEEWAY_SECONDS", "a minute".to_owned()));
+    let mut wrangler = Wrangler::start("bad-config", "build", dir.path(), &vars, "");
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+    for path in ["/api/items", "/public/page", "/_portcullis/status"] {
+        let answer = client.get(path, &[]).await;
+        assert_eq!((answer.status, answer.text().as_str()), (500, "internal error\n"), "{path}");
+    }
+    let line = wrangler.logged(&["\"event\":\"config_error\""]).await;
+    assert!(line.contains("\"variable\":\"LEEWAY_SECONDS\""), "{line}");
+    assert!(!line.contains("a minute"), "the value is not logged: {line}");
+}
+
+/// The benchmark (`cargo xtask bench-edge`): the cost of a verified request inside workerd with
+/// warm keys, against a plain `crypto.subtle.verify` loop. Prints its figures; asserts nothing
+/// about time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: needs edge/build-bench, run it with `cargo xtask bench-edge`"]
+async fn bench_inside_workerd() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let iterations: u32 = std::env::var("PORTCULLIS_BENCH_N").ok().and_then(|n| n.parse().ok()).unwrap_or(2000);
+    let mut wrangler = Wrangler::start(
+        "bench",
+        "build-bench",
+        dir.path(),
+        &vars(jwks_server_addr_gone(), jwks_server_addr_gone()),
+        POLICY_TABLE,
+    );
+    let client = Client::new(wrangler.base.clone());
+    let took = wrangler.ready(&client).await;
+    let answer = client.get(&format!("/_portcullis/bench?n={iterations}"), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let result = answer.json();
+    println!("wrangler dev: first answer {:.2} s after start", took.as_secs_f64());
+    println!("{}", serde_json::to_string_pretty(&result).expect("JSON"));
+    let figure = |name: &str| result[name].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "per verified request: edge {:.1} us (of which verification {:.1} us), crypto.subtle.verify floor {:.1} us, \
+         ratio {:.2} (verification {:.2})",
+        figure("median_edge_us"),
+        figure("median_verification_us"),
+        figure("median_floor_us"),
+        figure("ratio"),
+        figure("verification_ratio"),
+    );
+}

@@ -1,0 +1,285 @@
+//! `cargo xtask dev`: the whole stack on this machine. The issuer on SQLite, the demo origin, and
+//! the edge Worker under `wrangler dev` in front of it, each in its own process group, with their
+//! logs in `.dev/`. Prints the URLs and example requests; Ctrl-C stops everything it started.
+
+use crate::worker::{self, Tools};
+use anyhow::{Context as _, Result, bail};
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where the issuer listens (the `ISSUER` of wrangler.toml's `[vars]`).
+const ISSUER_ADDR: &str = "127.0.0.1:8080";
+/// Where the demo origin listens (the `ORIGIN_URL` of wrangler.toml's `[vars]`).
+const ORIGIN_ADDR: &str = "127.0.0.1:3000";
+/// Where `wrangler dev` serves the Worker.
+const EDGE_ADDR: &str = "127.0.0.1:8787";
+/// wrangler's inspector (it defaults to 9229, which another Node process may hold).
+const INSPECTOR_PORT: &str = "9239";
+/// How long each part may take to answer after it starts.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the stack until Ctrl-C (or until one of its processes stops).
+pub(crate) fn dev(root: &Path) -> Result<()> {
+    for (what, address) in [("issuer", ISSUER_ADDR), ("demo origin", ORIGIN_ADDR), ("edge", EDGE_ADDR)] {
+        TcpListener::bind(address)
+            .with_context(|| format!("{address} (for the {what}) is in use: is another `cargo xtask dev` running?"))?;
+    }
+    let tools = worker::ensure_tools(root)?;
+    worker::build_worker(root, &tools)?;
+    crate::run(root, "cargo", &["build", "--quiet", "-p", "issuer", "-p", "tests", "--bins"])?;
+
+    // A clean start: fresh keys, database and Worker cache state each run.
+    let state = root.join(".dev");
+    if state.exists() {
+        std::fs::remove_dir_all(&state).with_context(|| format!("cannot clear {}", state.display()))?;
+    }
+    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+
+    let (stop, stopped) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop.send(());
+    })
+    .context("cannot catch Ctrl-C")?;
+
+    let mut stack = Stack::start(root, &state, &tools)?;
+    stack.wait_until_ready()?;
+    let demo = stack.demo()?;
+    demo.print(&stack);
+
+    loop {
+        if stopped.recv_timeout(Duration::from_millis(250)).is_ok() {
+            println!("\nstopping...");
+            return Ok(());
+        }
+        if let Some(name) = stack.exited() {
+            bail!("the {name} stopped; its log is in {}", stack.log(name).display());
+        }
+    }
+}
+
+/// A child process in its own process group; stopping it stops the whole group.
+struct Part {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let kill = |signal: &str| {
+            let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
+        };
+        kill("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kill("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// The three processes of the stack.
+struct Stack {
+    root: PathBuf,
+    issuer_data: PathBuf,
+    parts: Vec<Part>,
+}
+
+impl Stack {
+    fn start(root: &Path, state: &Path, tools: &Tools) -> Result<Self> {
+        let issuer_data = state.join("issuer");
+        let mut stack = Self { root: root.to_owned(), issuer_data, parts: Vec::new() };
+        let binaries = root.join("target/debug");
+
+        let mut issuer = Command::new(binaries.join("issuer"));
+        issuer.arg("serve");
+        stack.issuer_env(&mut issuer);
+        stack.spawn("issuer", issuer, state)?;
+
+        let mut origin = Command::new(binaries.join("demo-origin"));
+        origin.arg(ORIGIN_ADDR);
+        stack.spawn("demo origin", origin, state)?;
+
+        let (ip, port) = EDGE_ADDR.split_once(':').context("EDGE_ADDR is ip:port")?;
+        let mut edge = Command::new(&tools.wrangler);
+        edge.args(["dev", "--ip", ip, "--port", port, "--inspector-port", INSPECTOR_PORT, "--persist-to"])
+            .arg(state.join("wrangler"))
+            .envs(worker::wrangler_env())
+            .current_dir(root);
+        stack.spawn("edge", edge, state)?;
+        Ok(stack)
+    }
+
+    /// The issuer's settings for this stack: its data under `.dev/issuer`, the rest as in
+    /// wrangler.toml (`ISSUER`, `AUDIENCE`).
+    fn issuer_env(&self, command: &mut Command) {
+        command
+            .env("PORTCULLIS_DATA_DIR", &self.issuer_data)
+            .env("PORTCULLIS_BIND", ISSUER_ADDR)
+            .env("PORTCULLIS_ISSUER", format!("http://{ISSUER_ADDR}"))
+            .env("PORTCULLIS_AUDIENCES", "api")
+            .current_dir(&self.root);
+    }
+
+    fn spawn(&mut self, name: &'static str, mut command: Command, state: &Path) -> Result<()> {
+        let log = self.log_in(state, name);
+        let output = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        command.stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().with_context(|| format!("cannot start the {name}"))?;
+        self.parts.push(Part { name, child, log });
+        Ok(())
+    }
+
+    fn log_in(&self, state: &Path, name: &str) -> PathBuf {
+        state.join(format!("{}.log", name.replace(' ', "-")))
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.parts.iter().find(|part| part.name == name).map_or_else(PathBuf::new, |part| part.log.clone())
+    }
+
+    /// The name of a part that has stopped, if any.
+    fn exited(&mut self) -> Option<&'static str> {
+        self.parts.iter_mut().find_map(|part| (!matches!(part.child.try_wait(), Ok(None))).then_some(part.name))
+    }
+
+    fn wait_until_ready(&mut self) -> Result<()> {
+        let probes = [
+            ("issuer", ISSUER_ADDR, "/healthz"),
+            ("demo origin", ORIGIN_ADDR, "/public/hello"),
+            ("edge", EDGE_ADDR, "/_portcullis/status"),
+        ];
+        for (name, address, path) in probes {
+            let deadline = Instant::now() + READY_TIMEOUT;
+            print!("waiting for the {name} ...");
+            let _ = std::io::stdout().flush();
+            loop {
+                if matches!(http_get(address, path, None), Ok((200, _))) {
+                    println!(" ready");
+                    break;
+                }
+                if let Some(stopped) = self.exited() {
+                    println!();
+                    bail!("the {stopped} stopped while starting; see {}", self.log(stopped).display());
+                }
+                if Instant::now() > deadline {
+                    println!();
+                    bail!("the {name} did not answer within {READY_TIMEOUT:?}; see {}", self.log(name).display());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+
+    /// Mints a token with the issuer's CLI, as the printed example does.
+    fn mint(&self, subject: &str, roles: &str) -> Result<String> {
+        let mut command = Command::new(self.root.join("target/debug/issuer"));
+        command.args(["token", "mint", "--sub", subject, "--roles", roles]);
+        self.issuer_env(&mut command);
+        let output = command.stderr(Stdio::null()).output().context("cannot run issuer token mint")?;
+        if !output.status.success() {
+            bail!("issuer token mint failed ({})", output.status);
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Runs the example requests the banner shows, for real.
+    fn demo(&self) -> Result<Demo> {
+        let alice = self.mint("alice", "reader")?;
+        let me = http_get(EDGE_ADDR, "/api/me", Some(&alice))?;
+        let admin_route = http_get(EDGE_ADDR, "/api/admin/messages", Some(&alice))?;
+        let no_token = http_get(EDGE_ADDR, "/api/me", None)?;
+        Ok(Demo { me, admin_route, no_token })
+    }
+}
+
+/// Answers to the example requests.
+struct Demo {
+    me: (u16, String),
+    admin_route: (u16, String),
+    no_token: (u16, String),
+}
+
+impl Demo {
+    fn print(&self, stack: &Stack) {
+        let issuer_bin = stack.root.join("target/debug/issuer");
+        let data = stack.issuer_data.display();
+        let mint = format!("PORTCULLIS_DATA_DIR={data} {} token mint", issuer_bin.display());
+        println!(
+            r#"
+Portcullis is running (logs in {logs}):
+  edge (wrangler dev)  http://{EDGE_ADDR}      policy: wrangler.toml [vars.POLICY]
+  issuer               http://{ISSUER_ADDR}      JWKS: http://{ISSUER_ADDR}/.well-known/jwks.json
+  demo origin          http://{ORIGIN_ADDR}      (reach it through the edge)
+  edge status          http://{EDGE_ADDR}/_portcullis/status
+
+Try it:
+  # 1. get a token for alice (role reader), signed by the issuer's active key
+  TOKEN=$({mint} --sub alice --roles reader)
+
+  # 2. a protected route through the edge: the origin sees alice's identity
+  curl -s -H "Authorization: Bearer $TOKEN" http://{EDGE_ADDR}/api/me
+      -> {me_status} {me_body}
+
+  # 3. an admin-only route: refused at the edge
+  curl -si -H "Authorization: Bearer $TOKEN" http://{EDGE_ADDR}/api/admin/messages
+      -> {admin_status} {admin_body}
+
+  # without a token: {no_token_status}; an admin token: --sub admin --roles admin
+  # public: curl -s http://{EDGE_ADDR}/public/hello
+
+Ctrl-C stops everything."#,
+            logs = stack.root.join(".dev").display(),
+            me_status = self.me.0,
+            me_body = self.me.1.trim(),
+            admin_status = self.admin_route.0,
+            admin_body = self.admin_route.1.trim(),
+            no_token_status = self.no_token.0,
+        );
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the stack only listens on 127.0.0.1): the status and the body.
+fn http_get(address: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let address: SocketAddr = address.parse().context("an ip:port address")?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response.windows(4).position(|window| window == b"\r\n\r\n").context("no end of the headers")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = &response[split + 4..];
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).context("no HTTP status")?;
+    let chunked = head.lines().any(|line| line.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_vec() };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The body of a chunked response.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|window| window == b"\r\n") {
+        let size =
+            std::str::from_utf8(&body[..line_end]).ok().and_then(|size| usize::from_str_radix(size.trim(), 16).ok());
+        let rest = &body[line_end + 2..];
+        match size {
+            Some(size) if size > 0 && rest.len() >= size => {
+                out.extend_from_slice(&rest[..size]);
+                body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+            }
+            _ => break,
+        }
+    }
+    out
+}
