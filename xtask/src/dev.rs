@@ -88,6 +88,8 @@ impl Drop for Part {
 /// The three processes of the stack.
 struct Stack {
     root: PathBuf,
+    /// Where cargo put the debug binaries.
+    binaries: PathBuf,
     issuer_data: PathBuf,
     parts: Vec<Part>,
 }
@@ -95,15 +97,17 @@ struct Stack {
 impl Stack {
     fn start(root: &Path, state: &Path, tools: &Tools) -> Result<Self> {
         let issuer_data = state.join("issuer");
-        let mut stack = Self { root: root.to_owned(), issuer_data, parts: Vec::new() };
-        let binaries = root.join("target/debug");
+        let binaries = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), |dir| root.join(dir))
+            .join("debug");
+        let mut stack = Self { root: root.to_owned(), binaries, issuer_data, parts: Vec::new() };
 
-        let mut issuer = Command::new(binaries.join("issuer"));
+        let mut issuer = Command::new(stack.binaries.join("issuer"));
         issuer.arg("serve");
         stack.issuer_env(&mut issuer);
         stack.spawn("issuer", issuer, state)?;
 
-        let mut origin = Command::new(binaries.join("demo-origin"));
+        let mut origin = Command::new(stack.binaries.join("demo-origin"));
         origin.arg(ORIGIN_ADDR);
         stack.spawn("demo origin", origin, state)?;
 
@@ -182,7 +186,7 @@ impl Stack {
 
     /// Mints a token with the issuer's CLI, as the printed example does.
     fn mint(&self, subject: &str, roles: &str) -> Result<String> {
-        let mut command = Command::new(self.root.join("target/debug/issuer"));
+        let mut command = Command::new(self.binaries.join("issuer"));
         command.args(["token", "mint", "--sub", subject, "--roles", roles]);
         self.issuer_env(&mut command);
         let output = command.stderr(Stdio::null()).output().context("cannot run issuer token mint")?;
@@ -211,7 +215,7 @@ struct Demo {
 
 impl Demo {
     fn print(&self, stack: &Stack) {
-        let issuer_bin = stack.root.join("target/debug/issuer");
+        let issuer_bin = stack.binaries.join("issuer");
         let data = stack.issuer_data.display();
         let mint = format!("PORTCULLIS_DATA_DIR={data} {} token mint", issuer_bin.display());
         println!(
