@@ -153,8 +153,7 @@ async fn message_counts(State(messages): State<Messages>, headers: HeaderMap) ->
 async fn preflight(request: Request, next: Next) -> Response {
     let headers = request.headers();
     let origin = headers.get(header::ORIGIN).cloned();
-    let preflight =
-        request.method() == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight = request.method() == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     match origin {
         Some(origin) if preflight => (
             StatusCode::OK,

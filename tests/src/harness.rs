@@ -57,6 +57,8 @@ pub struct Process {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Set once its group has been stopped, so that it is never signalled again.
+    stopped: bool,
 }
 
 impl Process {
@@ -66,12 +68,7 @@ impl Process {
         command.stdin(Stdio::null()).stdout(output.try_clone().expect("log file")).stderr(output);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().unwrap_or_else(|error| panic!("start the {name} ({command:?}): {error}"));
-        Self { name: name.to_owned(), child, log }
-    }
-
-    /// The process id, which is also its process group's id.
-    pub fn id(&self) -> u32 {
-        self.child.id()
+        Self { name: name.to_owned(), child, log, stopped: false }
     }
 
     /// Everything it has written so far.
@@ -104,6 +101,9 @@ impl Process {
     }
 
     fn kill_group(&mut self) -> Option<ExitStatus> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return None;
+        }
         let group = format!("-{}", self.child.id());
         let kill = |signal: &str| {
             let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();

@@ -127,7 +127,12 @@ impl Issuer {
             .await
             .expect("the CLI's thread")
             .unwrap_or_else(|error| panic!("issuer {shown}: {error}"));
-        assert!(output.status.success(), "issuer {shown}: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "issuer {shown}: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).expect("UTF-8 output").trim().to_owned()
     }
 
@@ -160,7 +165,12 @@ impl Issuer {
             return Err(format!("{}: {}", answer.status, answer.text()));
         }
         let jwks = answer.json();
-        Ok(jwks["keys"].as_array().into_iter().flatten().filter_map(|key| key["kid"].as_str().map(str::to_owned)).collect())
+        Ok(jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|key| key["kid"].as_str().map(str::to_owned))
+            .collect())
     }
 }
 
@@ -309,7 +319,12 @@ async fn token_reaches_the_origin(stack: &Stack) -> String {
     // A body goes through too: alice's message is kept under her subject.
     let posted = stack
         .client
-        .send("POST", "/api/messages", &[("authorization", &bearer(&alice)), ("x-auth-subject", "admin")], b"hi".to_vec())
+        .send(
+            "POST",
+            "/api/messages",
+            &[("authorization", &bearer(&alice)), ("x-auth-subject", "admin")],
+            b"hi".to_vec(),
+        )
         .await;
     assert_eq!(posted.status, 201, "{}", posted.text());
     assert_eq!(posted.json()["subject"], "alice");
@@ -353,7 +368,11 @@ struct LoopReport {
 }
 
 /// Sends requests through the edge with every token in `tokens`, round after round, until `stop`.
-fn client_loop(base: String, tokens: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<LoopReport> {
+fn client_loop(
+    base: String,
+    tokens: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<LoopReport> {
     tokio::spawn(async move {
         let client = Client::new(base);
         let mut report = LoopReport::default();
@@ -364,7 +383,9 @@ fn client_loop(base: String, tokens: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBo
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
                 match client.try_send("GET", "/api/me", &headers, Vec::new(), Duration::from_secs(10)).await {
                     Some(answer) if answer.status == 200 => report.accepted += 1,
-                    Some(answer) => report.failures.push(format!("kid {}: {} {}", kid_of(&token), answer.status, answer.text())),
+                    Some(answer) => {
+                        report.failures.push(format!("kid {}: {} {}", kid_of(&token), answer.status, answer.text()))
+                    }
                     None => report.failures.push(format!("kid {}: no answer", kid_of(&token))),
                 }
             }
@@ -444,7 +465,10 @@ async fn emergency_revocation(stack: &Stack, by_key: &[String]) -> (String, Stri
     let (revoked_token, retiring) = by_key.split_last().expect("tokens");
     let revoked = kid_of(revoked_token);
     let revocation = stack.issuer.cli_json(&["keys", "revoke", &revoked]).await;
-    assert_eq!((revocation["kid"].as_str(), revocation["previous_state"].as_str()), (Some(revoked.as_str()), Some("active")));
+    assert_eq!(
+        (revocation["kid"].as_str(), revocation["previous_state"].as_str()),
+        (Some(revoked.as_str()), Some("active"))
+    );
     let (_, refused) = poll("the revoked key's token refused", Duration::from_secs(10), async || {
         let answer = stack.me(revoked_token).await;
         if answer.status == 401 { Ok(()) } else { Err(format!("{}: {}", answer.status, answer.text())) }
