@@ -209,7 +209,7 @@ impl Wrangler {
     }
 }
 
-/// Waits (at most 30 s) until `url` answers `GET` with 200; panics with `process`'s log if it
+/// Waits (at most 30 s) until `path` answers `GET` with 200; panics with `process`'s log if it
 /// exits or does not answer in time.
 pub async fn wait_until_serving(process: &mut Process, client: &Client, path: &str) -> Duration {
     let start = Instant::now();
