@@ -3,7 +3,11 @@
 //!
 //! It trusts `X-Auth-Subject` because only the edge can reach it (it listens on 127.0.0.1 and the
 //! edge removes any `X-Auth-*` header a client sends). A real origin would also check that a
-//! request came through the edge.
+//! request came through the edge. An identity header that comes more than once is no identity.
+//!
+//! It answers CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`, which the
+//! edge lets through without a token) with 200, allowing the caller's origin, `GET` and `POST`, and
+//! the `Authorization` and `Content-Type` headers.
 //!
 //! | route | policy in `wrangler.toml` | answer |
 //! |---|---|---|
@@ -14,8 +18,9 @@
 //! | `GET /api/admin/messages` | role `admin` | how many messages each user has |
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, body::Bytes};
@@ -73,15 +78,23 @@ struct Identity {
 }
 
 impl Identity {
-    /// `None` when the request carries no `X-Auth-Subject` (it did not come through the edge).
+    /// `None` when the request carries no `X-Auth-Subject` (it did not come through the edge), or
+    /// any `X-Auth-*` header more than once or not as text (something other than the edge set it).
     fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
-        let roles = text("x-auth-roles").unwrap_or_default();
+        let text = |name: &str| -> Option<Option<String>> {
+            let mut values = headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (None, _) => Some(None),
+                (Some(value), None) => value.to_str().ok().map(|value| Some(value.to_owned())),
+                (Some(_), Some(_)) => None,
+            }
+        };
+        let roles = text("x-auth-roles")?.unwrap_or_default();
         Some(Self {
-            subject: text("x-auth-subject").filter(|subject| !subject.is_empty())?,
+            subject: text("x-auth-subject")?.filter(|subject| !subject.is_empty())?,
             roles: roles.split(',').filter(|role| !role.is_empty()).map(str::to_owned).collect(),
-            issuer: text("x-auth-issuer"),
-            token_id: text("x-auth-token-id"),
+            issuer: text("x-auth-issuer")?,
+            token_id: text("x-auth-token-id")?,
         })
     }
 }
@@ -136,6 +149,27 @@ async fn message_counts(State(messages): State<Messages>, headers: HeaderMap) ->
     with_identity(&headers, |_| Json(json!({"messages_by_user": messages.counts()})).into_response())
 }
 
+/// Answers a CORS preflight itself; lets every other request through.
+async fn preflight(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).cloned();
+    let preflight = request.method() == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    match origin {
+        Some(origin) if preflight => (
+            StatusCode::OK,
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+                (header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST")),
+                (header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type")),
+                (header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600")),
+                (header::VARY, HeaderValue::from_static("origin")),
+            ],
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 /// The demo origin's routes.
 pub fn app(messages: Messages) -> Router {
     Router::new()
@@ -144,6 +178,7 @@ pub fn app(messages: Messages) -> Router {
         .route("/api/messages", get(list_messages).post(add_message))
         .route("/api/admin/messages", get(message_counts))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(middleware::from_fn(preflight))
         .with_state(messages)
 }
 
@@ -179,6 +214,24 @@ mod tests {
         let (status, body) = call(&app, "GET", "/public/hello", &[], "").await;
         assert_eq!(status, 200);
         assert!(body["message"].is_string());
+        let twice = [("x-auth-subject", "alice"), ("x-auth-subject", "admin")];
+        let (status, _) = call(&app, "GET", "/api/me", &twice, "").await;
+        assert_eq!(status, 401, "an identity header twice is no identity");
+        let (status, _) = call(&app, "GET", "/api/me", &[ALICE[0], ALICE[1], ("x-auth-roles", "admin")], "").await;
+        assert_eq!(status, 401, "nor are roles twice");
+    }
+
+    #[tokio::test]
+    async fn answers_cors_preflights() {
+        let app = app(Messages::seeded());
+        let preflight = [("origin", "https://app.test"), ("access-control-request-method", "GET")];
+        let request = Request::builder().method("OPTIONS").uri("/api/me");
+        let request = preflight.iter().fold(request, |request, (name, value)| request.header(*name, *value));
+        let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["access-control-allow-origin"], "https://app.test");
+        let (status, _) = call(&app, "OPTIONS", "/api/me", &preflight[..1], "").await;
+        assert_eq!(status, 405, "a plain OPTIONS is no preflight");
     }
 
     #[tokio::test]

@@ -11,20 +11,14 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jwks::{JwkSet, PublicKey};
 use p256::ecdsa::{Signature, SigningKey, signature::Signer as _};
 use serde_json::{Value, json};
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tests::harness::{Answer, Client, Wrangler, first_header, free_port};
 use tokio::sync::oneshot;
 
 const ISSUER: &str = "https://issuer.test";
@@ -135,11 +129,6 @@ struct Seen {
     body: Bytes,
 }
 
-/// The first value of header `name`, if it is text.
-fn first_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|value| value.to_str().ok())
-}
-
 impl Seen {
     fn header(&self, name: &str) -> Option<&str> {
         first_header(&self.headers, name)
@@ -233,209 +222,17 @@ impl Server {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP client.
+// Helpers over the harness.
 
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        first_header(&self.headers, name)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
-    }
-}
-
-struct Client {
-    inner: HyperClient<HttpConnector, Full<Bytes>>,
-    base: String,
-}
-
-impl Client {
-    fn new(base: String) -> Self {
-        Self { inner: HyperClient::builder(TokioExecutor::new()).build_http(), base }
-    }
-
-    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
-        let mut request = axum::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(Bytes::from(body))).expect("request");
-        let response = tokio::time::timeout(Duration::from_secs(30), self.inner.request(request))
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no answer within 30 s"))
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        Answer { status, headers, body }
-    }
-
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        self.send("GET", path, headers, Vec::new()).await
-    }
-
-    async fn get_with_token(&self, path: &str, token: &str) -> Answer {
-        self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
-    }
-
-    /// GET `path` with each of `tokens`, all at once.
-    async fn at_once(&self, path: &str, tokens: [&str; 4]) -> [Answer; 4] {
-        let (a, b, c, d) = tokio::join!(
-            self.get_with_token(path, tokens[0]),
-            self.get_with_token(path, tokens[1]),
-            self.get_with_token(path, tokens[2]),
-            self.get_with_token(path, tokens[3]),
-        );
-        [a, b, c, d]
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// wrangler dev.
-
-fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
-}
-
-/// A `wrangler dev` process in its own process group, killed with its whole group on drop (even
-/// when the test fails), with its output in a log file.
-struct Wrangler {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    started: Instant,
-}
-
-impl Wrangler {
-    /// Starts `wrangler dev` on the Worker in `edge/<build>` with `vars` (as `--var`) and
-    /// `config_tail` at the end of its wrangler config (tables, such as [`POLICY_TABLE`]), its state
-    /// kept in `dir/state` (the Cache API persists there) and its output in `dir/<name>.log`.
-    fn start(name: &str, build: &str, dir: &Path, vars: &[(&str, String)], config_tail: &str) -> Self {
-        let root = root();
-        let entry = root.join("edge").join(build).join("index.js");
-        assert!(
-            entry.is_file(),
-            "{} is missing: build the Worker first with `cargo xtask test` (or `cargo xtask build-worker`{})",
-            entry.display(),
-            if build == "build" { "" } else { ", `cargo xtask bench-edge` for the benchmark Worker" }
-        );
-        let wrangler = root.join("node_modules/.bin/wrangler");
-        assert!(wrangler.exists(), "{} is missing: run `npm ci` (or `cargo xtask test`)", wrangler.display());
-
-        // The repository's wrangler.toml less its build step and vars: same runtime, prebuilt Worker.
-        let root_config = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml");
-        let compatibility: Vec<&str> =
-            root_config.lines().filter(|line| line.trim_start().starts_with("compatibility_")).collect();
-        assert!(!compatibility.is_empty(), "wrangler.toml sets no compatibility_date");
-        let config = dir.join(format!("{name}.wrangler.toml"));
-        let text = format!(
-            "name = \"portcullis-edge-{name}\"\nmain = {:?}\n{}\n{config_tail}",
-            entry.display().to_string(),
-            compatibility.join("\n")
-        );
-        std::fs::write(&config, text).expect("write the test's wrangler config");
-
-        let port = free_port();
-        let log = dir.join(format!("{name}.log"));
-        let output = File::create(&log).expect("log file");
-        let mut command = Command::new(&wrangler);
-        command
-            .args(["dev", "--config"])
-            .arg(&config)
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
-            .arg(dir.join("state"))
-            .current_dir(dir)
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("log file"))
-            .stderr(output);
-        for (name, value) in vars {
-            command.arg("--var").arg(format!("{name}:{value}"));
-        }
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn().expect("start wrangler dev");
-        Self { child, base: format!("http://127.0.0.1:{port}"), log, started: Instant::now() }
-    }
-
-    /// Waits (at most 90 s) until the Worker answers, and says how long that took from the start.
-    async fn ready(&mut self, client: &Client) -> Duration {
-        let deadline = self.started + Duration::from_secs(90);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("wrangler dev exited ({status}):\n{}", self.log_text());
-            }
-            let probe = axum::http::Request::get(format!("{}/_portcullis/status", client.base))
-                .body(Full::new(Bytes::new()))
-                .expect("request");
-            let answer = tokio::time::timeout(Duration::from_secs(5), client.inner.request(probe)).await;
-            if let Ok(Ok(response)) = answer
-                && response.headers().contains_key("cache-control")
-            {
-                return self.started.elapsed();
-            }
-            assert!(Instant::now() < deadline, "wrangler dev did not answer within 90 s:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (at most 5 s) for a log line containing every one of `parts`.
-    async fn logged(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(line) = self.log_text().lines().find(|line| parts.iter().all(|part| line.contains(part))) {
-                return line.to_owned();
-            }
-            assert!(Instant::now() < deadline, "no log line with {parts:?} in:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Wrangler {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- last lines of {} ---", self.log.display());
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
-        let _ = self.child.wait();
-    }
+/// GET `path` with each of `tokens`, all at once.
+async fn at_once(client: &Client, path: &str, tokens: [&str; 4]) -> [Answer; 4] {
+    let (a, b, c, d) = tokio::join!(
+        client.get_with_token(path, tokens[0]),
+        client.get_with_token(path, tokens[1]),
+        client.get_with_token(path, tokens[2]),
+        client.get_with_token(path, tokens[3]),
+    );
+    [a, b, c, d]
 }
 
 /// The variables every test Worker runs with, pointing at `jwks` and `origin` (all but POLICY).
@@ -498,7 +295,7 @@ async fn edge_under_wrangler_dev() {
     // the key set, which the others wait for (no request may await another's promise in workerd:
     // it would be cancelled as hung).
     let reader = k1.token(&claims(&[]));
-    for answer in client.at_once("/api/items", [&reader; 4]).await {
+    for answer in at_once(&client, "/api/items", [&reader; 4]).await {
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     assert_eq!(backend.fetches(), 1, "one fetch of the key set for the first requests");
@@ -714,7 +511,7 @@ async fn edge_under_wrangler_dev() {
     wrangler.ready(&client).await;
     // Several first requests at once: each reads the Cache API before anything else (none goes
     // to the issuer, which is down, and fails with 503, while the Cache API has a set).
-    for answer in client.at_once("/api/items", [&from_k2, &reader, &from_k2, &reader]).await {
+    for answer in at_once(&client, "/api/items", [&from_k2, &reader, &from_k2, &reader]).await {
         assert_eq!(answer.status, 200, "a fresh isolate starts warm from the Cache API: {}", answer.text());
     }
     let status = client.get("/_portcullis/status", &[]).await.json();

@@ -133,6 +133,8 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         )
     })?;
     steps.run("build the Worker", || worker::build_worker(root, &tools))?;
+    // The end-to-end tests start these binaries (tests/tests/e2e.rs finds them beside itself).
+    steps.run("issuer and demo origin binaries", || cargo(&["build", "-p", "issuer", "-p", "tests", "--bins"]))?;
     steps.run("tests", || cargo(&["test", "--workspace", "--all-features"]))?;
     steps.run("fuzz targets build", || cargo(&["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"]))?;
     Ok(())

@@ -1,0 +1,330 @@
+//! What the tests that start real processes share: free ports, child processes in their own
+//! process group (killed with the whole group on drop, also when a test fails or panics), `wrangler
+//! dev` on the built Worker, an HTTP client, and polling with a deadline.
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root (the parent of the `tests` crate).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
+}
+
+/// A binary of this workspace (`issuer`, `demo-origin`) from the target folder the running test was
+/// built in: the test executable is `<target>/<profile>/deps/<test>-<hash>`, the binaries are in
+/// `<target>/<profile>/`. Panics with what to run when it is missing.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let deps = exe.parent().expect("the test executable's folder");
+    let profile = if deps.ends_with("deps") { deps.parent().unwrap_or(deps) } else { deps };
+    let binary = profile.join(name);
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it first with `cargo build -p issuer -p tests --bins` (`cargo xtask test` does)",
+        binary.display()
+    );
+    binary
+}
+
+/// The environment wrangler runs with in tests: no metrics, no error reports, and no fetch of
+/// Cloudflare's `cf` object (the tests only talk to 127.0.0.1).
+pub const WRANGLER_ENV: [(&str, &str); 3] = [
+    ("WRANGLER_SEND_METRICS", "false"),
+    ("WRANGLER_SEND_ERROR_REPORTS", "false"),
+    ("CLOUDFLARE_CF_FETCH_ENABLED", "false"),
+];
+
+/// A child process in its own process group, with its output in a log file. Dropping it stops the
+/// whole group (SIGTERM, then SIGKILL after 5 s), also while a test panics, and then prints the end
+/// of the log.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    /// Set once its group has been stopped, so that it is never signalled again.
+    stopped: bool,
+}
+
+impl Process {
+    /// Starts `command` as `name` in a new process group, stdin closed, stdout and stderr to `log`.
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Self {
+        let output = File::create(&log).unwrap_or_else(|error| panic!("create {}: {error}", log.display()));
+        command.stdin(Stdio::null()).stdout(output.try_clone().expect("log file")).stderr(output);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().unwrap_or_else(|error| panic!("start the {name} ({command:?}): {error}"));
+        Self { name: name.to_owned(), child, log, stopped: false }
+    }
+
+    /// Everything it has written so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with its log if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the {} exited ({status}):\n{}", self.name, self.log_text());
+        }
+    }
+
+    /// Waits (at most 5 s) for a log line containing every one of `parts`.
+    pub async fn logged(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log_text().lines().find(|line| parts.iter().all(|part| line.contains(part))) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no log line with {parts:?} in:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the whole group and says how the process ended.
+    pub fn stop(mut self) -> Option<ExitStatus> {
+        self.kill_group()
+    }
+
+    fn kill_group(&mut self) -> Option<ExitStatus> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return None;
+        }
+        let group = format!("-{}", self.child.id());
+        let kill = |signal: &str| {
+            let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
+        };
+        kill("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The leader may be gone while others of its group live on (workerd under wrangler).
+        kill("-KILL");
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_group();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of the {} ({}) ---", self.name, self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// `wrangler dev` serving a built Worker, in its own process group (see [`Process`]).
+pub struct Wrangler {
+    /// The process.
+    pub process: Process,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    started: Instant,
+}
+
+impl Wrangler {
+    /// Starts `wrangler dev` on the Worker in `edge/<build>` with `vars` (as `--var`) and
+    /// `config_tail` at the end of its wrangler config (tables such as `[vars.POLICY]`), on a free
+    /// port and a free inspector port, its state kept in `dir/state` (the Cache API persists there)
+    /// and its output in `dir/<name>.log`.
+    pub fn start(name: &str, build: &str, dir: &Path, vars: &[(&str, String)], config_tail: &str) -> Self {
+        let root = workspace_root();
+        let entry = root.join("edge").join(build).join("index.js");
+        assert!(
+            entry.is_file(),
+            "{} is missing: build the Worker first with `cargo xtask test` (or `cargo xtask build-worker`{})",
+            entry.display(),
+            if build == "build" { "" } else { ", `cargo xtask bench-edge` for the benchmark Worker" }
+        );
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(wrangler.exists(), "{} is missing: run `npm ci` (or `cargo xtask test`)", wrangler.display());
+
+        // The repository's wrangler.toml less its build step and vars: same runtime, prebuilt Worker.
+        let root_config = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml");
+        let compatibility: Vec<&str> =
+            root_config.lines().filter(|line| line.trim_start().starts_with("compatibility_")).collect();
+        assert!(!compatibility.is_empty(), "wrangler.toml sets no compatibility_date");
+        let config = dir.join(format!("{name}.wrangler.toml"));
+        let text = format!(
+            "name = \"portcullis-edge-{name}\"\nmain = {:?}\n{}\n{config_tail}",
+            entry.display().to_string(),
+            compatibility.join("\n")
+        );
+        std::fs::write(&config, text).expect("write the test's wrangler config");
+
+        let port = free_port();
+        let mut command = Command::new(&wrangler);
+        command
+            .args(["dev", "--config"])
+            .arg(&config)
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
+            .arg(dir.join("state"))
+            .current_dir(dir)
+            .envs(WRANGLER_ENV);
+        for (name, value) in vars {
+            command.arg("--var").arg(format!("{name}:{value}"));
+        }
+        let process = Process::spawn(&format!("wrangler dev ({name})"), command, dir.join(format!("{name}.log")));
+        Self { process, base: format!("http://127.0.0.1:{port}"), started: Instant::now() }
+    }
+
+    /// Waits (at most 90 s) until the Worker answers, and says how long that took from the start.
+    pub async fn ready(&mut self, client: &Client) -> Duration {
+        let deadline = self.started + Duration::from_secs(90);
+        loop {
+            self.process.assert_running();
+            let answer = client.try_send("GET", "/_portcullis/status", &[], Vec::new(), Duration::from_secs(5)).await;
+            if answer.is_some_and(|answer| answer.headers.contains_key("cache-control")) {
+                return self.started.elapsed();
+            }
+            assert!(Instant::now() < deadline, "wrangler dev did not answer within 90 s:\n{}", self.process.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (at most 5 s) for a log line containing every one of `parts`.
+    pub async fn logged(&self, parts: &[&str]) -> String {
+        self.process.logged(parts).await
+    }
+}
+
+/// Waits (at most 30 s) until `path` answers `GET` with 200; panics with `process`'s log if it
+/// exits or does not answer in time.
+pub async fn wait_until_serving(process: &mut Process, client: &Client, path: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        process.assert_running();
+        let answer = client.try_send("GET", path, &[], Vec::new(), Duration::from_secs(2)).await;
+        if answer.is_some_and(|answer| answer.status == 200) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the {} did not answer {path} within 30 s:\n{}",
+            process.name,
+            process.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Calls `probe` every 100 ms until it returns `Ok`, for at most `limit`; panics with `what` and
+/// the last `Err` otherwise. Returns the value and how long it took.
+pub async fn poll<T>(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> Result<T, String>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return (value, start.elapsed()),
+            Err(last) if start.elapsed() >= limit => panic!("{what}: not within {limit:?}; last: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The first value of header `name`, if it is text.
+pub fn first_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// An HTTP response, read whole.
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The first value of header `name`, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        first_header(&self.headers, name)
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+}
+
+/// An HTTP/1 client for one base URL.
+pub struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    /// `http://host:port`, which request paths are appended to.
+    pub base: String,
+}
+
+impl Client {
+    /// A client for `base` (`http://host:port`).
+    pub fn new(base: String) -> Self {
+        Self { inner: HyperClient::builder(TokioExecutor::new()).build_http(), base }
+    }
+
+    /// Sends a request; `None` when it fails or no whole answer comes within `limit`.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        limit: Duration,
+    ) -> Option<Answer> {
+        let mut request = axum::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).expect("request");
+        let exchange = async {
+            let response = self.inner.request(request).await.ok()?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.into_body().collect().await.ok()?.to_bytes();
+            Some(Answer { status, headers, body })
+        };
+        tokio::time::timeout(limit, exchange).await.ok().flatten()
+    }
+
+    /// Sends a request; panics when it gets no answer within 30 s.
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+        self.try_send(method, path, headers, body, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{method} {}{path}: no answer within 30 s", self.base))
+    }
+
+    /// `GET path` with `headers`.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send("GET", path, headers, Vec::new()).await
+    }
+
+    /// `GET path` with `Authorization: Bearer <token>`.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Answer {
+        self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
+    }
+}

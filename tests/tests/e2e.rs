@@ -1,0 +1,569 @@
+//! The whole stack, end to end, over HTTP only: the real issuer binary (SQLite in a temporary
+//! folder), the demo origin binary, and the built Worker under `wrangler dev` in front of the
+//! origin, each on a free port and in its own process group (killed on drop, also when a step
+//! fails). Tokens come from the issuer's CLI (`issuer token mint`), key changes from `issuer keys
+//! rotate | revoke` against the same database, as an operator would do them.
+//!
+//! One stack serves every scenario, in order (a `wrangler dev` costs seconds to start): tokens to
+//! the origin, refusals, rotation under load, emergency revocation, the issuer down, the issuer
+//! back. Needs the Worker (`cargo xtask build-worker`) and the binaries (`cargo build -p issuer -p
+//! tests --bins`); `cargo xtask test` builds both.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tests::harness::{Answer, Client, Process, Wrangler, free_port, poll, wait_until_serving, workspace_binary};
+
+/// The audience of the edge; the issuer may also mint for [`OTHER_AUDIENCE`].
+const AUDIENCE: &str = "api";
+/// An audience the issuer mints for and the edge does not accept.
+const OTHER_AUDIENCE: &str = "billing";
+/// The edge's refetch cooldown and least key-set lifetime (seconds): small, so that it notices
+/// key changes within seconds.
+const EDGE_JWKS_SECONDS: &str = "1";
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
+/// Segment `index` (0: header, 1: claims) of a compact JWS, as JSON.
+fn segment(token: &str, index: usize) -> Value {
+    let part = token.split('.').nth(index).expect("a compact JWS");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+}
+
+fn kid_of(token: &str) -> String {
+    segment(token, 0)["kid"].as_str().expect("a kid").to_owned()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The issuer: `issuer serve` as a process, and its CLI on the same database.
+
+struct Issuer {
+    binary: PathBuf,
+    data: PathBuf,
+    logs: PathBuf,
+    port: u16,
+    client: Client,
+    serving: Option<Process>,
+    starts: usize,
+}
+
+impl Issuer {
+    /// An issuer (not started) with its data in `dir/<name>` and its logs in `dir`.
+    fn new(name: &str, dir: &Path) -> Self {
+        let data = dir.join(name);
+        std::fs::create_dir_all(&data).expect("the issuer's data folder");
+        let port = free_port();
+        Self {
+            binary: workspace_binary("issuer"),
+            data,
+            logs: dir.to_owned(),
+            port,
+            client: Client::new(format!("http://127.0.0.1:{port}")),
+            serving: None,
+            starts: 0,
+        }
+    }
+
+    fn url(&self) -> &str {
+        &self.client.base
+    }
+
+    /// The issuer command with this issuer's settings (and no `PORTCULLIS_*` from outside):
+    /// rotation that takes seconds (`jwks_max_age` and `publish_lead` 1 s; the issuer adds twice
+    /// its 5 s sync interval to the lead), no scheduled rotation during the test.
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PORTCULLIS_")) {
+            command.env_remove(name);
+        }
+        command
+            .env("PORTCULLIS_ISSUER", self.url())
+            .env("PORTCULLIS_BIND", format!("127.0.0.1:{}", self.port))
+            .env("PORTCULLIS_DATA_DIR", &self.data)
+            .env("PORTCULLIS_AUDIENCES", format!("{AUDIENCE},{OTHER_AUDIENCE}"))
+            .env("PORTCULLIS_JWKS_MAX_AGE", "1s")
+            .env("PORTCULLIS_PUBLISH_LEAD", "1s")
+            .env("PORTCULLIS_ROTATION_PERIOD", "1h")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .current_dir(&self.data);
+        command
+    }
+
+    /// Starts `issuer serve` and waits until `/healthz` answers 200.
+    async fn serve(&mut self) -> Duration {
+        assert!(self.serving.is_none(), "the issuer is serving already");
+        self.starts += 1;
+        let mut command = self.command();
+        command.arg("serve");
+        let log = self.logs.join(format!("issuer-{}.log", self.starts));
+        let process = self.serving.insert(Process::spawn("issuer", command, log));
+        wait_until_serving(process, &self.client, "/healthz").await
+    }
+
+    /// Stops `issuer serve` (SIGTERM to its group) and checks that it stopped cleanly.
+    fn stop(&mut self) {
+        let process = self.serving.take().expect("the issuer is serving");
+        let status = process.stop().expect("the issuer's exit status");
+        assert!(status.success(), "the issuer stopped with {status}");
+    }
+
+    /// Runs the CLI with `args`; its standard output, or a panic with its standard error.
+    async fn cli(&self, args: &[&str]) -> String {
+        let mut command = self.command();
+        command.args(args);
+        let shown = args.join(" ");
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("the CLI's thread")
+            .unwrap_or_else(|error| panic!("issuer {shown}: {error}"));
+        assert!(
+            output.status.success(),
+            "issuer {shown}: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8 output").trim().to_owned()
+    }
+
+    /// `issuer token mint --sub SUB --roles ROLES ...more`.
+    async fn mint(&self, sub: &str, roles: &str, more: &[&str]) -> String {
+        self.cli(&[&["token", "mint", "--sub", sub, "--roles", roles], more].concat()).await
+    }
+
+    async fn cli_json(&self, args: &[&str]) -> Value {
+        let output = self.cli(args).await;
+        serde_json::from_str(&output).unwrap_or_else(|_| panic!("issuer {}: not JSON: {output}", args.join(" ")))
+    }
+
+    /// `issuer keys list --json`: kid to state.
+    async fn key_states(&self) -> Vec<(String, String)> {
+        let list = self.cli_json(&["keys", "list", "--json"]).await;
+        let keys = list["keys"].as_array().unwrap_or_else(|| panic!("no keys in {list}"));
+        let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+        keys.iter().map(|key| (text(&key["kid"]), text(&key["state"]))).collect()
+    }
+
+    /// The kids of the JWKS the issuer serves.
+    async fn jwks_kids(&self) -> Result<Vec<String>, String> {
+        let answer = self
+            .client
+            .try_send("GET", "/.well-known/jwks.json", &[], Vec::new(), Duration::from_secs(5))
+            .await
+            .ok_or("no answer")?;
+        if answer.status != 200 {
+            return Err(format!("{}: {}", answer.status, answer.text()));
+        }
+        let jwks = answer.json();
+        Ok(jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|key| key["kid"].as_str().map(str::to_owned))
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack.
+
+struct Stack {
+    // Dropped in this order: the edge, then the origin, then the issuer.
+    edge: Wrangler,
+    _origin: Process,
+    issuer: Issuer,
+    client: Client,
+}
+
+impl Stack {
+    async fn start(dir: &Path) -> Self {
+        let started = Instant::now();
+        let mut issuer = Issuer::new("issuer", dir);
+        let origin_port = free_port();
+        let mut origin_command = Command::new(env!("CARGO_BIN_EXE_demo-origin"));
+        origin_command.arg(format!("127.0.0.1:{origin_port}"));
+        let mut origin = Process::spawn("demo origin", origin_command, dir.join("demo-origin.log"));
+        let root_config = std::fs::read_to_string(tests::harness::workspace_root().join("wrangler.toml"))
+            .expect("the repository's wrangler.toml");
+        let policy = &root_config[root_config.find("[vars.POLICY]").expect("wrangler.toml has a [vars.POLICY]")..];
+        let vars = vec![
+            ("ISSUER", issuer.url().to_owned()),
+            ("JWKS_URL", format!("{}/.well-known/jwks.json", issuer.url())),
+            ("AUDIENCE", AUDIENCE.to_owned()),
+            ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+            ("LEEWAY_SECONDS", "1".to_owned()),
+            ("JWKS_MIN_TTL_SECONDS", EDGE_JWKS_SECONDS.to_owned()),
+            ("JWKS_REFETCH_COOLDOWN_SECONDS", EDGE_JWKS_SECONDS.to_owned()),
+            ("JWKS_TIMEOUT_MS", "2000".to_owned()),
+        ];
+        // The demo policy of the repository's wrangler.toml: public, authenticated, admin-only.
+        let mut edge = Wrangler::start("e2e", "build", dir, &vars, policy);
+        let client = Client::new(edge.base.clone());
+        let issuer_took = issuer.serve().await;
+        let origin_client = Client::new(format!("http://127.0.0.1:{origin_port}"));
+        wait_until_serving(&mut origin, &origin_client, "/public/hello").await;
+        let edge_took = edge.ready(&client).await;
+        eprintln!(
+            "stack up in {:.1} s (issuer {:.1} s, edge {:.1} s)",
+            started.elapsed().as_secs_f64(),
+            issuer_took.as_secs_f64(),
+            edge_took.as_secs_f64()
+        );
+        Self { edge, _origin: origin, issuer, client }
+    }
+
+    async fn me(&self, token: &str) -> Answer {
+        self.client.get_with_token("/api/me", token).await
+    }
+
+    /// The edge's key cache, from its status page.
+    async fn edge_keys(&self) -> Value {
+        self.client.get("/_portcullis/status", &[]).await.json()["keys"].clone()
+    }
+
+    /// Asserts that each token is accepted (200 from the origin, with its subject).
+    async fn assert_accepted(&self, what: &str, tokens: &[&str]) {
+        for token in tokens {
+            let answer = self.me(token).await;
+            assert_eq!(answer.status, 200, "{what}: kid {}: {}", kid_of(token), answer.text());
+            assert_eq!(answer.json()["subject"], segment(token, 1)["sub"], "{what}");
+        }
+    }
+
+    /// Asserts that each token is refused with 401 `invalid_token` and a generic body.
+    async fn assert_refused(&self, cases: &[(&str, &str)]) {
+        for (what, token) in cases {
+            let answer = self.me(token).await;
+            assert_eq!(answer.status, 401, "{what}: {}", answer.text());
+            let challenge = answer.header("www-authenticate").unwrap_or_default();
+            assert!(challenge.contains("error=\"invalid_token\""), "{what}: {challenge}");
+            assert_eq!(answer.text(), "unauthorized\n", "{what}: the reason is not told");
+        }
+    }
+}
+
+/// Tokens that must be refused whatever happens to the issuer.
+struct BadTokens {
+    garbage: String,
+    expired: String,
+    wrong_audience: String,
+    tampered: String,
+    foreign_key: String,
+}
+
+impl BadTokens {
+    /// Mints them: `foreign` is another issuer (own database, same `iss`) whose key is in no JWKS
+    /// the edge sees.
+    async fn mint(issuer: &Issuer, foreign: &Issuer) -> Self {
+        let good = issuer.mint("mallory", "reader", &[]).await;
+        // The payload changed (an admin), header and signature kept.
+        let mut claims = segment(&good, 1);
+        claims["sub"] = json!("admin");
+        claims["roles"] = json!(["admin"]);
+        let parts: Vec<&str> = good.split('.').collect();
+        let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
+        Self {
+            garbage: "not-a-token".to_owned(),
+            expired: issuer.mint("mallory", "reader", &["--ttl", "1s"]).await,
+            wrong_audience: issuer.mint("mallory", "reader", &["--aud", OTHER_AUDIENCE]).await,
+            tampered,
+            foreign_key: foreign.mint("mallory", "admin", &[]).await,
+        }
+    }
+
+    fn cases(&self) -> [(&str, &str); 5] {
+        [
+            ("garbage", self.garbage.as_str()),
+            ("an expired token", &self.expired),
+            ("a wrong audience", &self.wrong_audience),
+            ("a tampered payload", &self.tampered),
+            ("a key not in the JWKS", &self.foreign_key),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios, in the order they run.
+
+/// 1. A token from the issuer reaches the origin through the edge, with the identity of the
+///    token and none the client sent.
+async fn token_reaches_the_origin(stack: &Stack) -> String {
+    let alice = stack.issuer.mint("alice", "reader,writer", &[]).await;
+    let claims = segment(&alice, 1);
+    let spoofed = [
+        ("authorization", bearer(&alice)),
+        ("x-auth-subject", "admin".to_owned()),
+        ("x-auth-roles", "admin".to_owned()),
+        ("x-auth-issuer", "https://evil.test".to_owned()),
+    ];
+    let headers: Vec<(&str, &str)> = spoofed.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let answer = stack.client.get("/api/me", &headers).await;
+    // The demo origin answers 401 when an identity header comes twice: one value each, the edge's.
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let me = answer.json();
+    assert_eq!(me["subject"], "alice", "{me}");
+    assert_eq!(me["roles"], json!(["reader", "writer"]), "{me}");
+    assert_eq!(me["issuer"], stack.issuer.url(), "{me}");
+    assert_eq!(me["token_id"], claims["jti"], "{me}");
+
+    // A body goes through too: alice's message is kept under her subject.
+    let posted = stack
+        .client
+        .send(
+            "POST",
+            "/api/messages",
+            &[("authorization", &bearer(&alice)), ("x-auth-subject", "admin")],
+            b"hi".to_vec(),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    assert_eq!(posted.json()["subject"], "alice");
+    alice
+}
+
+/// 2. Refusals (401), roles (403 and 200), and what needs no token.
+async fn refusals_roles_and_public_routes(stack: &Stack, alice: &str, bad: &BadTokens) {
+    let answer = stack.client.get("/api/me", &[]).await;
+    assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some("Bearer realm=\"portcullis\"")));
+    // The expired token has a 1 s lifetime (and the edge 1 s leeway): refused once that has passed.
+    let (_, took) = poll("the expired token refused", Duration::from_secs(10), async || {
+        let answer = stack.me(&bad.expired).await;
+        if answer.status == 401 { Ok(()) } else { Err(format!("{}: {}", answer.status, answer.text())) }
+    })
+    .await;
+    eprintln!("the 1 s token was refused after {:.1} s more", took.as_secs_f64());
+    stack.assert_refused(&bad.cases()).await;
+
+    let answer = stack.client.get_with_token("/api/admin/messages", alice).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(answer.header("www-authenticate"), Some("Bearer realm=\"portcullis\", error=\"insufficient_scope\""));
+    let admin = stack.issuer.mint("root", "admin", &[]).await;
+    let answer = stack.client.get_with_token("/api/admin/messages", &admin).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["messages_by_user"]["alice"], 2, "the seeded message and the one posted");
+
+    let answer = stack.client.get("/public/hello", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let preflight = [("origin", "https://app.test"), ("access-control-request-method", "GET")];
+    let answer = stack.client.send("OPTIONS", "/api/me", &preflight, Vec::new()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.test"), "the origin answered it");
+}
+
+/// What the client loop of the rotation saw.
+#[derive(Default)]
+struct LoopReport {
+    accepted: usize,
+    failures: Vec<String>,
+}
+
+/// Sends requests through the edge with every token in `tokens`, round after round, until `stop`.
+fn client_loop(
+    base: String,
+    tokens: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<LoopReport> {
+    tokio::spawn(async move {
+        let client = Client::new(base);
+        let mut report = LoopReport::default();
+        while !stop.load(Ordering::SeqCst) {
+            let round = tokens.lock().expect("tokens").clone();
+            for token in round {
+                let headers = [("authorization", bearer(&token))];
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+                match client.try_send("GET", "/api/me", &headers, Vec::new(), Duration::from_secs(10)).await {
+                    Some(answer) if answer.status == 200 => report.accepted += 1,
+                    Some(answer) => {
+                        report.failures.push(format!("kid {}: {} {}", kid_of(&token), answer.status, answer.text()))
+                    }
+                    None => report.failures.push(format!("kid {}: no answer", kid_of(&token))),
+                }
+            }
+        }
+        report
+    })
+}
+
+/// 3. Two rotations (`issuer keys rotate`) while a client loop keeps calling the edge with tokens
+///    of every key: no request fails; each new key is in the edge's cache before it signs, and its
+///    first token is accepted at once. Returns a token of each key, oldest first.
+async fn rotation_without_downtime(stack: &Stack) -> Vec<String> {
+    let first = stack.issuer.mint("rotation-0", "reader", &[]).await;
+    let mut by_key = vec![first.clone()];
+    let tokens = Arc::new(Mutex::new(vec![first]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let looping = client_loop(stack.edge.base.clone(), Arc::clone(&tokens), Arc::clone(&stop));
+    let started = Instant::now();
+    for round in 1..=2 {
+        let rotation = stack.issuer.cli_json(&["keys", "rotate"]).await;
+        assert_eq!(rotation["outcome"], "scheduled", "{rotation}");
+        let next = rotation["next"].as_str().expect("the next kid").to_owned();
+        let activates_at = rotation["activates_at"].as_u64().expect("activates_at");
+        // Published by the issuer, then fetched by the edge, before the key may sign.
+        let (_, published) = poll("the issuer publishes the next key", Duration::from_secs(5), async || {
+            let kids = stack.issuer.jwks_kids().await?;
+            if kids.contains(&next) { Ok(()) } else { Err(format!("{kids:?}")) }
+        })
+        .await;
+        let (_, cached) = poll("the edge has the next key", Duration::from_secs(8), async || {
+            let keys = stack.edge_keys().await;
+            let kids = keys["keys"]["kids"].as_array().cloned().unwrap_or_default();
+            if kids.iter().any(|kid| kid == next.as_str()) { Ok(()) } else { Err(keys.to_string()) }
+        })
+        .await;
+        assert!(now() < activates_at, "the edge had the key only after it started signing");
+        // Tokens minted until the new key signs (each mint runs the issuer's due rotation step);
+        // every one is accepted as soon as it is minted.
+        let mut minted = 0;
+        let (token, switched) = poll("the next key signs", Duration::from_secs(30), async || {
+            minted += 1;
+            let token = stack.issuer.mint(&format!("rotation-{round}-{minted}"), "reader", &[]).await;
+            let answer = stack.me(&token).await;
+            assert_eq!(answer.status, 200, "a token just minted (kid {}): {}", kid_of(&token), answer.text());
+            tokens.lock().expect("tokens").push(token.clone());
+            if kid_of(&token) == next { Ok(token) } else { Err(format!("still signed by {}", kid_of(&token))) }
+        })
+        .await;
+        eprintln!(
+            "rotation {round}: published in {:.1} s, at the edge {:.1} s later, signing {:.1} s after that ({minted} tokens minted meanwhile)",
+            published.as_secs_f64(),
+            cached.as_secs_f64(),
+            switched.as_secs_f64()
+        );
+        by_key.push(token);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let report = looping.await.expect("the client loop");
+    eprintln!(
+        "client loop: {} requests accepted, {} failed, in {:.1} s",
+        report.accepted,
+        report.failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.failures.is_empty(), "failed requests during rotation: {:#?}", report.failures);
+    assert!(report.accepted >= 20, "the loop sent too few requests: {}", report.accepted);
+    let states = stack.issuer.key_states().await;
+    let state_of = |token: &str| states.iter().find(|(kid, _)| *kid == kid_of(token)).map(|(_, state)| state.as_str());
+    let expected = [Some("retiring"), Some("retiring"), Some("active")];
+    assert_eq!(by_key.iter().map(|token| state_of(token)).collect::<Vec<_>>(), expected, "{states:?}");
+    by_key
+}
+
+/// 4. The active key is revoked (`issuer keys revoke KID`): its tokens are refused once the edge
+///    has refetched; the replacement key's tokens and the retiring keys' are accepted.
+async fn emergency_revocation(stack: &Stack, by_key: &[String]) -> (String, String) {
+    let (revoked_token, retiring) = by_key.split_last().expect("tokens");
+    let revoked = kid_of(revoked_token);
+    let revocation = stack.issuer.cli_json(&["keys", "revoke", &revoked]).await;
+    assert_eq!(
+        (revocation["kid"].as_str(), revocation["previous_state"].as_str()),
+        (Some(revoked.as_str()), Some("active"))
+    );
+    let (_, refused) = poll("the revoked key's token refused", Duration::from_secs(10), async || {
+        let answer = stack.me(revoked_token).await;
+        if answer.status == 401 { Ok(()) } else { Err(format!("{}: {}", answer.status, answer.text())) }
+    })
+    .await;
+    let replacement = stack.issuer.mint("after-revocation", "reader", &[]).await;
+    assert_eq!(Some(kid_of(&replacement).as_str()), revocation["active"].as_str());
+    assert_ne!(kid_of(&replacement), revoked);
+    // The replacement signs at once: the edge learns it on the unknown kid (after the cooldown).
+    let (_, accepted) = poll("the replacement key's token accepted", Duration::from_secs(10), async || {
+        let answer = stack.me(&replacement).await;
+        if answer.status == 200 { Ok(()) } else { Err(format!("{}: {}", answer.status, answer.text())) }
+    })
+    .await;
+    eprintln!(
+        "revocation: refused at the edge after {:.1} s, the replacement accepted {:.1} s later",
+        refused.as_secs_f64(),
+        accepted.as_secs_f64()
+    );
+    let retiring: Vec<&str> = retiring.iter().map(String::as_str).collect();
+    stack.assert_accepted("a retiring key after the revocation", &retiring).await;
+    (revoked_token.clone(), replacement)
+}
+
+/// The issuer's keys (from the CLI) and JWKS (served), as kids.
+#[derive(Debug, PartialEq, Eq)]
+struct IssuerKeys {
+    states: Vec<(String, String)>,
+    jwks: Vec<String>,
+}
+
+impl IssuerKeys {
+    async fn of(issuer: &Issuer) -> Self {
+        Self { states: issuer.key_states().await, jwks: issuer.jwks_kids().await.expect("the JWKS") }
+    }
+}
+
+/// 5. The issuer is down: the edge keeps serving its cached keys, stale, and keeps refusing.
+///    Returns the issuer's keys as they were before it stopped.
+async fn issuer_down(stack: &mut Stack, good: &[&str], bad: &[(&str, &str)]) -> IssuerKeys {
+    let before = IssuerKeys::of(&stack.issuer).await;
+    stack.issuer.stop();
+    // Until the edge has tried the issuer and failed (its set lives 1 s), every request works.
+    let (_, took) = poll("the edge notices the issuer is down", Duration::from_secs(10), async || {
+        stack.assert_accepted("the issuer down", good).await;
+        let keys = stack.edge_keys().await;
+        if keys["state"] == "stale" && keys["last_error"].is_string() { Ok(()) } else { Err(keys.to_string()) }
+    })
+    .await;
+    eprintln!("issuer down: the edge serves stale keys after {:.1} s", took.as_secs_f64());
+    stack.assert_accepted("the issuer down", good).await;
+    stack.assert_refused(bad).await;
+    let keys = stack.edge_keys().await;
+    assert_eq!((keys["state"].as_str(), keys["serving"].as_bool()), (Some("stale"), Some(true)), "{keys}");
+    before
+}
+
+/// 6. The issuer back on the same database: the same keys and JWKS as `before`, tokens minted
+///    before still valid, new ones from the same key.
+async fn issuer_back(stack: &mut Stack, before: &IssuerKeys, good: &[&str], bad: &[(&str, &str)]) {
+    let took = stack.issuer.serve().await;
+    eprintln!("issuer restarted in {:.1} s", took.as_secs_f64());
+    assert_eq!(&IssuerKeys::of(&stack.issuer).await, before, "the keys after the restart");
+    let (_, took) = poll("the edge's key set fresh again", Duration::from_secs(10), async || {
+        stack.assert_accepted("the issuer back", good).await;
+        let keys = stack.edge_keys().await;
+        if keys["state"] == "fresh" { Ok(()) } else { Err(keys.to_string()) }
+    })
+    .await;
+    eprintln!("issuer back: the edge's keys fresh after {:.1} s", took.as_secs_f64());
+    let after = stack.issuer.mint("after-restart", "reader", &[]).await;
+    assert_eq!(kid_of(&after), kid_of(good[0]), "the same active key signs after the restart");
+    stack.assert_accepted("minted after the restart", &[&after]).await;
+    stack.assert_refused(bad).await;
+}
+
+/// Scenarios 1 to 6 of the end-to-end suite, on one stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_stack_end_to_end() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut stack = Stack::start(dir.path()).await;
+    let foreign = Issuer::new("foreign-issuer", dir.path());
+    let bad = BadTokens::mint(&stack.issuer, &foreign).await;
+
+    let alice = token_reaches_the_origin(&stack).await;
+    refusals_roles_and_public_routes(&stack, &alice, &bad).await;
+    let by_key = rotation_without_downtime(&stack).await;
+    let (revoked, replacement) = emergency_revocation(&stack, &by_key).await;
+
+    let mut refused = bad.cases().to_vec();
+    refused.push(("a revoked key", &revoked));
+    let good = [replacement.as_str(), by_key[0].as_str(), by_key[1].as_str(), alice.as_str()];
+    let before = issuer_down(&mut stack, &good, &refused).await;
+    issuer_back(&mut stack, &before, &good, &refused).await;
+    stack.edge.process.assert_running();
+    eprintln!("end to end in {:.1} s", started.elapsed().as_secs_f64());
+}
