@@ -31,7 +31,7 @@ pub(crate) fn dev(root: &Path) -> Result<()> {
     }
     let tools = worker::ensure_tools(root)?;
     worker::build_worker(root, &tools)?;
-    crate::run(root, "cargo", &["build", "--quiet", "-p", "issuer", "-p", "tests", "--bins"])?;
+    crate::build_binaries(root)?;
 
     // A clean start: fresh keys, database and Worker cache state each run.
     let state = root.join(".dev");

@@ -60,6 +60,12 @@ pub(crate) fn run_command(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Builds the workspace's binaries (the issuer, the demo origin) as the tests build the
+/// workspace, so that `dev`, the end-to-end tests and the test step share one set of artifacts.
+pub(crate) fn build_binaries(root: &Path) -> Result<()> {
+    run(root, "cargo", &["build", "--workspace", "--all-features", "--bins"])
+}
+
 /// Times named steps and prints a summary at the end.
 struct Steps {
     done: Vec<(&'static str, Duration)>,
@@ -134,7 +140,7 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     })?;
     steps.run("build the Worker", || worker::build_worker(root, &tools))?;
     // The end-to-end tests start these binaries (tests/tests/e2e.rs finds them beside itself).
-    steps.run("issuer and demo origin binaries", || cargo(&["build", "-p", "issuer", "-p", "tests", "--bins"]))?;
+    steps.run("issuer and demo origin binaries", || build_binaries(root))?;
     steps.run("tests", || cargo(&["test", "--workspace", "--all-features"]))?;
     steps.run("fuzz targets build", || cargo(&["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"]))?;
     Ok(())
