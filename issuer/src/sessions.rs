@@ -171,10 +171,14 @@ impl Sessions {
         Ok(refresh)
     }
 
-    /// Rotates `refresh`, presented by `client_id`: spends it, lets `mint` sign the access token
-    /// for the family (and refuse, e.g. for a disabled user), and stores the successor, all in
-    /// one transaction. A spent token (past the grace window) revokes its family. Returns the
-    /// access token and the new refresh token.
+    /// Rotates `refresh`, presented by `client_id`: lets `mint` sign the access token for the
+    /// family (and refuse, e.g. for a disabled user), then spends the token and stores its
+    /// successor in one transaction. A spent token (past the grace window) revokes its family.
+    /// Returns the access token and the new refresh token.
+    ///
+    /// The access token is signed before the transaction starts, so that the transaction needs
+    /// no other connection than its own (signing reads the active key): concurrent uses that wait
+    /// for the write lock while holding the pool's connections cannot starve the one that holds it.
     pub async fn rotate(
         &self,
         refresh: &str,
@@ -184,60 +188,68 @@ impl Sessions {
     ) -> Result<(MintedToken, String), SessionError> {
         let hash = secret_hash(refresh);
         let grace_floor = now.saturating_sub(self.policy.reuse_grace.as_secs());
+        let row = self.token_row(&hash).await?.ok_or(SessionError::InvalidGrant("unknown refresh token"))?;
+        let (family_id, user_id, owner, _, expires_at, spent_at, family_expires_at, revoked_at) = row;
+        let family = Family { id: family_id, user_id, client_id: owner };
+        let reused = spent_at.is_some_and(|spent| from_db_time(spent) <= grace_floor);
+        let access = if reused {
+            None
+        } else {
+            if revoked_at.is_some() {
+                return Err(SessionError::InvalidGrant("revoked family"));
+            }
+            if from_db_time(expires_at) <= now || from_db_time(family_expires_at) <= now {
+                return Err(SessionError::InvalidGrant("expired refresh token"));
+            }
+            if family.client_id != client_id {
+                return Err(SessionError::InvalidGrant("refresh token of another client"));
+            }
+            Some(mint(&family).await?)
+        };
         let mut tx = self.db.pool().begin().await?;
-        // The one statement that decides which of concurrent uses wins.
+        // The one statement that decides which of concurrent uses wins; it also sees a family
+        // revoked since the read above.
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET spent_at = COALESCE(spent_at, $1) \
-             WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3)",
+             WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3) \
+             AND family_id IN (SELECT id FROM refresh_families WHERE revoked_at IS NULL AND expires_at > $1)",
         )
         .bind(to_db_time(now))
         .bind(&hash)
         .bind(to_db_time(grace_floor))
         .execute(&mut *tx)
         .await?;
-        let row: Option<TokenRow> = sqlx::query_as(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.hash = $1"
-        ))
-        .bind(&hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((family_id, user_id, owner, _, _, spent_at, family_expires_at, revoked_at)) = row else {
-            return Err(SessionError::InvalidGrant("unknown refresh token"));
-        };
-        let family = Family { id: family_id, user_id, client_id: owner };
-        if spent.rows_affected() == 0 {
-            if spent_at.is_some() {
+        let Some(access) = access.filter(|_| spent.rows_affected() == 1) else {
+            let spent_at: Option<(Option<i64>,)> =
+                sqlx::query_as("SELECT spent_at FROM refresh_tokens WHERE hash = $1")
+                    .bind(&hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if spent_at.is_some_and(|(spent_at,)| spent_at.is_some()) {
                 revoke_family(&mut tx, &family.id, now).await?;
                 tx.commit().await?;
                 tracing::warn!(family = %family.id, user = %family.user_id, "refresh token reused: family revoked");
                 return Err(SessionError::InvalidGrant("reused refresh token"));
             }
-            return Err(SessionError::InvalidGrant("expired refresh token"));
-        }
-        if revoked_at.is_some() {
-            return Err(SessionError::InvalidGrant("revoked family"));
-        }
-        let family_expires_at = from_db_time(family_expires_at);
-        if family_expires_at <= now {
-            return Err(SessionError::InvalidGrant("family past its lifetime"));
-        }
-        if family.client_id != client_id {
-            return Err(SessionError::InvalidGrant("refresh token of another client"));
-        }
-        let access = mint(&family).await?;
-        let refresh = self.insert_token(&mut tx, &family.id, &access.jti, now, family_expires_at).await?;
+            return Err(SessionError::InvalidGrant("refresh token expired or revoked meanwhile"));
+        };
+        let refresh = self.insert_token(&mut tx, &family.id, &access.jti, now, from_db_time(family_expires_at)).await?;
         tx.commit().await?;
         Ok((access, refresh))
     }
 
-    /// What introspection says of a refresh token; `None` when unknown.
-    pub async fn refresh_token(&self, refresh: &str, now: u64) -> Result<Option<RefreshTokenInfo>, SessionError> {
-        let row: Option<TokenRow> = sqlx::query_as(&format!(
+    async fn token_row(&self, hash: &str) -> Result<Option<TokenRow>, SessionError> {
+        Ok(sqlx::query_as(&format!(
             "SELECT {TOKEN_COLUMNS} FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.hash = $1"
         ))
-        .bind(secret_hash(refresh))
+        .bind(hash)
         .fetch_optional(self.db.pool())
-        .await?;
+        .await?)
+    }
+
+    /// What introspection says of a refresh token; `None` when unknown.
+    pub async fn refresh_token(&self, refresh: &str, now: u64) -> Result<Option<RefreshTokenInfo>, SessionError> {
+        let row = self.token_row(&secret_hash(refresh)).await?;
         Ok(row.map(|(id, user_id, client_id, issued_at, expires_at, spent_at, family_expires_at, revoked_at)| {
             let expires_at = from_db_time(expires_at);
             let active =
