@@ -10,6 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 /// The shortest password accepted (NIST SP 800-63B: at least 8 characters).
@@ -36,10 +38,12 @@ pub enum PasswordError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Hashes and checks passwords with argon2id. Cheap to clone.
+/// Hashes and checks passwords with argon2id, at most one hash per CPU at a time (each takes
+/// the configured memory; the others wait their turn in order). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct PasswordHasher {
     params: Params,
+    permits: Arc<Semaphore>,
     /// A hash of a random password at the configured cost: unknown users are checked against it,
     /// so that they take as long as known ones.
     dummy: String,
@@ -52,7 +56,8 @@ impl PasswordHasher {
         let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
             .map_err(|error| PasswordError::Params(error.to_string()))?;
         let dummy = hash_with(&params, random_token().as_bytes())?;
-        Ok(Self { params, dummy })
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Self { params, permits: Arc::new(Semaphore::new(cpus)), dummy })
     }
 
     /// Checks the length rules of a new password.
@@ -68,6 +73,7 @@ impl PasswordHasher {
         Self::check_policy(password)?;
         let params = self.params.clone();
         let password = Zeroizing::new(password.as_bytes().to_vec());
+        let _permit = self.permits.acquire().await.map_err(|error| PasswordError::Hash(error.to_string()))?;
         tokio::task::spawn_blocking(move || hash_with(&params, &password)).await?
     }
 
@@ -78,6 +84,7 @@ impl PasswordHasher {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.clone());
         let password = Zeroizing::new(password.as_bytes().to_vec());
+        let _permit = self.permits.acquire().await.map_err(|error| PasswordError::Hash(error.to_string()))?;
         let matches = tokio::task::spawn_blocking(move || {
             let Ok(parsed) = PasswordHash::new(&stored) else {
                 tracing::error!("a stored password hash does not parse");
