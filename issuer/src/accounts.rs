@@ -88,6 +88,10 @@ type UserRow = (String, String, String, Option<i64>, i64, Option<i64>);
 
 const USER_COLUMNS: &str = "id, email, roles, disabled_at, created_at, last_login_at";
 
+type ClientRow = (String, String, String, String, i64);
+
+const CLIENT_COLUMNS: &str = "client_id, secret_hash, audiences, roles, created_at";
+
 /// Normalizes an email address: trimmed and in lower case; one `@` with text on both sides, no
 /// spaces or control characters, at most 254 bytes.
 pub fn normalize_email(email: &str) -> Result<String, AccountError> {
@@ -181,8 +185,13 @@ impl Accounts {
 
     /// The user with this id.
     pub async fn user(&self, id: &str) -> Result<Option<User>, AccountError> {
-        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(id)
+        self.user_where("id", id).await
+    }
+
+    /// The user whose `column` (`id` or `email`) is `value`.
+    async fn user_where(&self, column: &'static str, value: &str) -> Result<Option<User>, AccountError> {
+        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1"))
+            .bind(value)
             .fetch_optional(self.db.pool())
             .await?;
         row.map(user_from_row).transpose()
@@ -190,12 +199,7 @@ impl Accounts {
 
     /// The user with this email address (normalized first).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, AccountError> {
-        let email = normalize_email(email)?;
-        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
-            .bind(&email)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(user_from_row).transpose()
+        self.user_where("email", &normalize_email(email)?).await
     }
 
     /// Replaces the roles of a user.
@@ -290,11 +294,9 @@ impl Accounts {
 
     /// Every client, by id.
     pub async fn clients(&self) -> Result<Vec<Client>, AccountError> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT client_id, secret_hash, audiences, roles, created_at FROM clients ORDER BY client_id",
-        )
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows: Vec<ClientRow> = sqlx::query_as(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"))
+            .fetch_all(self.db.pool())
+            .await?;
         rows.into_iter().map(|row| client_from_row(row).map(|(client, _)| client)).collect()
     }
 
@@ -314,12 +316,11 @@ impl Accounts {
         client_id: &str,
         secret: &str,
     ) -> Result<Option<Client>, AccountError> {
-        let row: Option<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT client_id, secret_hash, audiences, roles, created_at FROM clients WHERE client_id = $1",
-        )
-        .bind(client_id)
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row: Option<ClientRow> =
+            sqlx::query_as(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"))
+                .bind(client_id)
+                .fetch_optional(self.db.pool())
+                .await?;
         let presented = secret_hash(secret);
         match row.map(client_from_row).transpose()? {
             Some((client, stored)) if same_hash(&stored, &presented) => Ok(Some(client)),
@@ -329,7 +330,7 @@ impl Accounts {
 }
 
 fn client_from_row(
-    (client_id, secret_hash, audiences, roles, created_at): (String, String, String, String, i64),
+    (client_id, secret_hash, audiences, roles, created_at): ClientRow,
 ) -> Result<(Client, String), AccountError> {
     let client = Client {
         client_id,

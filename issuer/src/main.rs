@@ -364,10 +364,9 @@ async fn shutdown_signal() {
 /// KEK or signing key is involved.
 async fn open_accounts(config: &Config) -> anyhow::Result<(Db, Accounts, Sessions)> {
     let db = Db::open(&config.database_url, OpenMode::Create).await?;
-    let cost = config.password_hashing;
-    let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(cost)).await??;
+    let accounts = Accounts::new(db.clone(), PasswordHasher::new(config.password_hashing).await?);
     let sessions = Sessions::new(db.clone(), SessionPolicy::from_config(config));
-    Ok((db.clone(), Accounts::new(db, hasher), sessions))
+    Ok((db, accounts, sessions))
 }
 
 async fn users(command: UsersCommand, config: &Config) -> anyhow::Result<()> {

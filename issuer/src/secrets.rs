@@ -50,18 +50,22 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// A hasher at `cost` (parallelism 1). Computes one hash (the dummy), so it takes as long
-    /// as a login.
-    pub fn new(cost: PasswordHashing) -> Result<Self, PasswordError> {
+    /// A hasher at `cost` (parallelism 1). Computes one hash (the dummy) on the blocking pool,
+    /// so it takes as long as a login.
+    pub async fn new(cost: PasswordHashing) -> Result<Self, PasswordError> {
         let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
             .map_err(|error| PasswordError::Params(error.to_string()))?;
-        let dummy = hash_with(&params, random_token().as_bytes())?;
+        let dummy = tokio::task::spawn_blocking({
+            let params = params.clone();
+            move || hash_with(&params, random_token().as_bytes())
+        })
+        .await??;
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self { params, permits: Arc::new(Semaphore::new(cpus)), dummy })
     }
 
     /// Checks the length rules of a new password.
-    pub fn check_policy(password: &str) -> Result<(), PasswordError> {
+    fn check_policy(password: &str) -> Result<(), PasswordError> {
         if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
             return Err(PasswordError::Policy);
         }
@@ -131,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_the_dummy_never_matches() {
-        let hasher = PasswordHasher::new(CHEAP).expect("hasher");
+        let hasher = PasswordHasher::new(CHEAP).await.expect("hasher");
         let stored = hasher.hash("correct horse").await.expect("hash");
         assert!(stored.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{stored}");
         assert!(hasher.verify("correct horse", Some(stored.clone())).await.expect("verify"));

@@ -116,11 +116,6 @@ impl Sessions {
         Self { db, policy }
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &SessionPolicy {
-        &self.policy
-    }
-
     /// Starts a family for a login and returns its first refresh token (shown once; only its
     /// hash is stored), issued with the access token `access`.
     pub async fn start(

@@ -130,13 +130,7 @@ impl AppState {
         let mut access_claims = claims;
         access_claims.audiences = audiences;
         let access = Validator::new(access_claims);
-        let hasher = tokio::task::spawn_blocking({
-            let cost = config.password_hashing;
-            move || PasswordHasher::new(cost)
-        })
-        .await
-        .map_err(PasswordError::from)??;
-        let accounts = Accounts::new(db.clone(), hasher);
+        let accounts = Accounts::new(db.clone(), PasswordHasher::new(config.password_hashing).await?);
         let sessions = Sessions::new(db.clone(), SessionPolicy::from_config(&config));
         let inner = Inner { config, clock: SharedClockDebug(clock), db, keys, jwks, admin, access, accounts, sessions };
         Ok(Self { inner: Arc::new(inner) })
