@@ -355,10 +355,13 @@ pub(crate) async fn create_user(
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
-/// `GET /userinfo`: the bearer's account.
+/// `GET /userinfo`: the bearer's account; a disabled user's tokens are refused.
 pub(crate) async fn userinfo(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
     let sub = claims.sub.as_deref().unwrap_or_default();
     let user = state.accounts().user(sub).await?.ok_or(AccountError::UnknownUser)?;
+    if user.disabled {
+        return Err(ApiError::RevokedToken);
+    }
     Ok(Json(serde_json::json!({
         "sub": user.id,
         "email": user.email,

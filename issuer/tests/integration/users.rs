@@ -89,6 +89,8 @@ async fn admins_list_users_set_roles_and_disable() {
     assert_eq!((status, json(&body)["disabled"].as_bool()), (StatusCode::OK, Some(true)));
     let (status, _) = refresh(&app, &latest).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = get(&app, "/userinfo", Some(&access)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a disabled user's access token no longer opens userinfo");
     let (status, _, _) = password_grant(&app, "alice@example.com", PASSWORD).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = post(&app, "/admin/users/nobody/disable", Some(&admin)).await;
