@@ -35,6 +35,15 @@ const SETTINGS: &[&str] = &[
     "database_url",
     "kek_file",
     "log_format",
+    "registration",
+    "refresh_idle_timeout",
+    "refresh_max_lifetime",
+    "refresh_reuse_grace",
+    "login_max_failures",
+    "login_failure_window",
+    "password_hash_memory",
+    "password_hash_iterations",
+    "revoked_max_age",
 ];
 
 /// The validated configuration.
@@ -70,6 +79,26 @@ pub struct Config {
     pub kek: KekSource,
     /// Log output: human-readable text or JSON lines. Default text.
     pub log_format: LogFormat,
+    /// Whether anyone may create an account with `POST /users` (an admin always may). Default closed.
+    pub registration: Registration,
+    /// A refresh token unused for this long expires (each rotation restarts it). Default 14 days.
+    pub refresh_idle_timeout: Duration,
+    /// No refresh token of a login outlives this, however often it is rotated. At least
+    /// `refresh_idle_timeout`; default 30 days.
+    pub refresh_max_lifetime: Duration,
+    /// How long a spent refresh token may still be rotated (a client that lost the answer) before
+    /// its reuse revokes the family. Default 0: never. At most 1 minute.
+    pub refresh_reuse_grace: Duration,
+    /// Failed password logins per account, and per client address, within
+    /// `login_failure_window`, after which logins are refused with `429`. Default 5.
+    pub login_max_failures: u32,
+    /// The window failed logins are counted in. Default 15 minutes.
+    pub login_failure_window: Duration,
+    /// The cost of password hashes.
+    pub password_hashing: PasswordHashing,
+    /// `Cache-Control: max-age` of `GET /revoked`. At most `access_token_ttl`; default 30 s (or
+    /// `access_token_ttl` if shorter).
+    pub revoked_max_age: Duration,
     /// What loading noticed and ignored, for the caller to log once logging is set up.
     warnings: Vec<ConfigWarning>,
 }
@@ -86,6 +115,45 @@ pub enum ConfigWarning {
         /// The variable's name (its value is not repeated: it may be a secret).
         name: String,
     },
+    /// Password hashes cheaper than every configuration OWASP recommends: for tests only.
+    #[error(
+        "password_hash_memory = {memory_kib} KiB with password_hash_iterations = {iterations} is below OWASP's \
+         recommendation (19456 KiB with 2 iterations, or an equivalent): use it for tests only"
+    )]
+    WeakPasswordHashing {
+        /// Memory, KiB.
+        memory_kib: u32,
+        /// Iterations.
+        iterations: u32,
+    },
+}
+
+/// Whether `POST /users` is open to anyone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone may create an account (without roles).
+    Open,
+    /// Only an admin may create accounts.
+    Closed,
+}
+
+/// The argon2id cost of password hashes (the parallelism is 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordHashing {
+    /// Memory, in KiB. Default 19456 (19 MiB), as OWASP recommends.
+    pub memory_kib: u32,
+    /// Passes over the memory. Default 2, as OWASP recommends.
+    pub iterations: u32,
+}
+
+impl PasswordHashing {
+    /// OWASP's equivalent argon2id configurations (memory KiB, iterations) for parallelism 1.
+    const OWASP: [(u32, u32); 5] = [(47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5)];
+
+    /// True when at least one of OWASP's recommended configurations is met.
+    pub fn meets_owasp(self) -> bool {
+        Self::OWASP.iter().any(|&(memory, iterations)| self.memory_kib >= memory && self.iterations >= iterations)
+    }
 }
 
 /// Where the key-encryption key (KEK) comes from.
@@ -127,6 +195,14 @@ impl fmt::Debug for Config {
             .field("database_url", &self.redacted_database_url())
             .field("kek", &self.kek)
             .field("log_format", &self.log_format)
+            .field("registration", &self.registration)
+            .field("refresh_idle_timeout", &self.refresh_idle_timeout)
+            .field("refresh_max_lifetime", &self.refresh_max_lifetime)
+            .field("refresh_reuse_grace", &self.refresh_reuse_grace)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_failure_window", &self.login_failure_window)
+            .field("password_hashing", &self.password_hashing)
+            .field("revoked_max_age", &self.revoked_max_age)
             .finish()
     }
 }
@@ -140,8 +216,13 @@ impl Config {
         if let Some(path) = file {
             raw.read_file(path)?;
         }
-        let warnings = raw.read_env(env);
-        Ok(Config { warnings, ..raw.validate()? })
+        let mut warnings = raw.read_env(env);
+        let config = raw.validate()?;
+        let PasswordHashing { memory_kib, iterations } = config.password_hashing;
+        if !config.password_hashing.meets_owasp() {
+            warnings.push(ConfigWarning::WeakPasswordHashing { memory_kib, iterations });
+        }
+        Ok(Config { warnings, ..config })
     }
 
     /// What [`load`](Self::load) ignored: to be logged as warnings.
@@ -304,6 +385,25 @@ impl Raw {
         }
     }
 
+    fn integer(&self, setting: &'static str, default: u32, min: u32, max: u32) -> Result<(Origin, u32), ConfigError> {
+        let (origin, value) = match self.values.get(setting) {
+            None => return Ok((Origin::Default, default)),
+            Some((origin, toml::Value::Integer(value))) => (*origin, i128::from(*value)),
+            Some((origin, toml::Value::String(text))) => {
+                let value = text
+                    .trim()
+                    .parse::<i128>()
+                    .map_err(|_| ConfigError::invalid(setting, *origin, format!("{text:?} is not a whole number")))?;
+                (*origin, value)
+            }
+            Some((origin, _)) => return Err(ConfigError::invalid(setting, *origin, "must be a whole number")),
+        };
+        match u32::try_from(value) {
+            Ok(value) if (min..=max).contains(&value) => Ok((origin, value)),
+            _ => Err(ConfigError::invalid(setting, origin, format!("must be between {min} and {max}; got {value}"))),
+        }
+    }
+
     fn list(&self, setting: &'static str) -> Result<Option<(Origin, Vec<String>)>, ConfigError> {
         match self.values.get(setting) {
             None => Ok(None),
@@ -398,6 +498,31 @@ impl Raw {
             other => return Err(ConfigError::invalid("log_format", origin, format!("{other:?} is not text or json"))),
         };
 
+        let (origin, registration) = self.text("registration")?.unwrap_or((Origin::Default, "closed".to_owned()));
+        let registration = match registration.as_str() {
+            "open" => Registration::Open,
+            "closed" => Registration::Closed,
+            other => {
+                return Err(ConfigError::invalid("registration", origin, format!("{other:?} is not open or closed")));
+            }
+        };
+        let (origin, refresh_idle_timeout) = self.duration("refresh_idle_timeout", 14 * DAY)?;
+        within("refresh_idle_timeout", origin, refresh_idle_timeout, Duration::from_secs(60), 365 * DAY)?;
+        let (origin, refresh_max_lifetime) = self.duration("refresh_max_lifetime", 30 * DAY)?;
+        let floor = ("refresh_idle_timeout", refresh_idle_timeout);
+        at_least("refresh_max_lifetime", origin, refresh_max_lifetime, floor, 365 * DAY, "")?;
+        let (origin, refresh_reuse_grace) = self.duration("refresh_reuse_grace", Duration::ZERO)?;
+        within("refresh_reuse_grace", origin, refresh_reuse_grace, Duration::ZERO, Duration::from_secs(60))?;
+        let (_, login_max_failures) = self.integer("login_max_failures", 5, 1, 1000)?;
+        let (origin, login_failure_window) = self.duration("login_failure_window", Duration::from_secs(15 * 60))?;
+        within("login_failure_window", origin, login_failure_window, Duration::from_secs(1), DAY)?;
+        let (_, memory_kib) = self.integer("password_hash_memory", 19_456, 8, 1 << 20)?;
+        let (_, iterations) = self.integer("password_hash_iterations", 2, 1, 16)?;
+        let (origin, revoked_max_age) =
+            self.duration("revoked_max_age", Duration::from_secs(30).min(access_token_ttl))?;
+        let ceiling = ("access_token_ttl", access_token_ttl);
+        at_most("revoked_max_age", origin, revoked_max_age, ceiling)?;
+
         Ok(Config {
             issuer,
             audiences,
@@ -413,6 +538,14 @@ impl Raw {
             database_url,
             kek,
             log_format,
+            registration,
+            refresh_idle_timeout,
+            refresh_max_lifetime,
+            refresh_reuse_grace,
+            login_max_failures,
+            login_failure_window,
+            password_hashing: PasswordHashing { memory_kib, iterations },
+            revoked_max_age,
             warnings: Vec::new(),
         })
     }
@@ -459,6 +592,24 @@ fn at_least(
                 show(max),
                 show(value)
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// A duration bounded by another setting (`ceiling` names it and gives its value).
+fn at_most(
+    setting: &'static str,
+    origin: Origin,
+    value: Duration,
+    ceiling: (&str, Duration),
+) -> Result<(), ConfigError> {
+    let (ceiling_name, ceiling) = ceiling;
+    if value > ceiling {
+        return Err(ConfigError::invalid(
+            setting,
+            origin,
+            format!("must be at most {ceiling_name} ({}); got {}", show(ceiling), show(value)),
         ));
     }
     Ok(())
@@ -569,6 +720,29 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://data/issuer.db?mode=rwc");
         assert!(matches!(config.kek, KekSource::DevFile(ref path) if path == Path::new("data/kek")));
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.registration, Registration::Closed);
+        assert_eq!(config.refresh_idle_timeout, 14 * DAY);
+        assert_eq!(config.refresh_max_lifetime, 30 * DAY);
+        assert_eq!(config.refresh_reuse_grace, Duration::ZERO);
+        assert_eq!(config.login_max_failures, 5);
+        assert_eq!(config.login_failure_window, Duration::from_secs(900));
+        assert_eq!(config.password_hashing, PasswordHashing { memory_kib: 19_456, iterations: 2 });
+        assert!(config.password_hashing.meets_owasp());
+        assert_eq!(config.revoked_max_age, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn cheap_password_hashes_start_with_a_warning() {
+        let config = load(Some("password_hash_memory = 64\npassword_hash_iterations = 1"), &[]).expect("valid");
+        assert_eq!(config.password_hashing, PasswordHashing { memory_kib: 64, iterations: 1 });
+        assert_eq!(config.warnings(), [ConfigWarning::WeakPasswordHashing { memory_kib: 64, iterations: 1 }]);
+        assert!(config.warnings()[0].to_string().contains("for tests only"));
+        let equivalent =
+            load(None, &[("PORTCULLIS_PASSWORD_HASH_MEMORY", "9216"), ("PORTCULLIS_PASSWORD_HASH_ITERATIONS", "4")]);
+        assert!(equivalent.expect("valid").warnings().is_empty(), "an OWASP equivalent");
+        let config = load(None, &[("PORTCULLIS_REGISTRATION", "open"), ("PORTCULLIS_LOGIN_MAX_FAILURES", "10")]);
+        let config = config.expect("valid");
+        assert_eq!((config.registration, config.login_max_failures), (Registration::Open, 10));
     }
 
     #[test]
@@ -635,6 +809,16 @@ mod tests {
             (Some("isuer = \"https://a.example\""), &[], "unknown setting `isuer`"),
             (Some("kek = \"abc\""), &[], "must not be kept in the configuration file"),
             (Some("issuer = "), &[], "not valid TOML"),
+            (None, &[("PORTCULLIS_REGISTRATION", "maybe")], "`registration` (from PORTCULLIS_REGISTRATION)"),
+            (None, &[("PORTCULLIS_REFRESH_IDLE_TIMEOUT", "10s")], "must be between 1m and 365d; got 10s"),
+            (None, &[("PORTCULLIS_REFRESH_MAX_LIFETIME", "1d")], "must be at least refresh_idle_timeout (14d)"),
+            (None, &[("PORTCULLIS_REFRESH_REUSE_GRACE", "2m")], "`refresh_reuse_grace`"),
+            (None, &[("PORTCULLIS_LOGIN_MAX_FAILURES", "0")], "must be between 1 and 1000; got 0"),
+            (Some("login_max_failures = \"many\""), &[], "is not a whole number"),
+            (Some("login_max_failures = 1.5"), &[], "must be a whole number"),
+            (None, &[("PORTCULLIS_PASSWORD_HASH_MEMORY", "4")], "`password_hash_memory`"),
+            (None, &[("PORTCULLIS_PASSWORD_HASH_ITERATIONS", "99")], "must be between 1 and 16"),
+            (None, &[("PORTCULLIS_REVOKED_MAX_AGE", "1h")], "must be at most access_token_ttl (5m); got 1h"),
         ];
         for (file, pairs, expected) in cases {
             let got = message(load(*file, pairs));
@@ -681,8 +865,14 @@ mod tests {
         )
         .expect("unknown PORTCULLIS_* variables do not stop the start");
         assert_eq!(config.issuer, "https://auth.example.com", "known ones still apply");
-        let names: Vec<String> =
-            config.warnings().iter().map(|ConfigWarning::UnknownEnv { name }| name.clone()).collect();
+        let names: Vec<String> = config
+            .warnings()
+            .iter()
+            .filter_map(|warning| match warning {
+                ConfigWarning::UnknownEnv { name } => Some(name.clone()),
+                ConfigWarning::WeakPasswordHashing { .. } => None,
+            })
+            .collect();
         assert_eq!(names, ["PORTCULLIS_TOOLS", "PORTCULLIS_TEST_POSTGRES", "PORTCULLIS_TTL"]);
         let shown = config.warnings()[1].to_string();
         assert!(shown.contains("PORTCULLIS_TEST_POSTGRES") && !shown.contains("hunter2"), "{shown}");

@@ -1,7 +1,12 @@
 //! The one error type of the HTTP API. Every error answers with a status that fits and a JSON
-//! body `{"error": "<stable code>"}`; the detail goes to the log, never to the client.
+//! body `{"error": "<stable code>"}` (for the OAuth endpoints, the RFC 6749 §5.2 codes); the
+//! detail goes to the log, never to the client.
 
+use crate::accounts::AccountError;
 use crate::keys::KeyStoreError;
+use crate::secrets::PasswordError;
+use crate::sessions::SessionError;
+use crate::token::MintError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +14,7 @@ use jwks::VerifyError;
 
 /// An error of the HTTP API.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// No `Authorization: Bearer` credentials.
     #[error("no bearer token")]
@@ -37,6 +43,40 @@ pub enum ApiError {
     /// A dependency of the answer (the database) does not answer: try again later.
     #[error("the database does not answer")]
     Unavailable,
+    /// The bearer token was revoked (by `jti`).
+    #[error("the token was revoked")]
+    RevokedToken,
+    /// A malformed request: a missing, repeated or unreadable parameter (RFC 6749 `invalid_request`).
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// Client authentication failed (RFC 6749 `invalid_client`).
+    #[error("client authentication failed")]
+    InvalidClient,
+    /// Wrong credentials, or a refresh token that is unknown, spent, revoked or expired
+    /// (RFC 6749 `invalid_grant`).
+    #[error("invalid grant: {0}")]
+    InvalidGrant(&'static str),
+    /// A `grant_type` the issuer does not serve.
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
+    /// Too many failed logins: try again after `retry_after` seconds.
+    #[error("too many failed logins")]
+    RateLimited {
+        /// Seconds until a login may be tried again.
+        retry_after: u64,
+    },
+    /// `POST /users` without an admin token while registration is closed.
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// An account operation failed.
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
+    /// A session operation failed.
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
+    /// An access token could not be minted.
+    #[error(transparent)]
+    Mint(#[from] MintError),
 }
 
 impl ApiError {
@@ -53,6 +93,30 @@ impl ApiError {
             Self::Keys(KeyStoreError::NoActiveKey) => (StatusCode::SERVICE_UNAVAILABLE, "no_active_key"),
             Self::Keys(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::RevokedToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            Self::InvalidGrant(_) | Self::Sessions(SessionError::InvalidGrant(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_grant")
+            }
+            Self::UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::RegistrationClosed => (StatusCode::FORBIDDEN, "registration_closed"),
+            Self::Accounts(AccountError::InvalidEmail | AccountError::Invalid(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            Self::Accounts(AccountError::Password(PasswordError::Policy)) => (StatusCode::BAD_REQUEST, "weak_password"),
+            Self::Accounts(AccountError::EmailTaken) => (StatusCode::CONFLICT, "email_taken"),
+            Self::Accounts(AccountError::ClientTaken) => (StatusCode::CONFLICT, "client_taken"),
+            Self::Accounts(AccountError::UnknownUser) => (StatusCode::NOT_FOUND, "unknown_user"),
+            Self::Accounts(AccountError::UnknownClient) => (StatusCode::NOT_FOUND, "unknown_client"),
+            Self::Mint(MintError::Keys(KeyStoreError::NoActiveKey))
+            | Self::Sessions(SessionError::Mint(MintError::Keys(KeyStoreError::NoActiveKey))) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_active_key")
+            }
+            Self::Accounts(_) | Self::Sessions(_) | Self::Mint(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
         }
     }
 
@@ -60,9 +124,10 @@ impl ApiError {
     fn www_authenticate(&self) -> Option<&'static str> {
         match self {
             Self::MissingToken => Some(r#"Bearer realm="portcullis-admin""#),
-            Self::InvalidToken(_) | Self::MalformedAuthorization => {
+            Self::InvalidToken(_) | Self::MalformedAuthorization | Self::RevokedToken => {
                 Some(r#"Bearer realm="portcullis-admin", error="invalid_token""#)
             }
+            Self::InvalidClient => Some(r#"Basic realm="portcullis""#),
             Self::InsufficientScope => Some(r#"Bearer realm="portcullis-admin", error="insufficient_scope""#),
             _ => None,
         }
@@ -80,6 +145,9 @@ impl IntoResponse for ApiError {
         let mut response = error_body(status, code);
         if let Some(challenge) = self.www_authenticate() {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Self::RateLimited { retry_after } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }

@@ -1,11 +1,13 @@
-//! The HTTP API: the JWKS, discovery, health, and the admin endpoints for keys.
+//! The HTTP API: the JWKS, discovery, health, the admin endpoints for keys, and the routes of
+//! the OAuth and account endpoints (in [`oauth`](crate::oauth)).
 
 use crate::error::{ApiError, code_for_status, error_body};
 use crate::keys::Rotation;
+use crate::oauth;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
@@ -43,6 +45,17 @@ pub fn app(state: AppState) -> Router {
             .route("/admin/keys", get(list_keys))
             .route("/admin/keys/rotate", post(rotate_keys))
             .route("/admin/keys/{kid}/revoke", post(revoke_key))
+            .route("/oauth/token", post(oauth::token))
+            .route("/oauth/revoke", post(oauth::revoke))
+            .route("/oauth/introspect", post(oauth::introspect))
+            .route("/logout", post(oauth::logout))
+            .route("/logout-all", post(oauth::logout_all))
+            .route("/revoked", get(oauth::revoked))
+            .route("/users", post(oauth::create_user))
+            .route("/userinfo", get(oauth::userinfo))
+            .route("/admin/users", get(oauth::list_users))
+            .route("/admin/users/{id}/roles", post(oauth::set_roles))
+            .route("/admin/users/{id}/disable", post(oauth::disable_user))
             .fallback(|| async { ApiError::NotFound })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .with_state(state),
@@ -88,7 +101,8 @@ async fn json_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
-fn public_cache(max_age: Duration) -> HeaderValue {
+/// `Cache-Control: public, max-age=N`.
+pub(crate) fn public_cache(max_age: Duration) -> HeaderValue {
     HeaderValue::try_from(format!("public, max-age={}", max_age.as_secs()))
         .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
 }
@@ -117,25 +131,32 @@ fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     })
 }
 
-/// The OAuth 2.0 grant types the issuer serves, as `grant_types_supported` lists them. None
-/// yet: there is no token endpoint. The token endpoint (`POST /oauth/token`) adds its grants
-/// here (`password`, `refresh_token`, `client_credentials`), with `token_endpoint` and
-/// `token_endpoint_auth_methods_supported` beside them in [`Discovery`].
-const GRANT_TYPES: &[&str] = &[];
+/// The OAuth 2.0 grant types the token endpoint serves.
+const GRANT_TYPES: &[&str] = &["password", "refresh_token", "client_credentials"];
+
+/// How clients authenticate at the token, revocation and introspection endpoints (`none`: the
+/// public client, for the password and refresh grants).
+const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
 
 /// The discovery document (RFC 8414, OpenID Connect Discovery 1.0): the fields that apply.
 ///
 /// RFC 8414 §3.2: a claim with zero elements MUST be omitted, so no empty array is published.
-/// `response_types_supported` (REQUIRED by §2) is omitted too: it lists what the authorization
-/// endpoint answers, and there is none, nor do the planned grants use one; the OAuth working
+/// `response_types_supported` (REQUIRED by §2) is omitted: it lists what the authorization
+/// endpoint answers, and there is none, nor do the grants served use one; the OAuth working
 /// group's direction for such servers is to omit it (as OpenID4VCI does). Servers with an
 /// authorization endpoint (Ory Hydra, Keycloak, Dex) list only the flows they really serve.
 #[derive(Serialize)]
 struct Discovery<'a> {
     issuer: &'a str,
     jwks_uri: String,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    token_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    userinfo_endpoint: String,
     grant_types_supported: &'a [&'a str],
+    token_endpoint_auth_methods_supported: &'a [&'a str],
+    revocation_endpoint_auth_methods_supported: &'a [&'a str],
+    introspection_endpoint_auth_methods_supported: &'a [&'a str],
     subject_types_supported: &'a [&'a str],
     claims_supported: &'a [&'a str],
 }
@@ -146,7 +167,14 @@ async fn discovery(State(state): State<AppState>) -> Response {
     let document = Discovery {
         issuer: &config.issuer,
         jwks_uri: config.jwks_uri(),
+        token_endpoint: format!("{}/oauth/token", config.issuer),
+        revocation_endpoint: format!("{}/oauth/revoke", config.issuer),
+        introspection_endpoint: format!("{}/oauth/introspect", config.issuer),
+        userinfo_endpoint: format!("{}/userinfo", config.issuer),
         grant_types_supported: GRANT_TYPES,
+        token_endpoint_auth_methods_supported: AUTH_METHODS,
+        revocation_endpoint_auth_methods_supported: AUTH_METHODS,
+        introspection_endpoint_auth_methods_supported: &AUTH_METHODS[..2],
         subject_types_supported: &["public"],
         claims_supported: &["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "roles", "client_id", "scope"],
     };
@@ -162,21 +190,26 @@ async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     }
 }
 
+/// The token of an `Authorization: Bearer` header.
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingToken)?;
+    let value = value.to_str().map_err(|_| ApiError::MalformedAuthorization)?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::MissingToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::MissingToken);
+    }
+    Ok(token.trim())
+}
+
 /// The claims of a verified admin token: an extractor that refuses everything else.
 #[derive(Debug)]
-struct Admin(Claims);
+pub(crate) struct Admin(Claims);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingToken)?;
-        let value = value.to_str().map_err(|_| ApiError::MalformedAuthorization)?;
-        let (scheme, token) = value.split_once(' ').ok_or(ApiError::MissingToken)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::MissingToken);
-        }
-        let claims = state.verify_admin_token(token.trim()).await?;
+        let claims = state.verify_admin_token(bearer_token(parts)?).await?;
         if !claims.roles.iter().any(|role| role == ADMIN_ROLE) {
             tracing::info!(sub = ?claims.sub, jti = ?claims.jti, "admin endpoint refused: no admin role");
             return Err(ApiError::InsufficientScope);
@@ -185,9 +218,35 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// No `Authorization` header: no admin; a header: it must hold an admin token.
+impl OptionalFromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
+    }
+}
+
 impl Admin {
-    fn audit(&self, action: &str) {
+    /// Logs an admin action with the admin's `sub` and `jti`.
+    pub(crate) fn audit(&self, action: &str) {
         tracing::info!(sub = ?self.0.sub, jti = ?self.0.jti, action, "admin");
+    }
+}
+
+/// The claims of a verified, unrevoked access token for any configured audience (or the admin
+/// audience).
+#[derive(Debug)]
+pub(crate) struct Bearer(pub(crate) Claims);
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(state.verify_access_token(bearer_token(parts)?).await?))
     }
 }
 

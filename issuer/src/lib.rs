@@ -2,7 +2,9 @@
 //! documents, and access tokens (RFC 9068).
 //!
 //! [`app`] builds the axum [`Router`](axum::Router) over an [`AppState`]; the `issuer` binary
-//! wraps both in a CLI (`serve`, `keys list | rotate | revoke`, `token mint`). Token rules are not
+//! wraps both in a CLI (`serve`, `keys list | rotate | revoke`, `token mint`, `users ...`,
+//! `clients ...`). Users log in at the OAuth token endpoint; their refresh tokens rotate
+//! ([`sessions`]). Token rules are not
 //! written here: key ids, the published JWKS and the check of admin tokens all come from the
 //! `jwks` core that the edge verifier uses too.
 //!
@@ -18,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accounts;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -26,6 +29,9 @@ mod http;
 mod jwks_cache;
 pub mod kek;
 pub mod keys;
+mod oauth;
+pub mod secrets;
+pub mod sessions;
 mod state;
 pub mod token;
 

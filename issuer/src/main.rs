@@ -1,11 +1,16 @@
-//! The `issuer` command: `serve`, `keys list | rotate | revoke KID`, `token mint`.
+//! The `issuer` command: `serve`, `keys list | rotate | revoke KID`, `token mint`,
+//! `users add | list | set-roles | disable`, `clients add | list | remove`.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use issuer::accounts::{Accounts, Client, User};
 use issuer::clock::{Clock as _, SystemClock};
 use issuer::config::{Config, KekSource, LogFormat, parse_duration};
+use issuer::db::{Db, OpenMode};
 use issuer::kek::Kek;
 use issuer::keys::{KeyInfo, SigningKey};
+use issuer::secrets::PasswordHasher;
+use issuer::sessions::{PURGE_INTERVAL, SessionPolicy, Sessions};
 use issuer::token::AccessTokenRequest;
 use issuer::{AppState, app};
 use std::path::PathBuf;
@@ -41,6 +46,27 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage user accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Manage service clients (client credentials).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
+    /// Measures the token endpoint: argon2 cost, password and refresh grants per second, and
+    /// refresh latency under concurrent clients (on a temporary SQLite database).
+    #[command(hide = true)]
+    BenchOauth {
+        /// How long to measure each grant, in seconds.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+    },
     /// Measures ES256 access-token signatures per second on one core.
     #[command(hide = true)]
     BenchSign {
@@ -64,6 +90,64 @@ enum KeysCommand {
     Revoke {
         /// The key id.
         kid: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user; the password is read from a prompt, or from the first line of stdin when
+    /// it is not a terminal.
+    Add {
+        /// The email address.
+        email: String,
+        /// A role (repeat, or comma-separated).
+        #[arg(long = "role", value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Every user.
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a user's roles (none clears them).
+    SetRoles {
+        /// The email address.
+        email: String,
+        /// A role (repeat, or comma-separated).
+        #[arg(long = "role", value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Disable a user and end every session of theirs.
+    Disable {
+        /// The email address.
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Register a client; prints its secret, once.
+    Add {
+        /// The client id.
+        client_id: String,
+        /// An audience of its tokens (repeat); default: the first configured audience.
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// A role of its tokens (repeat, or comma-separated).
+        #[arg(long = "role", value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Every client.
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a client (its access tokens live until they expire).
+    Remove {
+        /// The client id.
+        client_id: String,
     },
 }
 
@@ -194,6 +278,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let request = AccessTokenRequest { subject: sub, audiences: aud, roles, client_id, scope, ttl };
             closing(open(config).await?, async |state| mint(state, request).await).await
         }
+        Command::Users { command } => users(command, &config).await,
+        Command::Clients { command } => clients(command, &config).await,
+        Command::BenchOauth { seconds, clients } => bench::oauth(config, Duration::from_secs(seconds), clients).await,
         Command::BenchSign { .. } => unreachable!("bench-sign runs before the configuration is read"),
     }
 }
@@ -241,8 +328,11 @@ async fn serve(state: &AppState) -> anyhow::Result<()> {
         config.jwks_uri()
     );
     let sync = state.spawn_key_sync();
-    let served = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown_signal()).await;
+    let purge = state.spawn_purge(PURGE_INTERVAL);
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await;
     sync.abort();
+    purge.abort();
     served.context("server error")
 }
 
@@ -268,6 +358,96 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+/// The accounts and sessions of the configured database (created and migrated if needed); no
+/// KEK or signing key is involved.
+async fn open_accounts(config: &Config) -> anyhow::Result<(Db, Accounts, Sessions)> {
+    let db = Db::open(&config.database_url, OpenMode::Create).await?;
+    let accounts = Accounts::new(db.clone(), PasswordHasher::new(config.password_hashing).await?);
+    let sessions = Sessions::new(db.clone(), SessionPolicy::from_config(config));
+    Ok((db, accounts, sessions))
+}
+
+async fn users(command: UsersCommand, config: &Config) -> anyhow::Result<()> {
+    let (db, accounts, sessions) = open_accounts(config).await?;
+    let now = SystemClock.now();
+    let known = async |email: &str| -> anyhow::Result<User> {
+        accounts.user_by_email(email).await?.with_context(|| format!("no user {email}"))
+    };
+    let result = match command {
+        UsersCommand::Add { email, roles } => {
+            let password = read_password()?;
+            let user = accounts.create_user(&email, &password, &roles, now).await?;
+            print_json(&user)
+        }
+        UsersCommand::List { json: true } => print_json(&serde_json::json!({ "users": accounts.users().await? })),
+        UsersCommand::List { json: false } => {
+            println!("{:<22}  {:<32}  {:<8}  {:<20}  ROLES", "ID", "EMAIL", "STATE", "LAST LOGIN");
+            for user in accounts.users().await? {
+                let state = if user.disabled { "disabled" } else { "enabled" };
+                let login = user.last_login_at.map_or_else(|| "-".to_owned(), utc);
+                println!("{:<22}  {:<32}  {state:<8}  {login:<20}  {}", user.id, user.email, user.roles.join(","));
+            }
+            Ok(())
+        }
+        UsersCommand::SetRoles { email, roles } => {
+            let user = known(&email).await?;
+            print_json(&accounts.set_roles(&user.id, &roles).await?)
+        }
+        UsersCommand::Disable { email } => {
+            let user = accounts.disable(&known(&email).await?.id, now).await?;
+            let ended = sessions.revoke_user(&user.id, now).await?;
+            eprintln!("issuer: {} disabled; {ended} session(s) ended", user.email);
+            print_json(&user)
+        }
+    };
+    db.close().await;
+    result
+}
+
+/// The password of `users add`: from a prompt (twice) on a terminal, else the first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if std::io::stdin().is_terminal() {
+        let password = rpassword::prompt_password("Password: ")?;
+        if rpassword::prompt_password("Again: ")? != password {
+            anyhow::bail!("the passwords differ");
+        }
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn clients(command: ClientsCommand, config: &Config) -> anyhow::Result<()> {
+    let (db, accounts, _) = open_accounts(config).await?;
+    let result = match command {
+        ClientsCommand::Add { client_id, mut audiences, roles } => {
+            if audiences.is_empty() {
+                audiences = config.audiences.iter().take(1).cloned().collect();
+            }
+            let allowed = |audience: &String| config.audiences.contains(audience) || *audience == config.admin_audience;
+            if let Some(audience) = audiences.iter().find(|audience| !allowed(audience)) {
+                anyhow::bail!("{audience:?} is not a configured audience (setting `audiences`)");
+            }
+            let (client, secret) = accounts.create_client(&client_id, &audiences, &roles, SystemClock.now()).await?;
+            eprintln!("issuer: the client secret is shown once; keep it now");
+            print_json(&serde_json::json!({ "client": client, "client_secret": secret }))
+        }
+        ClientsCommand::List { json: true } => print_json(&serde_json::json!({ "clients": accounts.clients().await? })),
+        ClientsCommand::List { json: false } => {
+            println!("{:<32}  {:<32}  ROLES", "CLIENT", "AUDIENCES");
+            for Client { client_id, audiences, roles, .. } in accounts.clients().await? {
+                println!("{client_id:<32}  {:<32}  {}", audiences.join(","), roles.join(","));
+            }
+            Ok(())
+        }
+        ClientsCommand::Remove { client_id } => accounts.remove_client(&client_id).await.map_err(Into::into),
+    };
+    db.close().await;
+    result
 }
 
 fn print_table(keys: &[KeyInfo]) {
@@ -337,6 +517,8 @@ fn bench_sign(duration: Duration) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+mod bench;
 
 #[cfg(test)]
 mod tests {

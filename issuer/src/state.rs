@@ -1,6 +1,7 @@
 //! The application state: configuration, clock, database, keys and the cached JWKS, shared by
 //! the HTTP handlers, the background key sync and the CLI.
 
+use crate::accounts::Accounts;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{Db, DbError, OpenMode};
@@ -8,6 +9,8 @@ use crate::error::ApiError;
 use crate::jwks_cache::{JwksCache, JwksSnapshot};
 use crate::kek::Kek;
 use crate::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation, RotationPolicy};
+use crate::secrets::{PasswordError, PasswordHasher};
+use crate::sessions::{SessionPolicy, Sessions};
 use crate::token::{self, AccessTokenRequest, MintError, MintedToken};
 use jwks::{Claims, ClaimsOptions, P256Verifier, Validator};
 use std::sync::Arc;
@@ -26,6 +29,9 @@ struct Inner {
     keys: KeyStore,
     jwks: JwksCache,
     admin: Validator,
+    access: Validator,
+    accounts: Accounts,
+    sessions: Sessions,
 }
 
 /// The clock, with a `Debug` that says nothing about it.
@@ -46,6 +52,9 @@ pub enum StartError {
     /// The keys could not be set up or read.
     #[error("signing keys: {0}")]
     Keys(#[from] KeyStoreError),
+    /// The configured password-hash cost is refused by argon2.
+    #[error("password hashing: {0}")]
+    Password(#[from] PasswordError),
     /// The active key does not open under the configured KEK.
     #[error("{0}; is PORTCULLIS_KEK (or kek_file) the key-encryption key this database was created with?")]
     WrongKek(KeyStoreError),
@@ -116,8 +125,15 @@ impl AppState {
         let claims = ClaimsOptions::new(config.issuer.clone(), [config.admin_audience.clone()])
             .with_leeway(config.leeway.as_secs())
             .with_max_lifetime(config.access_token_ttl.as_secs());
-        let admin = Validator::new(claims);
-        Ok(Self { inner: Arc::new(Inner { config, clock: SharedClockDebug(clock), db, keys, jwks, admin }) })
+        let admin = Validator::new(claims.clone());
+        let audiences = config.audiences.iter().chain([&config.admin_audience]).cloned().collect();
+        let mut access_claims = claims;
+        access_claims.audiences = audiences;
+        let access = Validator::new(access_claims);
+        let accounts = Accounts::new(db.clone(), PasswordHasher::new(config.password_hashing).await?);
+        let sessions = Sessions::new(db.clone(), SessionPolicy::from_config(&config));
+        let inner = Inner { config, clock: SharedClockDebug(clock), db, keys, jwks, admin, access, accounts, sessions };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The configuration.
@@ -128,6 +144,16 @@ impl AppState {
     /// The signing keys.
     pub fn keys(&self) -> &KeyStore {
         &self.inner.keys
+    }
+
+    /// The users and clients.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    /// The refresh tokens, revocations and failed logins.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 
     /// The current time from the injected clock (Unix seconds).
@@ -224,13 +250,46 @@ impl AppState {
     /// compared with the database at most [`KEY_SET_CHECK_INTERVAL`](crate::keys::KEY_SET_CHECK_INTERVAL)
     /// ago: a key revoked by any process stops opening admin endpoints here within that time.
     /// When that cannot be confirmed (the database does not answer), the token is not accepted.
+    /// A revoked token (by `jti`) is refused.
     pub(crate) async fn verify_admin_token(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verify_token(token, &self.inner.admin).await
+    }
+
+    /// Checks an access token as [`verify_admin_token`](Self::verify_admin_token) does, for any
+    /// configured audience or the admin audience.
+    pub(crate) async fn verify_access_token(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verify_token(token, &self.inner.access).await
+    }
+
+    async fn verify_token(&self, token: &str, validator: &Validator) -> Result<Claims, ApiError> {
         let now = self.now();
         let checked = self.inner.jwks.checked(&self.inner.keys, now).await;
         if !checked.fresh {
             return Err(ApiError::Unavailable);
         }
-        Ok(self.inner.admin.validate(token, &checked.snapshot.keys, &P256Verifier, now)?)
+        let claims = validator.validate(token, &checked.snapshot.keys, &P256Verifier, now)?;
+        if let Some(jti) = &claims.jti
+            && self.inner.sessions.is_revoked(jti).await?
+        {
+            return Err(ApiError::RevokedToken);
+        }
+        Ok(claims)
+    }
+
+    /// Runs [`Sessions::purge`] every `interval` until the task is aborted.
+    pub fn spawn_purge(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match state.inner.sessions.purge(state.now()).await {
+                    Ok(deleted) => tracing::debug!(deleted, "expired sessions and revocations purged"),
+                    Err(error) => tracing::error!(%error, "purge failed; retrying at the next tick"),
+                }
+            }
+        })
     }
 
     /// True when the database answers.

@@ -76,9 +76,22 @@ fn invalid(field: &'static str, rule: impl Into<String>) -> MintError {
 }
 
 /// A string claim: 1 to `max` characters, no control characters.
-fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), MintError> {
+pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), MintError> {
     if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
         return Err(invalid(field, format!("must be 1 to {max} characters without control characters")));
+    }
+    Ok(())
+}
+
+/// Checks a list of roles: at most 64, each 1 to 64 characters without spaces or commas.
+pub(crate) fn check_roles(roles: &[String]) -> Result<(), MintError> {
+    if roles.len() > 64 {
+        return Err(invalid("roles", "at most 64 roles"));
+    }
+    for role in roles {
+        if role.is_empty() || role.len() > 64 || role.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',') {
+            return Err(invalid("roles", format!("{role:?} must be 1 to 64 characters without spaces or commas")));
+        }
     }
     Ok(())
 }
@@ -100,14 +113,7 @@ pub(crate) fn check(
             return Err(invalid("aud", format!("{audience:?} is not a configured audience")));
         }
     }
-    if request.roles.len() > 64 {
-        return Err(invalid("roles", "at most 64 roles"));
-    }
-    for role in &request.roles {
-        if role.is_empty() || role.len() > 64 || role.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',') {
-            return Err(invalid("roles", format!("{role:?} must be 1 to 64 characters without spaces or commas")));
-        }
-    }
+    check_roles(&request.roles)?;
     if let Some(scope) = &request.scope {
         check_text("scope", scope, 1024)?;
     }
@@ -153,8 +159,8 @@ pub fn sign(
     Ok(MintedToken { token, kid: key.kid().to_owned(), jti, issued_at: now, expires_at })
 }
 
-/// 128 random bits, base64url: a `jti`.
-fn random_id() -> String {
+/// 128 random bits, base64url: a `jti`, a user id, a refresh-token family id.
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)

@@ -67,3 +67,69 @@ fn unknown_portcullis_variables_only_warn() {
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("`leeway`"));
 }
+
+/// Runs `issuer ARGS` with `stdin` as its standard input.
+fn issuer_with_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_issuer"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PORTCULLIS_")) {
+        command.env_remove(name);
+    }
+    command
+        .env("PORTCULLIS_DATA_DIR", data_dir)
+        .env("PORTCULLIS_PASSWORD_HASH_MEMORY", "64")
+        .env("PORTCULLIS_PASSWORD_HASH_ITERATIONS", "1")
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("the issuer binary runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("writes");
+    child.wait_with_output().expect("finishes")
+}
+
+#[test]
+fn users_and_clients_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let added =
+        issuer_with_stdin(&data, &["users", "add", "Root@Example.com", "--role", "admin,ops"], "correct horse\n");
+    assert!(added.status.success(), "{}", stderr(&added));
+    let user: serde_json::Value = serde_json::from_slice(&added.stdout).expect("JSON");
+    assert_eq!(
+        (user["email"].as_str(), &user["roles"]),
+        (Some("root@example.com"), &serde_json::json!(["admin", "ops"]))
+    );
+    assert!(!String::from_utf8_lossy(&added.stdout).contains("correct horse"));
+    let weak = issuer_with_stdin(&data, &["users", "add", "weak@example.com"], "short\n");
+    assert!(!weak.status.success() && stderr(&weak).contains("at least 8 characters"), "{}", stderr(&weak));
+    let taken = issuer_with_stdin(&data, &["users", "add", "root@example.com"], "correct horse\n");
+    assert!(stderr(&taken).contains("taken"), "{}", stderr(&taken));
+
+    let roles = issuer_with_stdin(&data, &["users", "set-roles", "root@example.com", "--role", "reader"], "");
+    assert!(roles.status.success(), "{}", stderr(&roles));
+    let disabled = issuer_with_stdin(&data, &["users", "disable", "root@example.com"], "");
+    assert!(disabled.status.success(), "{}", stderr(&disabled));
+    let listed = issuer_with_stdin(&data, &["users", "list", "--json"], "");
+    let users: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(users["users"][0]["roles"], serde_json::json!(["reader"]));
+    assert_eq!(users["users"][0]["disabled"], true);
+    let missing = issuer_with_stdin(&data, &["users", "disable", "nobody@example.com"], "");
+    assert!(stderr(&missing).contains("no user nobody@example.com"), "{}", stderr(&missing));
+
+    let client = issuer_with_stdin(&data, &["clients", "add", "worker", "--role", "jobs"], "");
+    assert!(client.status.success(), "{}", stderr(&client));
+    let client: serde_json::Value = serde_json::from_slice(&client.stdout).expect("JSON");
+    assert_eq!(client["client_secret"].as_str().map(str::len), Some(43));
+    assert_eq!(client["client"]["audiences"], serde_json::json!(["api"]));
+    let foreign = issuer_with_stdin(&data, &["clients", "add", "other", "--audience", "elsewhere"], "");
+    assert!(stderr(&foreign).contains("not a configured audience"), "{}", stderr(&foreign));
+    let table = issuer_with_stdin(&data, &["clients", "list"], "");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains("worker") && !table.contains(client["client_secret"].as_str().unwrap_or("-")), "{table}");
+    let removed = issuer_with_stdin(&data, &["clients", "remove", "worker"], "");
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let again = issuer_with_stdin(&data, &["clients", "remove", "worker"], "");
+    assert!(stderr(&again).contains("no such client"), "{}", stderr(&again));
+}

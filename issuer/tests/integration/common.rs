@@ -29,9 +29,14 @@ pub(crate) struct TestIssuer {
 }
 
 /// A configuration with `data_dir` in `dir`, the database at `database_url` (default: SQLite in
-/// `dir`) and the given `PORTCULLIS_*` settings.
+/// `dir`), cheap password hashes (unless `settings` say otherwise) and the given `PORTCULLIS_*`
+/// settings.
 pub(crate) fn config(dir: &Path, database_url: Option<&str>, settings: &[(&str, &str)]) -> Config {
-    let mut env = vec![("PORTCULLIS_DATA_DIR".to_owned(), dir.to_str().expect("UTF-8 path").to_owned())];
+    let mut env = vec![
+        ("PORTCULLIS_DATA_DIR".to_owned(), dir.to_str().expect("UTF-8 path").to_owned()),
+        ("PORTCULLIS_PASSWORD_HASH_MEMORY".to_owned(), "64".to_owned()),
+        ("PORTCULLIS_PASSWORD_HASH_ITERATIONS".to_owned(), "1".to_owned()),
+    ];
     if let Some(url) = database_url {
         env.push(("PORTCULLIS_DATABASE_URL".to_owned(), url.to_owned()));
     }
@@ -158,4 +163,44 @@ pub(crate) async fn post(app: &Router, path: &str, token: Option<&str>) -> (Stat
 /// A JSON body.
 pub(crate) fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).expect("JSON body")
+}
+
+/// `POST path` with a form-encoded body, optional HTTP Basic client credentials and an optional
+/// peer address (as `serve` records it).
+pub(crate) async fn post_form(
+    app: &Router,
+    path: &str,
+    body: &str,
+    basic: Option<(&str, &str)>,
+    peer: Option<&str>,
+) -> (StatusCode, HeaderMap, serde_json::Value) {
+    use base64::Engine as _;
+    let mut request = Request::post(path).header("content-type", "application/x-www-form-urlencoded");
+    if let Some((id, secret)) = basic {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        request = request.header("authorization", format!("Basic {encoded}"));
+    }
+    let mut request = request.body(Body::from(body.to_owned())).expect("request");
+    if let Some(peer) = peer {
+        let address: std::net::SocketAddr = peer.parse().expect("a socket address");
+        request.extensions_mut().insert(axum::extract::ConnectInfo(address));
+    }
+    let (status, headers, body) = send(app, request).await;
+    let value = if body.is_empty() { serde_json::Value::Null } else { json(&body) };
+    (status, headers, value)
+}
+
+/// `POST path` with a JSON body and an optional bearer token.
+pub(crate) async fn post_json(
+    app: &Router,
+    path: &str,
+    body: &serde_json::Value,
+    token: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::post(path).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let (status, _, body) = send(app, request.body(Body::from(body.to_string())).expect("request")).await;
+    (status, if body.is_empty() { serde_json::Value::Null } else { json(&body) })
 }

@@ -149,3 +149,54 @@ async fn concurrent_revocations_never_leave_zero_or_two_active_keys() {
     race(&issuer, &[issuer.state.clone(), other], Work::RotateAndRevoke, 30).await;
     assert_one_active(&issuer.state.keys().list().await.expect("list"));
 }
+
+/// Twenty concurrent refreshes with one refresh token (on two processes sharing the database):
+/// exactly one succeeds, the family ends up revoked, and nothing is half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_with_one_token_let_exactly_one_through() {
+    use crate::oauth::{login, refresh, text};
+    use axum::http::StatusCode;
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let second = issuer.second_process(&[]).await;
+    let routers = [issuer.app(), app(second.clone())];
+    let (_, token) = login(&routers[0], "alice@example.com").await;
+    let attempts: Vec<_> = (0..20)
+        .map(|index| {
+            let (router, token) = (routers[index % 2].clone(), token.clone());
+            tokio::spawn(async move { refresh(&router, &token).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in attempts {
+        let (status, body) = attempt.await.expect("task");
+        match status {
+            StatusCode::OK => winners.push(text(&body, "refresh_token")),
+            StatusCode::BAD_REQUEST => assert_eq!(body, serde_json::json!({ "error": "invalid_grant" })),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one refresh succeeds");
+    let (status, _) = refresh(&routers[1], &winners[0]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the family is revoked: the winner's token is dead too");
+    let sessions = issuer.state.sessions();
+    for presented in [&token, &winners[0]] {
+        let info = sessions.refresh_token(presented, issuer.now()).await.expect("reads").expect("stored");
+        assert!(!info.active);
+    }
+    // Nothing half-written: the family holds the first token (spent) and one successor, and
+    // every issued refresh token is stored with its access token.
+    let pool = sqlx::AnyPool::connect(&issuer.state.config().database_url).await.expect("connects");
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT access_jti, spent_at FROM refresh_tokens ORDER BY issued_at, spent_at")
+            .fetch_all(&pool)
+            .await
+            .expect("reads");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.iter().filter(|(_, spent)| spent.is_some()).count(), 1, "{rows:?}");
+    let families: Vec<(Option<i64>,)> =
+        sqlx::query_as("SELECT revoked_at FROM refresh_families").fetch_all(&pool).await.expect("reads");
+    assert_eq!(families.len(), 1);
+    assert!(families[0].0.is_some(), "revoked");
+    pool.close().await;
+}

@@ -6,6 +6,8 @@ mod cli;
 mod common;
 mod concurrency;
 mod http;
+mod oauth;
 mod pyjwt;
 mod restart;
 mod rotation;
+mod users;

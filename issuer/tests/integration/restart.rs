@@ -98,3 +98,43 @@ async fn commands_on_an_existing_issuer_create_nothing() {
     let opened = AppState::open(issuer.config(&[]), issuer.kek.clone(), issuer.clock.clone()).await.expect("opens");
     assert_ne!(kids(&opened.keys().list().await.expect("list")), kids(&before), "`open` runs the due step");
 }
+
+#[tokio::test]
+async fn accounts_sessions_revocations_and_failed_logins_survive_a_restart() {
+    use crate::common::post_form;
+    use crate::oauth::{PASSWORD, form, login, password_grant, refresh};
+    use axum::http::StatusCode;
+    let settings = [("login_max_failures", "2")];
+    let issuer = TestIssuer::start(&settings).await;
+    issuer.user("alice@example.com", &["reader"]).await;
+    issuer.user("bob@example.com", &[]).await;
+    let secret = issuer.client("worker", &[]).await;
+    let app = issuer.app();
+    let (access, refresh_token) = login(&app, "alice@example.com").await;
+    post_form(&app, "/oauth/revoke", &form(&[("token", &access)]), None, None).await;
+    for _ in 0..2 {
+        password_grant(&app, "bob@example.com", "wrong password").await;
+    }
+    issuer.state.close().await;
+
+    let state =
+        AppState::open(issuer.config(&settings), issuer.kek.clone(), issuer.clock.clone()).await.expect("restarts");
+    let app = issuer::app(state.clone());
+    let users = state.accounts().users().await.expect("lists");
+    assert_eq!(
+        users.iter().map(|user| user.email.as_str()).collect::<Vec<_>>(),
+        ["alice@example.com", "bob@example.com"]
+    );
+    let (status, body) = refresh(&app, &refresh_token).await;
+    assert_eq!(status, StatusCode::OK, "the refresh token survived: {body}");
+    let (status, _, _) = get(&app, "/userinfo", Some(&access)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the revocation survived");
+    let (status, _, body) = get(&app, "/revoked", None).await;
+    assert_eq!((status, crate::common::json(&body)["revoked"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    let (status, _, _) = password_grant(&app, "bob@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the failed logins survived");
+    let (status, _, _) =
+        post_form(&app, "/oauth/token", "grant_type=client_credentials", Some(("worker", &secret)), None).await;
+    assert_eq!(status, StatusCode::OK, "the client survived");
+    state.close().await;
+}

@@ -1,0 +1,144 @@
+//! `issuer bench-oauth`: measures the token endpoint through the router (no sockets) on a
+//! temporary SQLite database, with the configured password-hash cost.
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use issuer::clock::SystemClock;
+use issuer::config::Config;
+use issuer::kek::Kek;
+use issuer::{AppState, app};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt as _;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs the measurements and prints them.
+pub(crate) async fn oauth(config: Config, duration: Duration, clients: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The configured settings, on a temporary database: never the configured one.
+    let mut config = config;
+    config.database_url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
+    let cost = config.password_hashing;
+    let state = AppState::open(config, Kek::generate(), Arc::new(SystemClock)).await?;
+    let router = app(state.clone());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "bench-oauth: {cores} cores, argon2id m={} KiB t={} p=1, {clients} concurrent clients, SQLite in {}",
+        cost.memory_kib,
+        cost.iterations,
+        dir.path().display()
+    );
+
+    let hasher = state.accounts().hasher().clone();
+    let start = Instant::now();
+    for _ in 0..10 {
+        hasher.hash(PASSWORD).await?;
+    }
+    println!("argon2id: {:.1} ms per hash (10 hashes, one at a time)", start.elapsed().as_secs_f64() * 100.0);
+
+    for index in 0..clients {
+        state.accounts().create_user(&format!("user{index}@bench.example"), PASSWORD, &[], 0).await?;
+    }
+
+    let shared = router.clone();
+    let logins = run(clients, duration, move |index| {
+        let router = shared.clone();
+        async move {
+            let (status, _) = login(&router, index).await?;
+            anyhow::ensure!(status == StatusCode::OK, "password grant answered {status}");
+            Ok(())
+        }
+    })
+    .await?;
+    report("password grant", &logins, duration);
+
+    let mut tokens = Vec::with_capacity(clients);
+    for index in 0..clients {
+        tokens.push(login(&router, index).await?.1);
+    }
+    let tokens: Arc<Vec<tokio::sync::Mutex<String>>> =
+        Arc::new(tokens.into_iter().map(tokio::sync::Mutex::new).collect());
+    let shared = router.clone();
+    let refreshes = run(clients, duration, move |index| {
+        let (router, tokens) = (shared.clone(), tokens.clone());
+        async move {
+            let mut token = tokens[index].lock().await;
+            let body = format!("grant_type=refresh_token&refresh_token={token}");
+            let (status, answer) = post_form(&router, body).await?;
+            anyhow::ensure!(status == StatusCode::OK, "refresh grant answered {status}");
+            *token = answer["refresh_token"].as_str().context("a refresh token")?.to_owned();
+            Ok(())
+        }
+    })
+    .await?;
+    report("refresh grant", &refreshes, duration);
+    state.close().await;
+    Ok(())
+}
+
+async fn login(router: &Router, index: usize) -> anyhow::Result<(StatusCode, String)> {
+    let body =
+        format!("grant_type=password&username=user{index}%40bench.example&password={}", PASSWORD.replace(' ', "+"));
+    let (status, answer) = post_form(router, body).await?;
+    Ok((status, answer["refresh_token"].as_str().unwrap_or_default().to_owned()))
+}
+
+async fn post_form(router: &Router, body: String) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    let request = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))?;
+    let response = router.clone().oneshot(request).await?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or_default()))
+}
+
+/// Runs `clients` tasks, each repeating `work(index)` until `duration` is over; returns every
+/// latency.
+async fn run<F, Fut>(clients: usize, duration: Duration, work: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|index| {
+            let work = work.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let start = Instant::now();
+                    work(index).await?;
+                    latencies.push(start.elapsed());
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(latencies)
+}
+
+fn report(what: &str, latencies: &[Duration], duration: Duration) {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let percentile = |p: f64| {
+        let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+        sorted.get(index).map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{what}: {} requests in {:.1} s = {:.1} requests/s; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        sorted.len(),
+        duration.as_secs_f64(),
+        sorted.len() as f64 / duration.as_secs_f64(),
+        percentile(0.50),
+        percentile(0.99),
+        percentile(1.0),
+    );
+}

@@ -1,0 +1,159 @@
+//! Passwords and random secrets. Passwords are hashed with argon2id at the configured cost, on
+//! the blocking thread pool (a hash takes tens of milliseconds of CPU). Random secrets (refresh
+//! tokens, client secrets) have 256 bits of entropy, so a SHA-256 hash is enough to store them.
+
+use crate::config::PasswordHashing;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as ArgonHasher, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// The shortest password accepted (NIST SP 800-63B: at least 8 characters).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// The longest password accepted, in bytes: long passphrases are fine, megabytes are not.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why a password could not be hashed or checked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordError {
+    /// The password is too short or too long.
+    #[error("a password must have at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_BYTES} bytes")]
+    Policy,
+    /// The configured cost is not one argon2 accepts.
+    #[error("argon2 parameters: {0}")]
+    Params(String),
+    /// Hashing failed.
+    #[error("argon2: {0}")]
+    Hash(String),
+    /// The blocking task did not finish.
+    #[error("the hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Hashes and checks passwords with argon2id, at most one hash per CPU at a time (each takes
+/// the configured memory; the others wait their turn in order). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PasswordHasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password at the configured cost: unknown users are checked against it,
+    /// so that they take as long as known ones.
+    dummy: String,
+}
+
+impl PasswordHasher {
+    /// A hasher at `cost` (parallelism 1). Computes one hash (the dummy) on the blocking pool,
+    /// so it takes as long as a login.
+    pub async fn new(cost: PasswordHashing) -> Result<Self, PasswordError> {
+        let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
+            .map_err(|error| PasswordError::Params(error.to_string()))?;
+        let dummy = tokio::task::spawn_blocking({
+            let params = params.clone();
+            move || hash_with(&params, random_token().as_bytes())
+        })
+        .await??;
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Self { params, permits: Arc::new(Semaphore::new(cpus)), dummy })
+    }
+
+    /// Checks the length rules of a new password.
+    fn check_policy(password: &str) -> Result<(), PasswordError> {
+        if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+            return Err(PasswordError::Policy);
+        }
+        Ok(())
+    }
+
+    /// The PHC string (`$argon2id$v=19$m=...`) of a new password, after the policy check.
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        Self::check_policy(password)?;
+        let params = self.params.clone();
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        let _permit = self.permits.acquire().await.map_err(|error| PasswordError::Hash(error.to_string()))?;
+        tokio::task::spawn_blocking(move || hash_with(&params, &password)).await?
+    }
+
+    /// True when `password` matches `stored` (a PHC string). With `None` (no such user) the
+    /// dummy hash is checked instead, and the answer is false, in the same time. A stored hash
+    /// that does not parse never matches.
+    pub async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, PasswordError> {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.dummy.clone());
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        let _permit = self.permits.acquire().await.map_err(|error| PasswordError::Hash(error.to_string()))?;
+        let matches = tokio::task::spawn_blocking(move || {
+            let Ok(parsed) = PasswordHash::new(&stored) else {
+                tracing::error!("a stored password hash does not parse");
+                return false;
+            };
+            Argon2::default().verify_password(&password, &parsed).is_ok()
+        })
+        .await?;
+        Ok(known && matches)
+    }
+}
+
+fn hash_with(params: &Params, password: &[u8]) -> Result<String, PasswordError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    ArgonHasher::<PasswordHash>::hash_password_with_salt(&argon2, password, &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| PasswordError::Hash(error.to_string()))
+}
+
+/// 256 random bits, base64url (43 characters): a refresh token or a client secret.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// How a secret is stored: its SHA-256, base64url.
+pub fn secret_hash(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares two stored hashes in time that depends only on their lengths.
+pub(crate) fn same_hash(left: &str, right: &str) -> bool {
+    left.len() == right.len() && left.bytes().zip(right.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHEAP: PasswordHashing = PasswordHashing { memory_kib: 64, iterations: 1 };
+
+    #[tokio::test]
+    async fn hashes_verify_and_the_dummy_never_matches() {
+        let hasher = PasswordHasher::new(CHEAP).await.expect("hasher");
+        let stored = hasher.hash("correct horse").await.expect("hash");
+        assert!(stored.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{stored}");
+        assert!(hasher.verify("correct horse", Some(stored.clone())).await.expect("verify"));
+        assert!(!hasher.verify("correct horsf", Some(stored)).await.expect("verify"));
+        assert!(!hasher.verify("anything at all", None).await.expect("verify"));
+        assert!(!hasher.verify("anything at all", Some("not a hash".to_owned())).await.expect("verify"));
+        assert!(matches!(hasher.hash("short").await, Err(PasswordError::Policy)));
+        assert!(matches!(hasher.hash(&"x".repeat(1025)).await, Err(PasswordError::Policy)));
+    }
+
+    #[test]
+    fn secrets_and_their_hashes() {
+        let token = random_token();
+        assert_eq!(token.len(), 43);
+        assert_ne!(token, random_token());
+        assert_eq!(secret_hash("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+        assert!(same_hash(&secret_hash(&token), &secret_hash(&token)));
+        assert!(!same_hash(&secret_hash(&token), &secret_hash("other")));
+        assert!(!same_hash("ab", "abc"));
+    }
+}

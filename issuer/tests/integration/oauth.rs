@@ -1,0 +1,444 @@
+//! The OAuth endpoints through `oneshot` on a real SQLite file: the three grants, refresh-token
+//! rotation and reuse detection, the brute-force limit, revocation, introspection and logout.
+
+use crate::common::{TestIssuer, get, json, post, post_form};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use issuer::accounts::User;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub(crate) const PASSWORD: &str = "correct horse";
+
+impl TestIssuer {
+    /// Creates a user with the test password.
+    pub(crate) async fn user(&self, email: &str, roles: &[&str]) -> User {
+        let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
+        self.state.accounts().create_user(email, PASSWORD, &roles, self.now()).await.expect("creates the user")
+    }
+
+    /// Registers a client; returns its secret.
+    pub(crate) async fn client(&self, id: &str, roles: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
+        let audiences = vec![self.state.config().audiences[0].clone()];
+        self.state.accounts().create_client(id, &audiences, &roles, self.now()).await.expect("creates the client").1
+    }
+}
+
+/// A password login: (access token, refresh token).
+pub(crate) async fn login(app: &Router, email: &str) -> (String, String) {
+    let (status, _, body) = password_grant(app, email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (text(&body, "access_token"), text(&body, "refresh_token"))
+}
+
+pub(crate) async fn password_grant(
+    app: &Router,
+    email: &str,
+    password: &str,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let body = form(&[("grant_type", "password"), ("username", email), ("password", password)]);
+    post_form(app, "/oauth/token", &body, None, Some("192.0.2.1:5000")).await
+}
+
+pub(crate) async fn refresh(app: &Router, token: &str) -> (StatusCode, Value) {
+    let (status, _, body) =
+        post_form(app, "/oauth/token", &form(&[("grant_type", "refresh_token"), ("refresh_token", token)]), None, None)
+            .await;
+    (status, body)
+}
+
+pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+pub(crate) fn text(body: &Value, name: &str) -> String {
+    body[name].as_str().unwrap_or_else(|| panic!("{name} in {body}")).to_owned()
+}
+
+fn error(code: &str) -> Value {
+    json!({ "error": code })
+}
+
+#[tokio::test]
+async fn password_grant_issues_tokens_the_core_accepts() {
+    let issuer = TestIssuer::start(&[]).await;
+    let user = issuer.user(" Alice@Example.com ", &["reader"]).await;
+    assert_eq!(user.email, "alice@example.com");
+    let app = issuer.app();
+    let (status, headers, body) = password_grant(&app, "ALICE@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(headers[header::PRAGMA], "no-cache");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(text(&body, "refresh_token").len(), 43, "256 bits, base64url");
+    let claims = issuer
+        .validator()
+        .validate(&text(&body, "access_token"), &issuer.key_set().await, &jwks::P256Verifier, issuer.now())
+        .expect("the core accepts it");
+    assert_eq!(claims.sub.as_deref(), Some(user.id.as_str()));
+    assert_eq!(claims.roles, ["reader"]);
+    assert_eq!(claims.client_id.as_deref(), Some("public"));
+    assert_eq!(claims.aud, ["api"]);
+
+    let (status, _, info) = get(&app, "/userinfo", Some(&text(&body, "access_token"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let info = json(&info);
+    assert_eq!((info["sub"].as_str(), info["email"].as_str()), (Some(user.id.as_str()), Some("alice@example.com")));
+    assert_eq!(info["last_login_at"], issuer.now());
+    let (status, _, _) = get(&app, "/userinfo", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // An admin's token also carries the admin audience, and opens the admin endpoints.
+    issuer.user("root@example.com", &["admin"]).await;
+    let (admin, _) = login(&app, "root@example.com").await;
+    let (status, _, body) = get(&app, "/admin/users", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["users"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn token_endpoint_errors_are_rfc_6749_bodies() {
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let app = issuer.app();
+    let token = |body: &'static str| post_form(&app, "/oauth/token", body, None, None);
+    for (body, status, code) in [
+        ("grant_type=authorization_code&code=x", StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        ("grant_type=", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("username=alice%40example.com", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=password&password=x", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=password&grant_type=password&username=a&password=b", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=refresh_token", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=refresh_token&refresh_token=nope", StatusCode::BAD_REQUEST, "invalid_grant"),
+        ("%%%&&==\u{1}", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=client_credentials", StatusCode::UNAUTHORIZED, "invalid_client"),
+        ("grant_type=client_credentials&client_id=svc", StatusCode::UNAUTHORIZED, "invalid_client"),
+        ("grant_type=client_credentials&client_id=svc&client_secret=x", StatusCode::UNAUTHORIZED, "invalid_client"),
+    ] {
+        let (got, headers, answer) = token(body).await;
+        assert_eq!((got, &answer), (status, &error(code)), "{body}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Basic realm="portcullis""#);
+        }
+    }
+    // Not a form.
+    let request = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"grant_type":"password"}"#))
+        .expect("request");
+    let (status, _, body) = crate::common::send(&app, request).await;
+    assert_eq!((status, json(&body)), (StatusCode::BAD_REQUEST, error("invalid_request")));
+    // A Basic header that does not decode.
+    let request = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::AUTHORIZATION, "Basic %%%")
+        .body(Body::from("grant_type=client_credentials"))
+        .expect("request");
+    let (status, _, body) = crate::common::send(&app, request).await;
+    assert_eq!((status, json(&body)), (StatusCode::UNAUTHORIZED, error("invalid_client")));
+    // GET is not served.
+    let (status, _, _) = get(&app, "/oauth/token", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Wrong password, unknown user, disabled user: one answer.
+    let (status, _, wrong) = password_grant(&app, "alice@example.com", "wrong password").await;
+    assert_eq!((status, &wrong), (StatusCode::BAD_REQUEST, &error("invalid_grant")));
+    let (status, _, unknown) = password_grant(&app, "bob@example.com", PASSWORD).await;
+    assert_eq!((status, &unknown), (StatusCode::BAD_REQUEST, &error("invalid_grant")));
+    let (status, _, garbage) = password_grant(&app, "not an email", PASSWORD).await;
+    assert_eq!((status, &garbage), (StatusCode::BAD_REQUEST, &error("invalid_grant")));
+    let carol = issuer.user("carol@example.com", &[]).await;
+    let (_, carol_refresh) = login(&app, "carol@example.com").await;
+    issuer.state.accounts().disable(&carol.id, issuer.now()).await.expect("disables");
+    let (status, _, disabled) = password_grant(&app, "carol@example.com", PASSWORD).await;
+    assert_eq!((status, &disabled), (StatusCode::BAD_REQUEST, &error("invalid_grant")));
+    let (status, body) = refresh(&app, &carol_refresh).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_grant")), "disabled users get nothing");
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account_and_per_address() {
+    let issuer = TestIssuer::start(&[("login_max_failures", "3"), ("login_failure_window", "15m")]).await;
+    issuer.user("alice@example.com", &[]).await;
+    issuer.user("bob@example.com", &[]).await;
+    let app = issuer.app();
+    for _ in 0..3 {
+        let (status, _, _) = password_grant(&app, "alice@example.com", "wrong password").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    // Even the right password is refused now, from any address.
+    let body = form(&[("grant_type", "password"), ("username", "alice@example.com"), ("password", PASSWORD)]);
+    let (status, headers, answer) = post_form(&app, "/oauth/token", &body, None, Some("198.51.100.7:1")).await;
+    assert_eq!((status, answer), (StatusCode::TOO_MANY_REQUESTS, error("too_many_requests")));
+    assert_eq!(headers[header::RETRY_AFTER], "900");
+    // The address that failed three times is blocked for other accounts too.
+    let (status, _, _) = password_grant(&app, "bob@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Another address may still log in to another account.
+    let body = form(&[("grant_type", "password"), ("username", "bob@example.com"), ("password", PASSWORD)]);
+    let (status, _, _) = post_form(&app, "/oauth/token", &body, None, Some("198.51.100.7:1")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Unknown accounts are limited the same way (no hint that they do not exist).
+    for _ in 0..3 {
+        post_form(
+            &app,
+            "/oauth/token",
+            &form(&[("grant_type", "password"), ("username", "x@example.com"), ("password", "p")]),
+            None,
+            Some("203.0.113.9:1"),
+        )
+        .await;
+    }
+    let again = form(&[("grant_type", "password"), ("username", "x@example.com"), ("password", "p")]);
+    let (status, _, _) = post_form(&app, "/oauth/token", &again, None, Some("203.0.113.10:1")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // The window passes.
+    issuer.advance(Duration::from_secs(10 * 60));
+    let (status, headers, _) = password_grant(&app, "alice@example.com", PASSWORD).await;
+    assert_eq!(
+        (status, &headers[header::RETRY_AFTER]),
+        (StatusCode::TOO_MANY_REQUESTS, &"300".parse().expect("value"))
+    );
+    issuer.advance(Duration::from_secs(5 * 60));
+    let (status, _, _) = password_grant(&app, "alice@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user("alice@example.com", &["reader"]).await;
+    let app = issuer.app();
+    let (_, first) = login(&app, "alice@example.com").await;
+    let (_, other_login) = login(&app, "alice@example.com").await;
+    let (status, body) = refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = text(&body, "refresh_token");
+    assert_ne!(second, first);
+    assert_eq!(body["expires_in"], 300);
+    issuer
+        .validator()
+        .validate(&text(&body, "access_token"), &issuer.key_set().await, &jwks::P256Verifier, issuer.now())
+        .expect("the core accepts the refreshed access token");
+    let (status, body) = refresh(&app, &second).await;
+    assert_eq!(status, StatusCode::OK);
+    let third = text(&body, "refresh_token");
+
+    // The spent first token comes back: the whole family dies.
+    let (status, body) = refresh(&app, &first).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_grant")));
+    let (status, body) = refresh(&app, &third).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_grant")), "the newest one is dead too");
+    // Another login's family is untouched.
+    let (status, _) = refresh(&app, &other_login).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_grace_window_lets_a_lost_answer_be_retried() {
+    let issuer = TestIssuer::start(&[("refresh_reuse_grace", "10s")]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let app = issuer.app();
+    let (_, first) = login(&app, "alice@example.com").await;
+    let (status, _) = refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::OK);
+    issuer.advance(Duration::from_secs(5));
+    let (status, body) = refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::OK, "within the grace window");
+    let retried = text(&body, "refresh_token");
+    issuer.advance(Duration::from_secs(6));
+    let (status, _) = refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "past the window: reuse");
+    let (status, _) = refresh(&app, &retried).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the family is revoked");
+}
+
+#[tokio::test]
+async fn refresh_tokens_expire_when_idle_and_at_the_absolute_lifetime() {
+    let issuer = TestIssuer::start(&[("refresh_idle_timeout", "1m"), ("refresh_max_lifetime", "2m")]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let app = issuer.app();
+    let (_, idle) = login(&app, "alice@example.com").await;
+    let (_, mut busy) = login(&app, "alice@example.com").await;
+    for _ in 0..2 {
+        issuer.advance(Duration::from_secs(50));
+        let (status, body) = refresh(&app, &busy).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        busy = text(&body, "refresh_token");
+    }
+    let (status, _) = refresh(&app, &idle).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "idle for 100 s");
+    issuer.advance(Duration::from_secs(25));
+    let (status, _) = refresh(&app, &busy).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "past the absolute lifetime");
+}
+
+#[tokio::test]
+async fn a_refresh_token_belongs_to_its_client() {
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let secret = issuer.client("web", &[]).await;
+    let app = issuer.app();
+    let login = form(&[("grant_type", "password"), ("username", "alice@example.com"), ("password", PASSWORD)]);
+    let (status, _, body) = post_form(&app, "/oauth/token", &login, Some(("web", &secret)), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = text(&body, "refresh_token");
+    let (status, body) = refresh(&app, &token).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_grant")), "not the public client's");
+    let again = form(&[("grant_type", "refresh_token"), ("refresh_token", &token)]);
+    let (status, _, body) = post_form(&app, "/oauth/token", &again, Some(("web", &secret)), None).await;
+    assert_eq!(status, StatusCode::OK, "the refusal above spent nothing: {body}");
+}
+
+#[tokio::test]
+async fn client_credentials_by_basic_or_form() {
+    let issuer = TestIssuer::start(&[]).await;
+    let secret = issuer.client("billing-worker", &["billing"]).await;
+    let app = issuer.app();
+    let (status, headers, body) =
+        post_form(&app, "/oauth/token", "grant_type=client_credentials", Some(("billing-worker", &secret)), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert!(body.get("refresh_token").is_none(), "no refresh token for a service");
+    let claims = issuer
+        .validator()
+        .validate(&text(&body, "access_token"), &issuer.key_set().await, &jwks::P256Verifier, issuer.now())
+        .expect("the core accepts it");
+    assert_eq!(claims.sub.as_deref(), Some("billing-worker"));
+    assert_eq!(claims.client_id.as_deref(), Some("billing-worker"));
+    assert_eq!(claims.roles, ["billing"]);
+
+    let posted =
+        form(&[("grant_type", "client_credentials"), ("client_id", "billing-worker"), ("client_secret", &secret)]);
+    let (status, _, _) = post_form(&app, "/oauth/token", &posted, None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = post_form(&app, "/oauth/token", &posted, Some(("billing-worker", &secret)), None).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_request")), "two methods at once");
+    let (status, _, body) =
+        post_form(&app, "/oauth/token", "grant_type=client_credentials", Some(("billing-worker", "wrong")), None).await;
+    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, error("invalid_client")));
+    // A userinfo for a service token: there is no such user.
+    let (_, _, body) =
+        post_form(&app, "/oauth/token", "grant_type=client_credentials", Some(("billing-worker", &secret)), None).await;
+    let (status, _, _) = get(&app, "/userinfo", Some(&text(&body, "access_token"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn revocation_is_idempotent_and_listed() {
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let app = issuer.app();
+    let (access, refresh_token) = login(&app, "alice@example.com").await;
+    for _ in 0..2 {
+        let (status, _, body) = post_form(&app, "/oauth/revoke", &form(&[("token", &refresh_token)]), None, None).await;
+        assert_eq!((status, body), (StatusCode::OK, Value::Null));
+    }
+    let (status, _) = refresh(&app, &refresh_token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for unknown in ["unknown", "a.b.c"] {
+        let body = form(&[("token", unknown), ("token_type_hint", "refresh_token")]);
+        let (status, _, _) = post_form(&app, "/oauth/revoke", &body, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{unknown}");
+    }
+    let (status, _, body) = post_form(&app, "/oauth/revoke", "token_type_hint=access_token", None, None).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_request")));
+
+    // An access token, by jti, until it expires.
+    let (status, _, _) = post_form(&app, "/oauth/revoke", &form(&[("token", &access)]), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = post_form(&app, "/oauth/revoke", &form(&[("token", &access)]), None, None).await;
+    assert_eq!(status, StatusCode::OK, "again");
+    let (status, headers, _) = get(&app, "/userinfo", Some(&access)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers[header::WWW_AUTHENTICATE].to_str().expect("ASCII").contains("invalid_token"));
+    let (status, headers, body) = get(&app, "/revoked", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=30");
+    let listed = json(&body);
+    assert_eq!(listed["revoked"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["revoked"][0]["exp"], issuer.now() + 300);
+
+    // Once expired, the entry leaves the list, and the purge deletes it.
+    issuer.advance(Duration::from_secs(301));
+    let (_, _, body) = get(&app, "/revoked", None).await;
+    assert_eq!(json(&body), json!({ "revoked": [] }));
+    assert!(issuer.state.sessions().purge(issuer.now()).await.expect("purges") >= 1);
+}
+
+#[tokio::test]
+async fn introspection_for_authenticated_clients() {
+    let issuer = TestIssuer::start(&[]).await;
+    let user = issuer.user("alice@example.com", &["reader"]).await;
+    let secret = issuer.client("gateway", &[]).await;
+    let app = issuer.app();
+    let (access, refresh_token) = login(&app, "alice@example.com").await;
+    let introspect = |token: String| {
+        let app = app.clone();
+        let secret = secret.clone();
+        async move {
+            let (status, _, body) =
+                post_form(&app, "/oauth/introspect", &form(&[("token", &token)]), Some(("gateway", &secret)), None)
+                    .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let (status, _, body) = post_form(&app, "/oauth/introspect", &form(&[("token", &access)]), None, None).await;
+    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, error("invalid_client")), "clients only");
+
+    let body = introspect(access.clone()).await;
+    assert_eq!((body["active"].as_bool(), body["token_type"].as_str()), (Some(true), Some("access_token")));
+    assert_eq!(body["sub"], user.id.as_str());
+    assert_eq!(body["roles"], json!(["reader"]));
+    let body = introspect(refresh_token.clone()).await;
+    assert_eq!((body["active"].as_bool(), body["token_type"].as_str()), (Some(true), Some("refresh_token")));
+    assert_eq!((body["sub"].as_str(), body["client_id"].as_str()), (Some(user.id.as_str()), Some("public")));
+
+    for unknown in ["garbage", "x.y.z"] {
+        assert_eq!(introspect(unknown.to_owned()).await, json!({ "active": false }), "{unknown:?}");
+    }
+    // Spent, revoked, expired.
+    let (_, rotated) = refresh(&app, &refresh_token).await;
+    assert_eq!(introspect(refresh_token).await, json!({ "active": false }), "spent");
+    assert_eq!(introspect(text(&rotated, "refresh_token")).await["active"], true);
+    post_form(&app, "/oauth/revoke", &form(&[("token", &access)]), None, None).await;
+    assert_eq!(introspect(access).await, json!({ "active": false }), "revoked");
+    let fresh = text(&rotated, "access_token");
+    issuer.advance(Duration::from_secs(400));
+    assert_eq!(introspect(fresh).await, json!({ "active": false }), "expired");
+}
+
+#[tokio::test]
+async fn logout_ends_this_session_and_logout_all_every_session() {
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let app = issuer.app();
+    let (access, refresh_token) = login(&app, "alice@example.com").await;
+    let (_, other) = login(&app, "alice@example.com").await;
+    let (status, _, body) = post(&app, "/logout", Some(&access)).await;
+    assert_eq!((status, body.is_empty()), (StatusCode::NO_CONTENT, true));
+    let (status, _) = refresh(&app, &refresh_token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "this session is over");
+    let (status, _, _) = get(&app, "/userinfo", Some(&access)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the access token is revoked");
+    let (status, _, _) = post(&app, "/logout", Some(&access)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token cannot log out again");
+
+    // The other session lives; a refreshed access token still finds its family.
+    let (status, body) = refresh(&app, &other).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, third) = login(&app, "alice@example.com").await;
+    let (status, _, _) = post(&app, "/logout-all", Some(&text(&body, "access_token"))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for token in [text(&body, "refresh_token"), third] {
+        let (status, _) = refresh(&app, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let (status, _, _) = post(&app, "/logout", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
