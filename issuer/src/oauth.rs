@@ -161,14 +161,15 @@ async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, 
     let mut subjects = vec![account.clone()];
     subjects.extend(form.peer.map(|peer| format!("ip:{}", peer.ip())));
     let now = state.now();
-    if let Some(retry_after) = state.sessions().login_blocked(&subjects, now).await? {
-        return Err(ApiError::RateLimited { retry_after });
-    }
+    let attempt = state
+        .sessions()
+        .begin_login(&subjects, now)
+        .await?
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let Some(user) = state.accounts().login(username, password, now).await? else {
-        state.sessions().record_login_failure(&subjects, now).await?;
         return Err(ApiError::InvalidGrant("wrong credentials or disabled user"));
     };
-    state.sessions().clear_login_failures(&account).await?;
+    state.sessions().login_succeeded(attempt, &account).await?;
     let access = state.mint(&user_token_request(state, &user, caller.client_id())).await?;
     let refresh = state.sessions().start(&user.id, caller.client_id(), &access, now).await?;
     tracing::info!(user = %user.id, client = caller.client_id(), "password login");
@@ -240,8 +241,13 @@ pub(crate) async fn revoke(State(state): State<AppState>, form: OAuthForm) -> Re
     let caller = form.caller(&state).await?;
     let now = state.now();
     if looks_like_jwt(token) {
-        if let Ok(claims) = state.verify_access_token(token).await {
-            revoke_access(&state, &claims).await?;
+        match state.verify_access_token(token).await {
+            Ok(claims) => revoke_access(&state, &claims).await?,
+            // Not a token of ours, expired, or revoked already: nothing to do (RFC 7009 §2.2).
+            Err(ApiError::InvalidToken(_) | ApiError::RevokedToken) => {}
+            // The key set or the database cannot be read now: say so (§2.2.1, 503), rather than
+            // tell the client a token is revoked that is not.
+            Err(error) => return Err(error),
         }
     } else {
         state.sessions().revoke_refresh_token(token, caller.client_id(), now).await?;

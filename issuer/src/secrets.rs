@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 /// The shortest password accepted (NIST SP 800-63B: at least 8 characters).
@@ -77,8 +77,18 @@ impl PasswordHasher {
         Self::check_policy(password)?;
         let params = self.params.clone();
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        let _permit = self.permits.acquire().await.map_err(|error| PasswordError::Hash(error.to_string()))?;
-        tokio::task::spawn_blocking(move || hash_with(&params, &password)).await?
+        let permit = self.permit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_with(&params, &password)
+        })
+        .await?
+    }
+
+    /// A slot for one hash. It moves into the blocking task, so that a request dropped while
+    /// its hash runs (a timeout, a client gone) still holds the slot until the hash ends.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, PasswordError> {
+        Arc::clone(&self.permits).acquire_owned().await.map_err(|error| PasswordError::Hash(error.to_string()))
     }
 
     /// True when `password` matches `stored` (a PHC string). With `None` (no such user) the
@@ -88,8 +98,9 @@ impl PasswordHasher {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.clone());
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        let _permit = self.permits.acquire().await.map_err(|error| PasswordError::Hash(error.to_string()))?;
+        let permit = self.permit().await?;
         let matches = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let Ok(parsed) = PasswordHash::new(&stored) else {
                 tracing::error!("a stored password hash does not parse");
                 return false;

@@ -182,11 +182,14 @@ impl Sessions {
         mint: impl AsyncFnOnce(&Family) -> Result<MintedToken, SessionError>,
     ) -> Result<(MintedToken, String), SessionError> {
         let hash = secret_hash(refresh);
-        let grace_floor = now.saturating_sub(self.policy.reuse_grace.as_secs());
+        // Without a grace window (the default), any earlier use makes this one a reuse, whatever
+        // the clocks of concurrent requests say.
+        let grace = self.policy.reuse_grace.as_secs();
+        let grace_floor = (grace > 0).then(|| now.saturating_sub(grace));
         let row = self.token_row(&hash).await?.ok_or(SessionError::InvalidGrant("unknown refresh token"))?;
         let (family_id, user_id, owner, _, expires_at, spent_at, family_expires_at, revoked_at) = row;
         let family = Family { id: family_id, user_id, client_id: owner };
-        let reused = spent_at.is_some_and(|spent| from_db_time(spent) <= grace_floor);
+        let reused = spent_at.is_some_and(|spent| grace_floor.is_none_or(|floor| from_db_time(spent) <= floor));
         let access = if reused {
             None
         } else {
@@ -211,7 +214,7 @@ impl Sessions {
         )
         .bind(to_db_time(now))
         .bind(&hash)
-        .bind(to_db_time(grace_floor))
+        .bind(grace_floor.map_or(i64::MAX, to_db_time))
         .execute(&mut *tx)
         .await?;
         let Some(access) = access.filter(|_| spent.rows_affected() == 1) else {
@@ -334,19 +337,35 @@ impl Sessions {
         Ok(rows.into_iter().map(|(jti, exp)| RevokedToken { jti, exp: from_db_time(exp) }).collect())
     }
 
-    /// When any of `subjects` has `max_failures` failed logins in the window: the seconds until
-    /// the oldest of those that count leaves it (at least 1).
-    pub async fn login_blocked(&self, subjects: &[String], now: u64) -> Result<Option<u64>, SessionError> {
+    /// Records a login attempt for each of `subjects` before the password is checked, so that
+    /// parallel guesses count against the limit at once rather than after their hashes. When the
+    /// attempt would make more than `max_failures` in the window for any subject, nothing stays
+    /// recorded and the answer is the seconds until the oldest that counts leaves the window.
+    /// An attempt whose password turns out wrong stays recorded as a failure.
+    pub async fn begin_login(&self, subjects: &[String], now: u64) -> Result<Result<LoginAttempt, u64>, SessionError> {
+        let ids: Vec<String> = subjects.iter().map(|_| token::random_id()).collect();
+        let mut tx = self.db.pool().begin().await?;
+        for (id, subject) in ids.iter().zip(subjects) {
+            sqlx::query("INSERT INTO login_failures (id, subject, failed_at) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(subject)
+                .bind(to_db_time(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let attempt = LoginAttempt { ids };
         let window = self.policy.failure_window.as_secs();
         let mut retry_after = None;
         for subject in subjects {
+            // The attempt that would be one too many, counting this one.
             let row: Option<(i64,)> = sqlx::query_as(
                 "SELECT failed_at FROM login_failures WHERE subject = $1 AND failed_at > $2 \
                  ORDER BY failed_at DESC LIMIT 1 OFFSET $3",
             )
             .bind(subject)
             .bind(to_db_time(now.saturating_sub(window)))
-            .bind(i64::from(self.policy.max_failures) - 1)
+            .bind(i64::from(self.policy.max_failures))
             .fetch_optional(self.db.pool())
             .await?;
             if let Some((failed_at,)) = row {
@@ -354,27 +373,26 @@ impl Sessions {
                 retry_after = Some(retry_after.map_or(wait, |other: u64| other.max(wait)));
             }
         }
-        Ok(retry_after)
+        match retry_after {
+            Some(wait) => {
+                self.forget(&attempt).await?;
+                Ok(Err(wait))
+            }
+            None => Ok(Ok(attempt)),
+        }
     }
 
-    /// Records a failed login for each of `subjects`.
-    pub async fn record_login_failure(&self, subjects: &[String], now: u64) -> Result<(), SessionError> {
-        let mut tx = self.db.pool().begin().await?;
-        for subject in subjects {
-            sqlx::query("INSERT INTO login_failures (id, subject, failed_at) VALUES ($1, $2, $3)")
-                .bind(token::random_id())
-                .bind(subject)
-                .bind(to_db_time(now))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+    /// After a successful login: forgets the attempt and the earlier failed logins of `account`.
+    pub async fn login_succeeded(&self, attempt: LoginAttempt, account: &str) -> Result<(), SessionError> {
+        self.forget(&attempt).await?;
+        sqlx::query("DELETE FROM login_failures WHERE subject = $1").bind(account).execute(self.db.pool()).await?;
         Ok(())
     }
 
-    /// Forgets the failed logins of `subject` (after a successful login to the account).
-    pub async fn clear_login_failures(&self, subject: &str) -> Result<(), SessionError> {
-        sqlx::query("DELETE FROM login_failures WHERE subject = $1").bind(subject).execute(self.db.pool()).await?;
+    async fn forget(&self, attempt: &LoginAttempt) -> Result<(), SessionError> {
+        for id in &attempt.ids {
+            sqlx::query("DELETE FROM login_failures WHERE id = $1").bind(id).execute(self.db.pool()).await?;
+        }
         Ok(())
     }
 
@@ -414,4 +432,10 @@ async fn revoke_family(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A login attempt recorded by [`Sessions::begin_login`], pending the password check.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    ids: Vec<String>,
 }

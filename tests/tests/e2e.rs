@@ -2,12 +2,13 @@
 //! folder), the demo origin binary, and the built Worker under `wrangler dev` in front of the
 //! origin, each on a free port and in its own process group (killed on drop, also when a step
 //! fails). Tokens come from the issuer's CLI (`issuer token mint`), key changes from `issuer keys
-//! rotate | revoke` against the same database, as an operator would do them.
+//! rotate | revoke` against the same database, as an operator would do them; the session scenario
+//! logs in, refreshes and logs out at the issuer's OAuth endpoints.
 //!
 //! One stack serves every scenario, in order (a `wrangler dev` costs seconds to start): tokens to
 //! the origin, refusals, rotation under load, emergency revocation, the issuer down, the issuer
-//! back. Needs the Worker (`cargo xtask build-worker`) and the binaries (`cargo build -p issuer -p
-//! tests --bins`); `cargo xtask test` builds both.
+//! back, a session from login to logout. Needs the Worker (`cargo xtask build-worker`) and the
+//! binaries (`cargo build -p issuer -p tests --bins`); `cargo xtask test` builds both.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -95,6 +96,9 @@ impl Issuer {
             .env("PORTCULLIS_JWKS_MAX_AGE", "1s")
             .env("PORTCULLIS_PUBLISH_LEAD", "1s")
             .env("PORTCULLIS_ROTATION_PERIOD", "1h")
+            // Cheap password hashes: the suite measures the flow, not argon2 (the issuer warns).
+            .env("PORTCULLIS_PASSWORD_HASH_MEMORY", "64")
+            .env("PORTCULLIS_PASSWORD_HASH_ITERATIONS", "1")
             .env("RUST_LOG", "info,sqlx=warn")
             .current_dir(&self.data);
         command
@@ -545,7 +549,57 @@ async fn issuer_back(stack: &mut Stack, before: &IssuerKeys, good: &[&str], bad:
     stack.assert_refused(bad).await;
 }
 
-/// Scenarios 1 to 6 of the end-to-end suite, on one stack.
+/// 7. A session as a browser app has it: log in with a password at the issuer, call through the
+///    edge, refresh, call again with the new access token, log out; the refresh token is dead,
+///    and a replay of the first (spent) refresh token is refused too.
+async fn session_login_refresh_logout(stack: &Stack) {
+    let issuer = &stack.issuer;
+    let (email, password) = ("carol@example.com", "correct horse battery staple");
+    let mut add = issuer.command();
+    add.args(["users", "add", email, "--role", "reader"]).stdin(std::process::Stdio::piped());
+    let mut child = add.stdout(std::process::Stdio::null()).spawn().expect("issuer users add");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), format!("{password}\n").as_bytes())
+        .expect("the password on stdin");
+    assert!(child.wait().expect("issuer users add").success(), "issuer users add");
+
+    let form = |pairs: &[(&str, &str)]| {
+        let body: Vec<String> =
+            pairs.iter().map(|(name, value)| format!("{name}={}", value.replace(' ', "+"))).collect();
+        body.join("&").into_bytes()
+    };
+    let form_headers = [("content-type", "application/x-www-form-urlencoded")];
+    let grant = async |pairs: &[(&str, &str)]| {
+        let answer = issuer.client.send("POST", "/oauth/token", &form_headers, form(pairs)).await;
+        (answer.status, answer.json())
+    };
+
+    let (status, login) = grant(&[("grant_type", "password"), ("username", email), ("password", password)]).await;
+    assert_eq!(status, 200, "login: {login}");
+    let access = login["access_token"].as_str().expect("an access token");
+    let refresh = login["refresh_token"].as_str().expect("a refresh token");
+    let me = stack.me(access).await;
+    assert_eq!((me.status, me.json()["roles"].clone()), (200, json!(["reader"])), "after login: {}", me.text());
+    let user_id = me.json()["subject"].clone();
+
+    let (status, refreshed) = grant(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+    assert_eq!(status, 200, "refresh: {refreshed}");
+    let access2 = refreshed["access_token"].as_str().expect("a new access token");
+    let refresh2 = refreshed["refresh_token"].as_str().expect("a new refresh token");
+    assert_ne!(refresh2, refresh, "the refresh token rotates");
+    let me = stack.me(access2).await;
+    assert_eq!((me.status, me.json()["subject"].clone()), (200, user_id), "after refresh: {}", me.text());
+
+    let bearer2 = bearer(access2);
+    let logout = issuer.client.send("POST", "/logout", &[("authorization", &bearer2)], Vec::new()).await;
+    assert!(matches!(logout.status, 200 | 204), "logout: {} {}", logout.status, logout.text());
+    for (what, spent) in [("after logout", refresh2), ("the first, spent", refresh)] {
+        let (status, body) = grant(&[("grant_type", "refresh_token"), ("refresh_token", spent)]).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{what}: {body}");
+    }
+    eprintln!("session: login, edge, refresh, edge, logout; the refresh tokens are dead");
+}
+
+/// Scenarios 1 to 7 of the end-to-end suite, on one stack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_stack_end_to_end() {
     let started = Instant::now();
@@ -564,6 +618,7 @@ async fn whole_stack_end_to_end() {
     let good = [replacement.as_str(), by_key[0].as_str(), by_key[1].as_str(), alice.as_str()];
     let before = issuer_down(&mut stack, &good, &refused).await;
     issuer_back(&mut stack, &before, &good, &refused).await;
+    session_login_refresh_logout(&stack).await;
     stack.edge.process.assert_running();
     eprintln!("end to end in {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -166,7 +166,7 @@ impl Stack {
             print!("waiting for the {name} ...");
             let _ = std::io::stdout().flush();
             loop {
-                if matches!(http_get(address, path, None), Ok((200, _))) {
+                if matches!(http_request(address, "GET", path, None, None), Ok((200, _))) {
                     println!(" ready");
                     break;
                 }
@@ -184,30 +184,68 @@ impl Stack {
         Ok(())
     }
 
-    /// Mints a token with the issuer's CLI, as the printed example does.
-    fn mint(&self, subject: &str, roles: &str) -> Result<String> {
+    /// Creates a user with the issuer's CLI (the password goes in on stdin, as from a script).
+    fn add_user(&self, user: &DemoUser) -> Result<()> {
         let mut command = Command::new(self.binaries.join("issuer"));
-        command.args(["token", "mint", "--sub", subject, "--roles", roles]);
+        command.args(["users", "add", user.email, "--role", user.role]);
         self.issuer_env(&mut command);
-        let output = command.stderr(Stdio::null()).output().context("cannot run issuer token mint")?;
-        if !output.status.success() {
-            bail!("issuer token mint failed ({})", output.status);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run issuer users add")?;
+        child.stdin.take().context("no stdin")?.write_all(format!("{}\n", user.password).as_bytes())?;
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("issuer users add {} failed ({status})", user.email);
         }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        Ok(())
     }
 
-    /// Runs the example requests the banner shows, for real.
+    /// Creates the demo users, then runs the example requests the banner shows, for real.
     fn demo(&self) -> Result<Demo> {
-        let alice = self.mint("alice", "reader")?;
-        let me = http_get(EDGE_ADDR, "/api/me", Some(&alice))?;
-        let admin_route = http_get(EDGE_ADDR, "/api/admin/messages", Some(&alice))?;
-        let no_token = http_get(EDGE_ADDR, "/api/me", None)?;
-        Ok(Demo { me, admin_route, no_token })
+        let users = [DemoUser::new("alice@example.com", "reader")?, DemoUser::new("admin@example.com", "admin")?];
+        for user in &users {
+            self.add_user(user)?;
+        }
+        let login = http_request(ISSUER_ADDR, "POST", "/oauth/token", None, Some(&users[0].login_form()))?;
+        let token = serde_json::from_str::<serde_json::Value>(&login.1)
+            .ok()
+            .and_then(|body| body["access_token"].as_str().map(str::to_owned))
+            .with_context(|| format!("the login answered {} without an access token", login.0))?;
+        let me = http_request(EDGE_ADDR, "GET", "/api/me", Some(&token), None)?;
+        let admin_route = http_request(EDGE_ADDR, "GET", "/api/admin/messages", Some(&token), None)?;
+        let no_token = http_request(EDGE_ADDR, "GET", "/api/me", None, None)?;
+        Ok(Demo { users, login, me, admin_route, no_token })
     }
 }
 
-/// Answers to the example requests.
+/// A user the demo creates, with a password new each run.
+struct DemoUser {
+    email: &'static str,
+    role: &'static str,
+    password: String,
+}
+
+impl DemoUser {
+    fn new(email: &'static str, role: &'static str) -> Result<Self> {
+        let mut bytes = [0_u8; 9];
+        File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes)).context("no /dev/urandom")?;
+        let password = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Self { email, role, password })
+    }
+
+    /// The form of a password-grant login (the values need no percent-encoding).
+    fn login_form(&self) -> String {
+        format!("grant_type=password&username={}&password={}", self.email, self.password)
+    }
+}
+
+/// Answers to the example requests: status and body.
 struct Demo {
+    users: [DemoUser; 2],
+    login: (u16, String),
     me: (u16, String),
     admin_route: (u16, String),
     no_token: (u16, String),
@@ -215,9 +253,8 @@ struct Demo {
 
 impl Demo {
     fn print(&self, stack: &Stack) {
-        let issuer_bin = stack.binaries.join("issuer");
-        let data = stack.issuer_data.display();
-        let mint = format!("PORTCULLIS_DATA_DIR={data} {} token mint", issuer_bin.display());
+        let [alice, admin] = &self.users;
+        let login_form = alice.login_form().replace('&', " -d ");
         println!(
             r#"
 Portcullis is running (logs in {logs}):
@@ -226,9 +263,15 @@ Portcullis is running (logs in {logs}):
   demo origin          http://{ORIGIN_ADDR}      (reach it through the edge)
   edge status          http://{EDGE_ADDR}/_portcullis/status
 
+Users (new passwords each run; more with `{issuer} users add EMAIL --role ROLE`, with
+PORTCULLIS_DATA_DIR={data}):
+  {alice_email:<19} role {alice_role:<7} password {alice_password}
+  {admin_email:<19} role {admin_role:<7} password {admin_password}
+
 Try it:
-  # 1. get a token for alice (role reader), signed by the issuer's active key
-  TOKEN=$({mint} --sub alice --roles reader)
+  # 1. log in as alice at the issuer's token endpoint (OAuth 2.0 password grant)
+  TOKEN=$(curl -s -d {login_form} http://{ISSUER_ADDR}/oauth/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+      -> {login_status} {login_body}
 
   # 2. a protected route through the edge: the origin sees alice's identity
   curl -s -H "Authorization: Bearer $TOKEN" http://{EDGE_ADDR}/api/me
@@ -238,11 +281,21 @@ Try it:
   curl -si -H "Authorization: Bearer $TOKEN" http://{EDGE_ADDR}/api/admin/messages
       -> {admin_status} {admin_body}
 
-  # without a token: {no_token_status}; an admin token: --sub admin --roles admin
+  # without a token: {no_token_status}; log in as {admin_email} for the admin route
   # public: curl -s http://{EDGE_ADDR}/public/hello
 
 Ctrl-C stops everything."#,
             logs = stack.root.join(".dev").display(),
+            issuer = stack.binaries.join("issuer").display(),
+            data = stack.issuer_data.display(),
+            alice_email = alice.email,
+            alice_role = alice.role,
+            alice_password = alice.password,
+            admin_email = admin.email,
+            admin_role = admin.role,
+            admin_password = admin.password,
+            login_status = self.login.0,
+            login_body = shorten_tokens(&self.login.1),
             me_status = self.me.0,
             me_body = self.me.1.trim(),
             admin_status = self.admin_route.0,
@@ -252,13 +305,41 @@ Ctrl-C stops everything."#,
     }
 }
 
-/// A minimal HTTP/1.1 GET (the stack only listens on 127.0.0.1): the status and the body.
-fn http_get(address: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+/// A JSON body with its long strings (tokens) cut short, to fit a line.
+fn shorten_tokens(body: &str) -> String {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.trim().to_owned();
+    };
+    for value in fields.values_mut() {
+        if let Some(text) = value.as_str()
+            && text.len() > 24
+        {
+            *value = format!("{}...", text.chars().take(12).collect::<String>()).into();
+        }
+    }
+    serde_json::Value::Object(fields).to_string()
+}
+
+/// A minimal HTTP/1.1 request (the stack only listens on 127.0.0.1), with an optional bearer
+/// token and form body: the status and the body.
+fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    form: Option<&str>,
+) -> Result<(u16, String)> {
     let address: SocketAddr = address.parse().context("an ip:port address")?;
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n")?;
+    let body = form.unwrap_or_default();
+    let content_type = if form.is_some() { "Content-Type: application/x-www-form-urlencoded\r\n" } else { "" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let split = response.windows(4).position(|window| window == b"\r\n\r\n").context("no end of the headers")?;

@@ -5,8 +5,11 @@ use crate::common::{TestIssuer, get, json, post, post_form};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use issuer::AppState;
 use issuer::accounts::User;
+use issuer::clock::ManualClock;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) const PASSWORD: &str = "correct horse";
@@ -236,6 +239,50 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     // Another login's family is untouched.
     let (status, _) = refresh(&app, &other_login).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_spent_token_is_a_reuse_whatever_the_clock_of_the_request() {
+    // A second process on the database whose clock is a second behind (or a request that read
+    // the clock just before a concurrent use spent the token): the token is spent all the same.
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user("alice@example.com", &["reader"]).await;
+    let behind_clock = Arc::new(ManualClock::new(issuer.now()));
+    let behind = AppState::open(issuer.config(&[]), issuer.kek.clone(), behind_clock).await.expect("starts");
+    issuer.advance(Duration::from_secs(1));
+    let app = issuer.app();
+    let (_, first) = login(&app, "alice@example.com").await;
+    let (status, body) = refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = text(&body, "refresh_token");
+
+    let (status, body) = refresh(&issuer::app(behind), &first).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_grant")), "a reuse, one second earlier");
+    let (status, body) = refresh(&app, &second).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_grant")), "the family is revoked");
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_count_before_their_hashes() {
+    // Twenty guesses at once: at most `login_max_failures` get a password check; the others are
+    // refused before it.
+    let issuer = TestIssuer::start(&[("login_max_failures", "3")]).await;
+    issuer.user("alice@example.com", &[]).await;
+    let app = issuer.app();
+    let mut guesses = tokio::task::JoinSet::new();
+    for guess in 0..20 {
+        let app = app.clone();
+        guesses.spawn(async move { password_grant(&app, "alice@example.com", &format!("guess {guess}")).await.0 });
+    }
+    let statuses = guesses.join_all().await;
+    let checked = statuses.iter().filter(|status| **status == StatusCode::BAD_REQUEST).count();
+    let limited = statuses.iter().filter(|status| **status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(checked + limited, 20, "{statuses:?}");
+    assert!(checked <= 3, "{checked} guesses were checked: {statuses:?}");
+    // Only the checked guesses count as failures (a refused one is not an attempt).
+    let (status, _, _) = password_grant(&app, "alice@example.com", PASSWORD).await;
+    let expected = if checked == 3 { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+    assert_eq!(status, expected, "after {checked} checked guesses");
 }
 
 #[tokio::test]
