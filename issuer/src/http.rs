@@ -2,7 +2,8 @@
 //! the OAuth and account endpoints (in [`oauth`](crate::oauth)).
 
 use crate::error::{ApiError, code_for_status, error_body};
-use crate::keys::Rotation;
+use crate::jwks_cache::Checked;
+use crate::keys::{KEY_SET_CHECK_INTERVAL, Rotation};
 use crate::oauth;
 use crate::state::AppState;
 use axum::body::Body;
@@ -107,10 +108,13 @@ pub(crate) fn public_cache(max_age: Duration) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
 }
 
-/// `GET /.well-known/jwks.json`: the published keys, from the cached body.
+/// `GET /.well-known/jwks.json`: the published keys, from the cached body. A body the database
+/// could not confirm just now (it did not answer in time) may lack a key published since, so
+/// verifiers are told to keep it only until the next check rather than for `jwks_max_age`.
 async fn jwks(State(state): State<AppState>, request_headers: HeaderMap) -> Response {
-    let snapshot = state.jwks().await;
-    let cache_control = public_cache(state.config().jwks_max_age);
+    let Checked { snapshot, fresh } = state.jwks().await;
+    let max_age = if fresh { state.config().jwks_max_age } else { KEY_SET_CHECK_INTERVAL };
+    let cache_control = public_cache(max_age);
     let headers = [(header::CACHE_CONTROL, cache_control), (header::ETAG, snapshot.etag.clone())];
     if if_none_match(&request_headers, &snapshot.etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();

@@ -6,7 +6,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{Db, DbError, OpenMode};
 use crate::error::ApiError;
-use crate::jwks_cache::{JwksCache, JwksSnapshot};
+use crate::jwks_cache::{Checked, JwksCache};
 use crate::kek::Kek;
 use crate::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation, RotationPolicy};
 use crate::secrets::{PasswordError, PasswordHasher};
@@ -241,9 +241,10 @@ impl AppState {
 
     /// The JWKS to serve: the cached snapshot, compared with the database at most once per
     /// [`KEY_SET_CHECK_INTERVAL`](crate::keys::KEY_SET_CHECK_INTERVAL). When the database does
-    /// not answer, the cached snapshot is served (verifiers keep their keys either way).
-    pub(crate) async fn jwks(&self) -> Arc<JwksSnapshot> {
-        self.inner.jwks.checked(&self.inner.keys, self.now()).await.snapshot
+    /// not answer, the cached snapshot is served (verifiers keep their keys either way), marked
+    /// not fresh.
+    pub(crate) async fn jwks(&self) -> Checked {
+        self.inner.jwks.checked(&self.inner.keys, self.now()).await
     }
 
     /// Checks an admin token with the `jwks` core, against the key set this process serves,
