@@ -301,12 +301,19 @@ impl Accounts {
     }
 
     /// Removes a client; its tokens live until they expire.
-    pub async fn remove_client(&self, client_id: &str) -> Result<(), AccountError> {
-        let done =
-            sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(self.db.pool()).await?;
+    pub async fn remove_client(&self, client_id: &str, now: u64) -> Result<(), AccountError> {
+        let mut tx = self.db.pool().begin().await?;
+        let done = sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(AccountError::UnknownClient);
         }
+        // Its sessions end with it: a client registered later under the same id gets none.
+        sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
+            .bind(to_db_time(now))
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

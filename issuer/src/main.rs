@@ -444,7 +444,9 @@ async fn clients(command: ClientsCommand, config: &Config) -> anyhow::Result<()>
             }
             Ok(())
         }
-        ClientsCommand::Remove { client_id } => accounts.remove_client(&client_id).await.map_err(Into::into),
+        ClientsCommand::Remove { client_id } => {
+            accounts.remove_client(&client_id, SystemClock.now()).await.map_err(Into::into)
+        }
     };
     db.close().await;
     result

@@ -19,6 +19,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use jwks::Claims;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -72,9 +73,14 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| ApiError::InvalidClient)?;
     let decoded = String::from_utf8(decoded).map_err(|_| ApiError::InvalidClient)?;
     let (id, secret) = decoded.split_once(':').ok_or(ApiError::InvalidClient)?;
-    let unescape =
-        |text: &str| url::form_urlencoded::parse(format!("x={text}").as_bytes()).map(|(_, v)| v.into_owned()).next();
-    Ok(Some((unescape(id).unwrap_or_default(), unescape(secret).unwrap_or_default())))
+    let unescape = |text: &str| {
+        let spaced = text.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(Cow::into_owned)
+            .map_err(|_| ApiError::InvalidClient)
+    };
+    Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
 impl OAuthForm {
@@ -242,7 +248,11 @@ pub(crate) async fn revoke(State(state): State<AppState>, form: OAuthForm) -> Re
     let now = state.now();
     if looks_like_jwt(token) {
         match state.verify_access_token(token).await {
-            Ok(claims) => revoke_access(&state, &claims).await?,
+            // Only the client a token was issued to may revoke it (RFC 7009 §2.1).
+            Ok(claims) if claims.client_id.as_deref() == Some(caller.client_id()) => {
+                revoke_access(&state, &claims).await?;
+            }
+            Ok(_) => tracing::info!(client = caller.client_id(), "revocation of another client's access token ignored"),
             // Not a token of ours, expired, or revoked already: nothing to do (RFC 7009 §2.2).
             Err(ApiError::InvalidToken(_) | ApiError::RevokedToken) => {}
             // The key set or the database cannot be read now: say so (§2.2.1, 503), rather than

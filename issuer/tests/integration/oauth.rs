@@ -368,6 +368,17 @@ async fn client_credentials_by_basic_or_form() {
     let (status, _, body) =
         post_form(&app, "/oauth/token", "grant_type=client_credentials", Some(("billing-worker", "wrong")), None).await;
     assert_eq!((status, body), (StatusCode::UNAUTHORIZED, error("invalid_client")));
+    // Basic credentials are form-urlencoded first (RFC 6749 §2.3.1): escapes are decoded, a
+    // broken escape or a raw `&` is not a way around the check.
+    let (status, _, body) =
+        post_form(&app, "/oauth/token", "grant_type=client_credentials", Some(("billing%2Dworker", &secret)), None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for id in ["billing-worker%zz", "billing-worker&x=y"] {
+        let (status, _, body) =
+            post_form(&app, "/oauth/token", "grant_type=client_credentials", Some((id, &secret)), None).await;
+        assert_eq!((status, body), (StatusCode::UNAUTHORIZED, error("invalid_client")), "{id}");
+    }
     // A userinfo for a service token: there is no such user.
     let (_, _, body) =
         post_form(&app, "/oauth/token", "grant_type=client_credentials", Some(("billing-worker", &secret)), None).await;
@@ -394,6 +405,14 @@ async fn revocation_is_idempotent_and_listed() {
     }
     let (status, _, body) = post_form(&app, "/oauth/revoke", "token_type_hint=access_token", None, None).await;
     assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_request")));
+
+    // Another client cannot revoke it (RFC 7009 §2.1): answered 200, and nothing changes.
+    let other_secret = issuer.client("other-service", &[]).await;
+    let body = form(&[("token", &access)]);
+    let (status, _, _) = post_form(&app, "/oauth/revoke", &body, Some(("other-service", &other_secret)), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get(&app, "/userinfo", Some(&access)).await;
+    assert_eq!(status, StatusCode::OK, "still valid");
 
     // An access token, by jti, until it expires.
     let (status, _, _) = post_form(&app, "/oauth/revoke", &form(&[("token", &access)]), None, None).await;
