@@ -29,6 +29,9 @@ pub struct SessionPolicy {
     pub max_failures: u32,
     /// The window failed logins are counted in.
     pub failure_window: Duration,
+    /// How long an access token issued with a refresh token may still be accepted after it was
+    /// issued (its lifetime plus the leeway): how long its revocation must be kept.
+    pub access_token_lifetime: Duration,
 }
 
 impl SessionPolicy {
@@ -40,6 +43,7 @@ impl SessionPolicy {
             reuse_grace: config.refresh_reuse_grace,
             max_failures: config.login_max_failures,
             failure_window: config.login_failure_window,
+            access_token_lifetime: config.access_token_ttl + config.leeway,
         }
     }
 }
@@ -294,13 +298,30 @@ impl Sessions {
         Ok(row.map(|(family,)| family))
     }
 
-    /// Revokes every family of a user; returns how many were alive.
+    /// Ends every session of `user_id`: its refresh-token families are revoked, and so are the
+    /// access tokens issued with them that may still be accepted (so that `/revoked` lists them
+    /// for verifiers). Returns the number of families revoked.
     pub async fn revoke_user(&self, user_id: &str, now: u64) -> Result<u64, SessionError> {
+        let lifetime = i64::try_from(self.policy.access_token_lifetime.as_secs()).unwrap_or(i64::MAX);
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO revoked_access_tokens (jti, expires_at, revoked_at) \
+             SELECT t.access_jti, t.issued_at + $1, $2 FROM refresh_tokens t \
+             JOIN refresh_families f ON f.id = t.family_id \
+             WHERE f.user_id = $3 AND t.issued_at + $1 > $2 \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(lifetime)
+        .bind(to_db_time(now))
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
             .bind(to_db_time(now))
             .bind(user_id)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

@@ -229,8 +229,10 @@ impl AppState {
         let allowed: Vec<&str> =
             config.audiences.iter().map(String::as_str).chain([config.admin_audience.as_str()]).collect();
         let ttl = token::check(request, &allowed, config.access_token_ttl)?;
-        let now = self.now();
         let key = self.inner.keys.signer().await?;
+        // The clock is read once the signer is known, so that `iat` is never before the moment
+        // its key became active (a rotation may land while the signer is read).
+        let now = self.now();
         // Never sign with a key this process does not publish: catch up first if another
         // process changed the key set since this one last looked.
         if self.inner.jwks.current().keys.get(key.kid()).is_none() {

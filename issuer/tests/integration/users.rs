@@ -91,6 +91,16 @@ async fn admins_list_users_set_roles_and_disable() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = get(&app, "/userinfo", Some(&access)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a disabled user's access token no longer opens userinfo");
+    // Verifiers learn of it too: the access tokens of the user's sessions are listed as revoked.
+    let (_, _, body) = get(&app, "/revoked", None).await;
+    let listed = json(&body);
+    let listed: Vec<&str> =
+        listed["revoked"].as_array().expect("a list").iter().filter_map(|entry| entry["jti"].as_str()).collect();
+    let first = issuer.validator().validate(&access, &issuer.key_set().await, &jwks::P256Verifier, issuer.now());
+    for jti in [first.expect("valid").jti, claims.jti] {
+        let jti = jti.expect("a jti");
+        assert!(listed.contains(&jti.as_str()), "{jti} in {listed:?}");
+    }
     let (status, _, _) = password_grant(&app, "alice@example.com", PASSWORD).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = post(&app, "/admin/users/nobody/disable", Some(&admin)).await;
