@@ -141,7 +141,7 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     steps.run("build the Worker", || worker::build_worker(root, &tools))?;
     // The end-to-end tests start these binaries (tests/tests/e2e.rs finds them beside itself).
     steps.run("issuer and demo origin binaries", || build_binaries(root))?;
-    steps.run("tests", || cargo(&["test", "--workspace", "--all-features"]))?;
+    steps.run("tests", || cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
     steps.run("fuzz targets build", || cargo(&["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"]))?;
     Ok(())
 }

@@ -28,11 +28,12 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// `shared/vectors/wycheproof` beside the repository (or `$PORTCULLIS_VECTORS`).
+/// A Wycheproof vector file from `jwks/tests/vectors/wycheproof` (unchanged copies, see its
+/// README), or from `$PORTCULLIS_VECTORS` to try others.
 pub fn wycheproof(file: &str) -> serde_json::Value {
     let dir = std::env::var_os("PORTCULLIS_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/wycheproof"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/wycheproof"));
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("cannot read {} ({error}); set PORTCULLIS_VECTORS", path.display()));
