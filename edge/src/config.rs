@@ -25,7 +25,12 @@ pub const VARIABLES: &[&str] = &[
     "JWKS_REFETCH_COOLDOWN_SECONDS",
     "JWKS_MAX_STALE_SECONDS",
     "JWKS_TIMEOUT_MS",
+    "TOKEN_CACHE_ENTRIES",
 ];
+
+/// The most verified tokens an isolate may keep: 64 MiB of the isolate's 128 MiB at the longest
+/// token the core accepts (8 KiB), about 5 MiB at a typical 500 bytes.
+const MAX_TOKEN_CACHE_ENTRIES: u64 = 8192;
 
 /// The checked configuration.
 #[derive(Debug, Clone)]
@@ -50,6 +55,9 @@ pub struct Config {
     /// must be in the token's `aud`, `validator.claims.audiences`) and `LEEWAY_SECONDS`
     /// (`validator.claims.leeway_secs`), with the core's defaults for the rest.
     pub validator: Validator,
+    /// `TOKEN_CACHE_ENTRIES`: how many verified tokens an isolate keeps, so that a token seen
+    /// again skips its signature check (see [`jwks::TokenCache`]); 0 turns the cache off.
+    pub token_cache_entries: usize,
     /// The names of the [`VARIABLES`] that are set (for the status page: names, never values), in
     /// the order of [`VARIABLES`].
     pub variables_set: Vec<&'static str>,
@@ -193,6 +201,13 @@ impl Config {
                 .map_err(|_| problem("JWKS_TIMEOUT_MS", "is too large"))?,
         };
 
+        let token_cache_entries = usize::try_from(vars.number(
+            "TOKEN_CACHE_ENTRIES",
+            jwks::DEFAULT_TOKEN_CACHE_ENTRIES as u64,
+            0..=MAX_TOKEN_CACHE_ENTRIES,
+        )?)
+        .map_err(|_| problem("TOKEN_CACHE_ENTRIES", "is too large"))?;
+
         let validator = Validator::new(ClaimsOptions::new(issuer, audiences).with_leeway(leeway_secs));
         let variables_set = VARIABLES.iter().copied().filter(|name| vars.optional(name).is_some()).collect();
         Ok(Self {
@@ -205,6 +220,7 @@ impl Config {
             realm,
             cache,
             validator,
+            token_cache_entries,
             variables_set,
         })
     }
@@ -381,6 +397,7 @@ mod tests {
         );
         assert_eq!(config.validator.claims.issuer, "https://issuer.example");
         assert_eq!(config.validator.claims.leeway_secs, 60);
+        assert_eq!(config.token_cache_entries, jwks::DEFAULT_TOKEN_CACHE_ENTRIES);
     }
 
     #[test]
@@ -399,8 +416,10 @@ mod tests {
             ("JWKS_REFETCH_COOLDOWN_SECONDS", "2"),
             ("JWKS_MAX_STALE_SECONDS", "0"),
             ("JWKS_TIMEOUT_MS", "250"),
+            ("TOKEN_CACHE_ENTRIES", "0"),
         ])
         .expect("valid");
+        assert_eq!(config.token_cache_entries, 0);
         assert_eq!(config.validator.claims.audiences, ["api", "admin-api"]);
         assert_eq!(config.jwks_url, "https://keys.example/jwks");
         assert_eq!(config.origin_url, "http://10.0.0.2:8080/base");
@@ -480,6 +499,8 @@ mod tests {
         );
         assert_eq!(fails_on(&[("JWKS_REFETCH_COOLDOWN_SECONDS", "0")]), "JWKS_REFETCH_COOLDOWN_SECONDS");
         assert_eq!(fails_on(&[("JWKS_TIMEOUT_MS", "99999999999999999999999")]), "JWKS_TIMEOUT_MS");
+        assert_eq!(fails_on(&[("TOKEN_CACHE_ENTRIES", "8193")]), "TOKEN_CACHE_ENTRIES");
+        assert_eq!(fails_on(&[("TOKEN_CACHE_ENTRIES", "-1")]), "TOKEN_CACHE_ENTRIES");
     }
 
     #[test]

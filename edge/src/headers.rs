@@ -29,26 +29,63 @@ pub fn origin_target(config: &Config, head: &RequestHead<'_>) -> String {
     format!("{}{}{}", config.origin_url, parts.path, parts.query)
 }
 
-/// The headers the origin receives: the client's, cleaned (hop-by-hop ones, those named in
-/// `Connection`, any `X-Auth-*`, `Host`, the token unless `FORWARD_TOKEN`, and `Content-Length`
-/// when the body does not go along), then `X-Forwarded-Host`/`-Proto` and the identity.
-pub fn forward_headers(
+/// What the edge changes in the client's headers for the origin: the names it deletes, then the
+/// values it sets (each replacing any header of that name). The Worker applies them to a copy of
+/// the client's request, so the headers it has no reason to touch cross as they are.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// Lower-case names removed.
+    pub delete: Vec<String>,
+    /// Lower-case names and the values they get, in order.
+    pub set: Vec<(String, String)>,
+}
+
+impl HeaderEdits {
+    /// The origin's `target` URL and the edits as one block for JavaScript: the target, each name
+    /// to delete, an empty line, then each name and value to set, one line each. A name or value
+    /// holding a line break could not be a header and is left out.
+    pub fn plan(&self, target: &str) -> String {
+        let clean = |text: &str| !text.contains(['\n', '\r']);
+        let mut plan = String::with_capacity(target.len() + 256);
+        plan.push_str(target);
+        plan.push('\n');
+        for name in self.delete.iter().filter(|name| !name.is_empty() && clean(name)) {
+            plan.push_str(name);
+            plan.push('\n');
+        }
+        plan.push('\n');
+        for (name, value) in self.set.iter().filter(|(name, value)| !name.is_empty() && clean(name) && clean(value)) {
+            plan.push_str(name);
+            plan.push('\n');
+            plan.push_str(value);
+            plan.push('\n');
+        }
+        plan
+    }
+}
+
+/// The edits that make the client's headers the origin's: it loses the hop-by-hop ones, those
+/// named in `Connection`, any `X-Auth-*`, `Host`, the token unless `FORWARD_TOKEN`, and
+/// `Content-Length` when the body does not go along; it gets `X-Forwarded-Host`/`-Proto` and the
+/// identity. `client_names` are the names of the headers the client sent; the values it needs
+/// (`Connection`, `Cookie`) come from `head`.
+pub fn forward_edits(
     config: &Config,
     head: &RequestHead<'_>,
+    client_names: &[&str],
     identity: Option<&Identity>,
     with_body: bool,
-) -> Vec<(String, String)> {
+) -> HeaderEdits {
     let connection_listed: Vec<String> = head
-        .headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, value)| value.split(','))
+        .header("connection")
+        .into_iter()
+        .flat_map(|value| value.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
         .filter(|name| !name.is_empty())
         .collect();
 
-    let mut forwarded = Vec::with_capacity(head.headers.len() + 6);
-    for (name, value) in head.headers {
+    let mut edits = HeaderEdits::default();
+    for name in client_names {
         let lower = name.to_ascii_lowercase();
         let dropped = HOP_BY_HOP.contains(&lower.as_str())
             || EDGE_SET.contains(&lower.as_str())
@@ -56,58 +93,34 @@ pub fn forward_headers(
             || connection_listed.contains(&lower)
             || (lower == "authorization" && !config.forward_token)
             || (lower == "content-length" && !with_body);
-        if dropped {
-            continue;
+        if dropped && !edits.delete.contains(&lower) {
+            edits.delete.push(lower);
         }
-        if lower == "cookie"
-            && !config.forward_token
-            && let Some(cookie_name) = &config.token_cookie
-        {
-            if let Some(kept) = without_cookie(value, cookie_name) {
-                forwarded.push((lower, kept));
-            }
-            continue;
+    }
+    if let Some(cookie_name) = config.token_cookie.as_deref().filter(|_| !config.forward_token)
+        && let Some(cookies) = head.header("cookie")
+        && !edits.delete.iter().any(|name| name == "cookie")
+    {
+        match without_cookie(cookies, cookie_name) {
+            Some(kept) if kept == cookies => {}
+            Some(kept) => edits.set.push(("cookie".to_owned(), kept)),
+            None => edits.delete.push("cookie".to_owned()),
         }
-        forwarded.push((lower, value.clone()));
     }
 
     let parts = head.url_parts();
     if !parts.authority.is_empty() {
-        forwarded.push(("x-forwarded-host".to_owned(), parts.authority.to_owned()));
+        edits.set.push(("x-forwarded-host".to_owned(), parts.authority.to_owned()));
     }
     if !parts.scheme.is_empty() {
-        forwarded.push(("x-forwarded-proto".to_owned(), parts.scheme.to_owned()));
+        edits.set.push(("x-forwarded-proto".to_owned(), parts.scheme.to_owned()));
     }
     if let Some(identity) = identity {
-        forwarded.extend(identity.headers().into_iter().map(|(name, value)| (name.to_owned(), value)));
+        edits.set.extend(identity.headers().into_iter().map(|(name, value)| (name.to_owned(), value)));
     }
-    forwarded
-}
-
-/// Parses a header block as the Worker hands it over from JavaScript in one piece: `name\nvalue\n`
-/// for each header (a `Headers` object can hold neither `\n` nor `\r` in a name or value).
-pub fn parse_block(block: &str) -> Vec<(String, String)> {
-    let mut parts = block.split('\n');
-    let mut headers = Vec::new();
-    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
-        headers.push((name.to_owned(), value.to_owned()));
-    }
-    headers
-}
-
-/// The header block of `headers` for JavaScript (see [`parse_block`]). A pair holding a line break
-/// could not be a header and is left out.
-pub fn to_block(headers: &[(String, String)]) -> String {
-    let mut block = String::with_capacity(headers.iter().map(|(name, value)| name.len() + value.len() + 2).sum());
-    for (name, value) in headers {
-        if !name.contains(['\n', '\r']) && !value.contains(['\n', '\r']) {
-            block.push_str(name);
-            block.push('\n');
-            block.push_str(value);
-            block.push('\n');
-        }
-    }
-    block
+    // A name set anyway need not be deleted first.
+    edits.delete.retain(|name| !edits.set.iter().any(|(set, _)| set == name));
+    edits
 }
 
 /// A `Cookie` header without the cookie `name` (every occurrence, however the pairs are joined:
@@ -120,12 +133,34 @@ pub fn without_cookie(cookie_header: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::ParsedHead;
     use crate::testing::pairs;
 
     fn config(extra: &[(&str, &str)]) -> Config {
         let mut all = vec![("ORIGIN_URL", "http://origin.internal:8080/base/")];
         all.extend_from_slice(extra);
         crate::testing::config(&all)
+    }
+
+    /// The origin's headers: `head`'s with [`forward_edits`] applied as the runtime's `Headers`
+    /// applies them (`delete`, then `set`), sorted by name as `Headers` lists them.
+    fn forward_headers(
+        config: &Config,
+        head: &RequestHead<'_>,
+        identity: Option<&Identity>,
+        with_body: bool,
+    ) -> Vec<(String, String)> {
+        let names: Vec<&str> = head.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let edits = forward_edits(config, head, &names, identity, with_body);
+        let mut headers: Vec<(String, String)> =
+            head.headers.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect();
+        headers.retain(|(name, _)| !edits.delete.contains(name));
+        for (name, value) in &edits.set {
+            headers.retain(|(kept, _)| kept != name);
+            headers.push((name.clone(), value.clone()));
+        }
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        headers
     }
 
     fn names(headers: &[(String, String)]) -> Vec<&str> {
@@ -175,14 +210,14 @@ mod tests {
             forwarded,
             pairs(&[
                 ("accept", "application/json"),
-                ("cookie", "theme=dark; lang=en"),
                 ("content-type", "application/json"),
+                ("cookie", "theme=dark; lang=en"),
+                ("x-auth-issuer", "https://issuer.example"),
+                ("x-auth-roles", "reader"),
+                ("x-auth-subject", "user-1"),
+                ("x-auth-token-id", "t-1"),
                 ("x-forwarded-host", "edge.example:8443"),
                 ("x-forwarded-proto", "https"),
-                ("x-auth-subject", "user-1"),
-                ("x-auth-roles", "reader"),
-                ("x-auth-issuer", "https://issuer.example"),
-                ("x-auth-token-id", "t-1"),
             ])
         );
     }
@@ -219,16 +254,50 @@ mod tests {
         assert!(names(&forward_headers(&config, &head, None, true)).contains(&"content-length"));
         let without = forward_headers(&config, &head, None, false);
         assert_eq!(names(&without)[..2], ["content-type", "origin"]);
+        assert_eq!(
+            forward_edits(&config, &head, &["content-length", "content-type"], None, false).delete,
+            ["content-length"]
+        );
     }
 
     #[test]
-    fn header_blocks_round_trip() {
-        let headers = pairs(&[("accept", "text/html"), ("x-empty", ""), ("cookie", "a=1; b=2")]);
-        let block = to_block(&headers);
-        assert_eq!(block, "accept\ntext/html\nx-empty\n\ncookie\na=1; b=2\n");
-        assert_eq!(parse_block(&block), headers);
-        assert_eq!(parse_block(""), []);
-        assert_eq!(to_block(&pairs(&[("x-bad", "a\r\nx-auth-subject: admin"), ("ok", "1")])), "ok\n1\n");
+    fn head_blocks_parse() {
+        let block = "POST\nhttps://edge.example/a?b\naccept\ntext/html\nx-empty\n\ncookie\na=1; b=2\n";
+        let parsed = ParsedHead::parse(block).expect("a head");
+        let head = parsed.head();
+        assert_eq!((head.method, head.url), ("POST", "https://edge.example/a?b"));
+        assert_eq!(head.headers, pairs(&[("accept", "text/html"), ("x-empty", ""), ("cookie", "a=1; b=2")]));
+        assert_eq!(ParsedHead::parse("GET\nhttps://e.example/\n").map(|parsed| parsed.head().headers.len()), Some(0));
+        assert!(ParsedHead::parse("GET").is_none());
+    }
+
+    #[test]
+    fn the_plan_lists_target_deletions_then_settings_without_line_breaks() {
+        let edits = HeaderEdits {
+            delete: vec!["authorization".to_owned(), "x-bad\n".to_owned()],
+            set: pairs(&[("x-auth-roles", ""), ("x-bad", "a\r\nx-auth-subject: admin"), ("x-auth-subject", "u")]),
+        };
+        assert_eq!(
+            edits.plan("https://origin.example/a?b"),
+            "https://origin.example/a?b\nauthorization\n\nx-auth-roles\n\nx-auth-subject\nu\n"
+        );
+        assert_eq!(HeaderEdits::default().plan("https://o.example/"), "https://o.example/\n\n");
+    }
+
+    #[test]
+    fn untouched_headers_need_no_edit_and_set_names_are_not_deleted_first() {
+        let config = config(&[("TOKEN_COOKIE", "token")]);
+        let headers = pairs(&[("accept", "*/*"), ("cookie", "a=1; b=2"), ("x-auth-subject", "admin")]);
+        let names = ["accept", "cookie", "x-auth-subject"];
+        let head = RequestHead { method: "GET", url: "https://edge.example/", headers: &headers };
+        let edits = forward_edits(&config, &head, &names, Some(&identity()), false);
+        assert!(edits.delete.is_empty(), "{edits:?}");
+        assert!(!edits.set.iter().any(|(name, _)| name == "cookie" || name == "accept"), "{edits:?}");
+        let edits = forward_edits(&config, &head, &names, None, false);
+        assert_eq!(edits.delete, ["x-auth-subject"]);
+        let only_token = pairs(&[("cookie", "token=a.b.c")]);
+        let head = RequestHead { method: "GET", url: "https://edge.example/", headers: &only_token };
+        assert_eq!(forward_edits(&config, &head, &["cookie"], None, false).delete, ["cookie"]);
     }
 
     #[test]
@@ -247,11 +316,11 @@ mod tests {
         assert_eq!(without_cookie("a=1,token=x,token=y", "token").as_deref(), Some("a=1"));
         assert_eq!(without_cookie("token=x, token=y", "token"), None);
         let config = config(&[("TOKEN_COOKIE", "token")]);
-        let headers = pairs(&[("cookie", "theme=dark, token=a.b.c"), ("cookie", "token=d.e.f; lang=en")]);
+        let headers = pairs(&[("cookie", "theme=dark, token=a.b.c, token=d.e.f; lang=en")]);
         let head = RequestHead { method: "GET", url: "https://edge.example/", headers: &headers };
         let forwarded = forward_headers(&config, &head, None, true);
         let cookies: Vec<&str> =
             forwarded.iter().filter(|(name, _)| name == "cookie").map(|(_, value)| value.as_str()).collect();
-        assert_eq!(cookies, ["theme=dark", "lang=en"]);
+        assert_eq!(cookies, ["theme=dark; lang=en"]);
     }
 }

@@ -117,8 +117,9 @@ pub fn not_found_reply() -> Reply {
 }
 
 /// The status page: the configuration that was loaded (nothing secret, not the origin; of the
-/// variables, only which are set) and the key set cache's state.
-pub fn status_reply(config: &Config, keys: Value) -> Reply {
+/// variables, only which are set), the key set cache's state, and how many verified tokens
+/// (`tokens_cached`) the isolate holds.
+pub fn status_reply(config: &Config, keys: Value, tokens_cached: usize) -> Reply {
     let document = json!({
         "config": "loaded",
         "variables_set": config.variables_set,
@@ -128,6 +129,7 @@ pub fn status_reply(config: &Config, keys: Value) -> Reply {
         "rules": config.policy.rules().len(),
         "preflight": config.policy.allows_preflight(),
         "keys": keys,
+        "token_cache": {"entries": tokens_cached, "capacity": config.token_cache_entries},
     });
     Reply { status: 200, headers: Vec::new(), body: format!("{document}\n") }
 }
@@ -322,13 +324,14 @@ mod tests {
     #[test]
     fn the_status_page_shows_config_and_keys() {
         let reply =
-            status_reply(&config(&[("LOGIN_URL", "https://login.example/secret-path")]), json!({"state": "fresh"}));
+            status_reply(&config(&[("LOGIN_URL", "https://login.example/secret-path")]), json!({"state": "fresh"}), 3);
         let parsed: Value = serde_json::from_str(&reply.body).expect("JSON");
         assert_eq!(parsed["config"], "loaded");
         assert_eq!(parsed["variables_set"], json!(["ISSUER", "AUDIENCE", "ORIGIN_URL", "POLICY", "LOGIN_URL"]));
         assert!(!reply.body.contains("secret-path"), "names only, never values: {}", reply.body);
         assert_eq!(parsed["keys"]["state"], "fresh");
         assert_eq!(parsed["rules"], 1);
+        assert_eq!(parsed["token_cache"], json!({"entries": 3, "capacity": jwks::DEFAULT_TOKEN_CACHE_ENTRIES}));
         assert!(parsed.get("origin_url").is_none());
         assert_eq!(reply.content_type(), "application/json");
     }

@@ -7,6 +7,13 @@ use jwks::Access;
 /// The reserved path prefix: the edge answers these itself, they never reach the origin.
 pub const RESERVED_PREFIX: &str = "/_portcullis/";
 
+/// The request headers the edge decides on: the token's (`Authorization`, `Cookie`), a
+/// preflight's (`Origin`, `Access-Control-Request-Method`), a browser's (`Accept`), and the
+/// `Connection` header, whose list the forwarding drops. Reading only these keeps the cost per
+/// request independent of how many headers a client sends.
+pub const DECISION_HEADERS: &[&str] =
+    &["accept", "access-control-request-method", "authorization", "connection", "cookie", "origin"];
+
 /// The parts of an incoming request that the edge decides on.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
@@ -14,8 +21,37 @@ pub struct RequestHead<'a> {
     pub method: &'a str,
     /// The absolute URL, as the runtime serialises it (`https://host/path?query`).
     pub url: &'a str,
-    /// The headers, in order (the runtime gives lower-case names).
+    /// The headers the edge decides on ([`DECISION_HEADERS`]; the Worker reads no others), as
+    /// the runtime gives them: lower-case names, repeated headers joined with `, `.
     pub headers: &'a [(String, String)],
+}
+
+/// A request's head as the Worker reads it from JavaScript in one piece: the method, the URL, then
+/// each header, one line each (`method\nurl\nname\nvalue\n...`; none of them can hold a line
+/// break).
+#[derive(Debug, Clone)]
+pub struct ParsedHead<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: Vec<(String, String)>,
+}
+
+impl<'a> ParsedHead<'a> {
+    /// Parses `block`; `None` when it is shorter than a method and a URL.
+    pub fn parse(block: &'a str) -> Option<Self> {
+        let mut parts = block.split('\n');
+        let (method, url) = (parts.next()?, parts.next()?);
+        let mut headers = Vec::new();
+        while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        Some(Self { method, url, headers })
+    }
+
+    /// The head to decide on.
+    pub fn head(&self) -> RequestHead<'_> {
+        RequestHead { method: self.method, url: self.url, headers: &self.headers }
+    }
 }
 
 impl<'a> RequestHead<'a> {

@@ -170,15 +170,25 @@ impl Claims {
         if !self.aud.iter().any(|aud| options.audiences.contains(aud)) {
             return Err(ClaimsError::WrongAudience);
         }
+        self.check_times(options, now)?;
+        if self.exp.saturating_sub(self.iat) > options.max_lifetime_secs {
+            return Err(ClaimsError::LifetimeTooLong);
+        }
+        Ok(())
+    }
+
+    /// The checks that depend on `now`: `exp`, `nbf` and `iat`, each with the leeway. Claims that
+    /// passed every check once pass again at a later `now` exactly when these do.
+    pub(crate) fn check_times(&self, options: &ClaimsOptions, now: u64) -> Result<(), ClaimsError> {
         let leeway = options.leeway_secs;
+        if now >= self.exp.saturating_add(leeway) {
+            return Err(ClaimsError::Expired);
+        }
         if self.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(ClaimsError::NotYetValid);
         }
         if self.iat > now.saturating_add(leeway) {
             return Err(ClaimsError::IssuedInFuture);
-        }
-        if self.exp.saturating_sub(self.iat) > options.max_lifetime_secs {
-            return Err(ClaimsError::LifetimeTooLong);
         }
         Ok(())
     }

@@ -19,6 +19,7 @@
 //! ([`ClaimsError`]). A [`Policy`] ([`PolicyError`]) maps a request to the [`Access`] it needs.
 
 mod b64;
+mod cache;
 mod claims;
 mod curve;
 mod json;
@@ -28,6 +29,7 @@ mod policy;
 mod token;
 mod verify;
 
+pub use cache::{DEFAULT_TOKEN_CACHE_ENTRIES, TokenCache};
 pub use claims::{Claims, ClaimsError, ClaimsOptions};
 pub use key::{Jwk, JwkSet, KeyError, PublicKey};
 pub use keyset::{KeySet, KeySetError, KeySetLimits, SkipReason, SkippedKey};

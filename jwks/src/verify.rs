@@ -1,10 +1,12 @@
 //! Signature verification: the header rules, key selection by `kid`, and the seam through which a
 //! backend (p256 natively, WebCrypto at the edge) checks the ECDSA signature itself.
 
+use crate::cache::TokenCache;
 use crate::claims::{Claims, ClaimsError, ClaimsOptions};
 use crate::key::PublicKey;
 use crate::keyset::KeySet;
 use crate::token::{Header, ParseError, ParseLimits, UntrustedToken};
+use std::cell::RefCell;
 use std::future::Future;
 
 /// Checks an ES256 signature: ECDSA over P-256 with SHA-256, `signature` as raw `r || s`.
@@ -209,6 +211,28 @@ impl Validator {
     ) -> Result<Claims, VerifyError> {
         let token = UntrustedToken::parse_with_limits(token, &self.parse_limits)?;
         Ok(token.verify_async(keys, backend).await?.claims(&self.claims, now)?)
+    }
+
+    /// [`validate_async`](Self::validate_async) that first looks `token` up in `cache` (a token
+    /// seen before skips the signature check, not the time checks: see [`TokenCache`]) and
+    /// keeps it there once it passes. `cache` is borrowed around the look-up and the insertion
+    /// only, never while the signature is checked, so that requests may share it.
+    pub async fn validate_async_cached<B: AsyncEs256Verifier>(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        backend: &B,
+        now: u64,
+        cache: &RefCell<TokenCache>,
+    ) -> Result<Claims, VerifyError> {
+        if let Some(claims) = cache.borrow_mut().get(token, keys, &self.claims, now) {
+            return Ok(claims);
+        }
+        let parsed = UntrustedToken::parse_with_limits(token, &self.parse_limits)?;
+        let verified = parsed.verify_async(keys, backend).await?;
+        let claims = verified.claims(&self.claims, now)?;
+        cache.borrow_mut().insert(token, verified.kid(), keys, &claims);
+        Ok(claims)
     }
 }
 

@@ -468,6 +468,9 @@ async fn rotation_without_downtime(stack: &Stack) -> Vec<String> {
 async fn emergency_revocation(stack: &Stack, by_key: &[String]) -> (String, String) {
     let (revoked_token, retiring) = by_key.split_last().expect("tokens");
     let revoked = kid_of(revoked_token);
+    // Accepted first, so the edge holds it in its verified-token cache: the revocation must take
+    // it away from there too.
+    stack.assert_accepted("the active key's token before its revocation", &[revoked_token.as_str()]).await;
     let revocation = stack.issuer.cli_json(&["keys", "revoke", &revoked]).await;
     assert_eq!(
         (revocation["kid"].as_str(), revocation["previous_state"].as_str()),

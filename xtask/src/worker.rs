@@ -108,7 +108,7 @@ pub(crate) fn build_bench_worker(root: &Path, tools: &Tools) -> Result<()> {
 /// `cargo xtask bench-edge`: builds both Workers, prints the deployed Worker's size as wrangler
 /// counts it (raw and gzip), then runs the benchmark inside workerd (`bench_inside_workerd` in
 /// tests/tests/edge.rs): the cost of a verified request with warm keys next to a plain
-/// `crypto.subtle.verify` loop. `PORTCULLIS_BENCH_N` sets the iterations per round (default 2000).
+/// `crypto.subtle.verify` loop. `PORTCULLIS_BENCH_N` sets the iterations per round (default 500).
 pub(crate) fn bench(root: &Path) -> Result<()> {
     let tools = ensure_tools(root)?;
     build_worker(root, &tools)?;

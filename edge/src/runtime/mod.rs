@@ -9,22 +9,24 @@ mod webcrypto;
 use crate::config::{Config, ConfigError};
 use crate::decision::{self, Identity, Refusal};
 use crate::reply::{self, Reply};
-use crate::request::{self, RequestHead, Route};
+use crate::request::{self, ParsedHead, RequestHead, Route};
 use js_sys::futures::JsFuture;
-use jwks::{Access, UntrustedToken};
+use jwks::{Access, TokenCache, UntrustedToken};
 use keystore::KeyStore;
 use serde_json::json;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast as _, JsValue};
 use webcrypto::WebCrypto;
 use worker::{Context, Env, console_error, console_log, event};
 
-/// The per-isolate state: the configuration, read once, and the key set cache.
+/// The per-isolate state: the configuration, read once, the key set cache, and the tokens
+/// verified already.
 struct Edge {
     config: Config,
     keys: Rc<KeyStore>,
+    tokens: RefCell<TokenCache>,
 }
 
 thread_local! {
@@ -70,7 +72,8 @@ impl Edge {
     /// An isolate's state for `config`, with an empty key set cache.
     fn new(config: Config) -> Self {
         let keys = Rc::new(KeyStore::new(&config));
-        Self { config, keys }
+        let tokens = RefCell::new(TokenCache::new(config.token_cache_entries));
+        Self { config, keys, tokens }
     }
 
     /// This isolate's state, made on the first request.
@@ -85,15 +88,15 @@ impl Edge {
 
     /// Routes one request and answers it.
     async fn handle(&self, request: web_sys::Request, ctx: &Context) -> worker::Result<web_sys::Response> {
-        let method = request.method();
-        let url = request.url();
-        let headers = header_pairs(&request.headers());
-        let head = RequestHead { method: &method, url: &url, headers: &headers };
+        let block = read_head(&request);
+        let Some(parsed) = ParsedHead::parse(&block) else {
+            return Err(worker::Error::RustError("the runtime gave a request without a method or URL".to_owned()));
+        };
+        let head = parsed.head();
         match self.decide(&head, ctx).await {
             Action::Answer(reply) => respond(reply),
             Action::Forward { identity, body } => {
-                let body = if body { request.body() } else { None };
-                forward::to_origin(&self.config, &head, identity.as_ref(), body.as_ref()).await
+                forward::to_origin(&self.config, &head, identity.as_ref(), &request, body).await
             }
             #[cfg(feature = "bench")]
             Action::Bench => bench::run(&head, ctx).await,
@@ -106,7 +109,10 @@ impl Edge {
         let route = request::route(&self.config, head);
         let body = route.forwards_body(head.method);
         match route {
-            Route::Status => Action::Answer(reply::status_reply(&self.config, self.keys.status(now_ms()))),
+            Route::Status => {
+                let tokens_cached = self.tokens.borrow().len();
+                Action::Answer(reply::status_reply(&self.config, self.keys.status(now_ms()), tokens_cached))
+            }
             Route::ReservedUnknown => Action::Answer(reply::not_found_reply()),
             #[cfg(feature = "bench")]
             Route::Bench => Action::Bench,
@@ -137,11 +143,14 @@ impl Edge {
             return Err((Refusal::KeysUnavailable, kid()));
         };
         let validator = &self.config.validator;
-        let mut verified = validator.validate_async(token, &keys, &WebCrypto, now_ms() / 1000).await;
+        let validate = |keys: Rc<jwks::KeySet>| async move {
+            validator.validate_async_cached(token, &keys, &WebCrypto, now_ms() / 1000, &self.tokens).await
+        };
+        let mut verified = validate(keys).await;
         if matches!(&verified, Err(error) if error.is_unknown_kid())
             && let Some(refetched) = self.keys.refetch_for_unknown_kid().await
         {
-            verified = validator.validate_async(token, &refetched, &WebCrypto, now_ms() / 1000).await;
+            verified = validate(refetched).await;
         }
         decision::authorize(access, verified).map_err(|refusal| (refusal, kid()))
     }
@@ -153,29 +162,71 @@ impl Edge {
     }
 }
 
-// Headers cross between JavaScript and Rust as one string each way (`name\nvalue\n`...): one call
-// instead of several per header, which is most of the edge's own cost per request.
+// The edge reads a request's method, URL and the few headers it decides on in one call, and the
+// origin's request is a copy of the client's with the edge's header edits applied in one call.
+// Measured in workerd, iterating a request's headers costs about 0.5 us per header, and building
+// the origin's request from a list of headers several times what copying the client's costs.
 #[wasm_bindgen(inline_js = r#"
-export function headerBlock(headers) {
-  let block = "";
-  for (const [name, value] of headers) block += name + "\n" + value + "\n";
+export function readHead(request, names) {
+  const headers = request.headers;
+  let block = request.method + "\n" + request.url + "\n";
+  for (const name of names) {
+    const value = headers.get(name);
+    if (value !== null) block += name + "\n" + value + "\n";
+  }
   return block;
 }
-export function headerRecord(block) {
-  const parts = block.split("\n");
-  const record = Object.create(null);
-  for (let i = 0; i + 1 < parts.length; i += 2) {
-    const name = parts[i];
-    record[name] = name in record ? record[name] + ", " + parts[i + 1] : parts[i + 1];
-  }
-  return record;
+export function headerNames(request) {
+  let block = "";
+  for (const name of request.headers.keys()) block += name + "\n";
+  return block;
+}
+export function outboundRequest(incoming, withBody, plan) {
+  const lines = plan.split("\n");
+  const target = lines[0];
+  const outbound = incoming.redirect === "manual" && (withBody || incoming.body === null)
+    ? new Request(target, incoming)
+    : new Request(target, {
+        method: incoming.method,
+        headers: incoming.headers,
+        body: withBody ? incoming.body : null,
+        redirect: "manual",
+      });
+  const headers = outbound.headers;
+  let i = 1;
+  for (; i < lines.length && lines[i] !== ""; i++) headers.delete(lines[i]);
+  for (i++; i + 1 < lines.length; i += 2) headers.set(lines[i], lines[i + 1]);
+  return outbound;
 }
 "#)]
 extern "C" {
-    #[wasm_bindgen(js_name = headerBlock)]
-    fn header_block(headers: &web_sys::Headers) -> String;
-    #[wasm_bindgen(js_name = headerRecord)]
-    fn header_record(block: &str) -> js_sys::Object;
+    /// `method\nurl\n`, then `name\nvalue\n` for each header of `names` the request has (see
+    /// [`ParsedHead::parse`]).
+    #[wasm_bindgen(js_name = readHead)]
+    fn read_head_js(request: &web_sys::Request, names: &js_sys::Array) -> String;
+    /// The names of the request's headers, `name\n` each.
+    #[wasm_bindgen(js_name = headerNames)]
+    fn header_names(request: &web_sys::Request) -> String;
+    /// A copy of `incoming` for the target of `plan` (method, headers, the body when
+    /// `with_body`, redirects not followed) with the header edits of `plan` applied (see
+    /// [`crate::headers::HeaderEdits::plan`]).
+    #[wasm_bindgen(js_name = outboundRequest, catch)]
+    fn outbound_request_js(
+        incoming: &web_sys::Request,
+        with_body: bool,
+        plan: &str,
+    ) -> Result<web_sys::Request, JsValue>;
+}
+
+thread_local! {
+    /// [`request::DECISION_HEADERS`] as a JavaScript array, made once.
+    static DECISION_NAMES: js_sys::Array =
+        request::DECISION_HEADERS.iter().map(|name| JsValue::from_str(name)).collect();
+}
+
+/// The request's method, URL and the headers the edge decides on, as one block.
+fn read_head(request: &web_sys::Request) -> String {
+    DECISION_NAMES.with(|names| read_head_js(request, names))
 }
 
 #[wasm_bindgen]
@@ -197,19 +248,6 @@ fn js_reason(error: JsValue) -> String {
         return String::from(error.message());
     }
     error.as_string().unwrap_or_else(|| "unknown JavaScript error".to_owned())
-}
-
-/// The request's headers as pairs, in order.
-fn header_pairs(headers: &web_sys::Headers) -> Vec<(String, String)> {
-    crate::headers::parse_block(&header_block(headers))
-}
-
-/// `pairs` as a JavaScript record `{name: value}` (without a prototype, so that any header name
-/// is an own property; a repeated name gets its values joined with `, `, as `Headers` joins them),
-/// for a `RequestInit`'s headers. Measured in workerd, `new Request` takes a record several times
-/// faster than a list of `[name, value]` pairs, and faster than `append` per header.
-fn js_headers_init(pairs: &[(String, String)]) -> js_sys::Object {
-    header_record(&crate::headers::to_block(pairs))
 }
 
 /// A response the edge makes itself: never stored by caches.
