@@ -17,8 +17,12 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Headers the edge sets itself, so a client's values are dropped.
-const EDGE_SET: &[&str] = &["host", "x-forwarded-host", "x-forwarded-proto"];
+/// Headers that say where a request came from, which only the edge may tell the origin: a
+/// client's are dropped (the edge sets `Host` through the URL and `X-Forwarded-Host`/`-Proto`).
+const EDGE_SET: &[&str] = &["host", "forwarded"];
+
+/// The prefix of the other such headers (`X-Forwarded-For`, `-Host`, `-Proto`, `-Port`, ...).
+const FORWARDED_PREFIX: &str = "x-forwarded-";
 
 /// The prefix of the identity headers; a client's are always dropped.
 const IDENTITY_PREFIX: &str = "x-auth-";
@@ -42,19 +46,23 @@ pub struct HeaderEdits {
 
 impl HeaderEdits {
     /// The origin's `target` URL and the edits as one block for JavaScript: the target, each name
-    /// to delete, an empty line, then each name and value to set, one line each. A name or value
-    /// holding a line break could not be a header and is left out.
+    /// to delete, an empty line, then each name and value to set, one line each. A header to set
+    /// whose value holds a line break (no header can) is deleted instead, so that the client's
+    /// header of that name cannot stay; a name holding one is left out.
     pub fn plan(&self, target: &str) -> String {
-        let clean = |text: &str| !text.contains(['\n', '\r']);
+        let clean = |text: &str| !text.is_empty() && !text.contains(['\n', '\r']);
+        let (settable, unsettable): (Vec<_>, Vec<_>) =
+            self.set.iter().filter(|(name, _)| clean(name)).partition(|(_, value)| !value.contains(['\n', '\r']));
         let mut plan = String::with_capacity(target.len() + 256);
         plan.push_str(target);
         plan.push('\n');
-        for name in self.delete.iter().filter(|name| !name.is_empty() && clean(name)) {
+        let deleted = self.delete.iter().filter(|name| clean(name)).chain(unsettable.iter().map(|(name, _)| name));
+        for name in deleted {
             plan.push_str(name);
             plan.push('\n');
         }
         plan.push('\n');
-        for (name, value) in self.set.iter().filter(|(name, value)| !name.is_empty() && clean(name) && clean(value)) {
+        for (name, value) in settable {
             plan.push_str(name);
             plan.push('\n');
             plan.push_str(value);
@@ -65,7 +73,8 @@ impl HeaderEdits {
 }
 
 /// The edits that make the client's headers the origin's: it loses the hop-by-hop ones, those
-/// named in `Connection`, any `X-Auth-*`, `Host`, the token unless `FORWARD_TOKEN`, and
+/// named in `Connection`, any `X-Auth-*`, `Host`, `Forwarded` and any `X-Forwarded-*`, the token
+/// unless `FORWARD_TOKEN`, and
 /// `Content-Length` when the body does not go along; it gets `X-Forwarded-Host`/`-Proto` and the
 /// identity. `client_names` are the names of the headers the client sent; the values it needs
 /// (`Connection`, `Cookie`) come from `head`.
@@ -90,6 +99,7 @@ pub fn forward_edits(
         let dropped = HOP_BY_HOP.contains(&lower.as_str())
             || EDGE_SET.contains(&lower.as_str())
             || lower.starts_with(IDENTITY_PREFIX)
+            || lower.starts_with(FORWARDED_PREFIX)
             || connection_listed.contains(&lower)
             || (lower == "authorization" && !config.forward_token)
             || (lower == "content-length" && !with_body);
@@ -188,6 +198,8 @@ mod tests {
         ("x-auth-subject", "admin"),
         ("X-Auth-Roles", "admin"),
         ("x-forwarded-host", "spoofed.example"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("forwarded", "for=10.0.0.1;host=spoofed.example;proto=https"),
         ("x-secret-hop", "1"),
         ("content-type", "application/json"),
     ];
@@ -279,7 +291,7 @@ mod tests {
         };
         assert_eq!(
             edits.plan("https://origin.example/a?b"),
-            "https://origin.example/a?b\nauthorization\n\nx-auth-roles\n\nx-auth-subject\nu\n"
+            "https://origin.example/a?b\nauthorization\nx-bad\n\nx-auth-roles\n\nx-auth-subject\nu\n"
         );
         assert_eq!(HeaderEdits::default().plan("https://o.example/"), "https://o.example/\n\n");
     }

@@ -8,7 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// What a [`TokenCache`] holds by default: enough for the active tokens of one isolate or one
-/// process, at most 8 MiB with the default [`ParseLimits`](crate::ParseLimits) (8 KiB a token).
+/// process. An entry is the token and its decoded claims: about 1 KiB for a typical access token,
+/// 14 KiB at most with the default [`ParseLimits`](crate::ParseLimits) (8 KiB a token).
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1024;
 
 /// A bounded cache of verified tokens, keyed by the whole token (so by its signature too).
@@ -16,11 +17,14 @@ pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1024;
 /// An entry counts only while the key set still holds the very key (by RFC 7638 thumbprint, under
 /// the same `kid`) that verified it, so a rotated or revoked key takes its tokens with it; and the
 /// claims' time checks (`exp`, `nbf`, `iat`) run again at every look-up. Only tokens that passed
-/// every check, with one [`ClaimsOptions`], go in: a cache serves one [`Validator`](crate::Validator).
-/// When full, the oldest entry makes room.
+/// every check go in, and the entries count only for the [`ClaimsOptions`] they were checked
+/// with: a cache asked under other options (another validator's) empties itself first. When
+/// full, the oldest entry makes room.
 #[derive(Debug, Clone)]
 pub struct TokenCache {
     capacity: usize,
+    /// The options the entries were checked with.
+    options: Option<ClaimsOptions>,
     entries: HashMap<Arc<str>, Entry>,
     /// Tokens in the order they went in, for eviction.
     order: VecDeque<Arc<str>>,
@@ -42,7 +46,7 @@ impl Default for TokenCache {
 impl TokenCache {
     /// A cache of at most `capacity` tokens; 0 keeps none.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, entries: HashMap::new(), order: VecDeque::new() }
+        Self { capacity, options: None, entries: HashMap::new(), order: VecDeque::new() }
     }
 
     /// The number of tokens held.
@@ -58,23 +62,33 @@ impl TokenCache {
     /// The claims of `token` if it is held, the key that verified it is still in `keys`, and its
     /// claims pass their time checks at `now` under `options`. An entry that fails is dropped.
     pub fn get(&mut self, token: &str, keys: &KeySet, options: &ClaimsOptions, now: u64) -> Option<Claims> {
+        if self.options.as_ref() != Some(options) {
+            return None;
+        }
         let entry = self.entries.get(token)?;
         let key_held = keys.get(&entry.kid).is_some_and(|key| key.thumbprint() == &*entry.thumbprint);
         if key_held && entry.claims.check_times(options, now).is_ok() {
             return Some(entry.claims.clone());
         }
-        self.entries.remove(token);
-        self.order.retain(|held| &**held != token);
+        if let Some((held, _)) = self.entries.remove_entry(token) {
+            self.order.retain(|queued| !Arc::ptr_eq(queued, &held));
+        }
         None
     }
 
-    /// Keeps `claims` for `token`, verified under the key `keys` holds as `kid`.
-    pub(crate) fn insert(&mut self, token: &str, kid: &str, keys: &KeySet, claims: &Claims) {
+    /// Keeps `claims` for `token`, checked under `options` and verified under the key `keys`
+    /// holds as `kid`.
+    pub(crate) fn insert(&mut self, token: &str, kid: &str, keys: &KeySet, options: &ClaimsOptions, claims: &Claims) {
         let Some(key) = keys.get(kid) else {
             return;
         };
         if self.capacity == 0 {
             return;
+        }
+        if self.options.as_ref() != Some(options) {
+            self.entries.clear();
+            self.order.clear();
+            self.options = Some(options.clone());
         }
         let entry = Entry { kid: kid.into(), thumbprint: key.thumbprint().into(), claims: claims.clone() };
         if let Some(held) = self.entries.get_mut(token) {

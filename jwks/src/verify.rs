@@ -231,7 +231,7 @@ impl Validator {
         let parsed = UntrustedToken::parse_with_limits(token, &self.parse_limits)?;
         let verified = parsed.verify_async(keys, backend).await?;
         let claims = verified.claims(&self.claims, now)?;
-        cache.borrow_mut().insert(token, verified.kid(), keys, &claims);
+        cache.borrow_mut().insert(token, verified.kid(), keys, &self.claims, &claims);
         Ok(claims)
     }
 }

@@ -144,6 +144,26 @@ fn refused_tokens_are_never_kept() {
 }
 
 #[test]
+fn entries_count_only_under_the_options_they_were_checked_with() {
+    let key = TestKey::new(1);
+    let keys = KeySet::from_keys([key.public.clone()]);
+    let token = key.sign_claims(&claims(&[]));
+    let setup = Setup::new(16);
+    setup.validate(&token, &keys, NOW).expect("valid for api");
+    // Another validator (another audience) sharing the cache checks the token itself: refused.
+    let billing = Validator::new(jwks::ClaimsOptions::new(support::ISSUER, ["billing"]));
+    let refused = ready(billing.validate_async_cached(&token, &keys, &setup.backend, NOW, &setup.cache));
+    assert_eq!(refused, Err(VerifyError::Claims(ClaimsError::WrongAudience)));
+    assert_eq!(setup.checks(), 2);
+    // A token that passes under those options replaces the entries kept under the first ones.
+    let for_billing = key.sign_claims(&claims(&[("aud", r#""billing""#)]));
+    ready(billing.validate_async_cached(&for_billing, &keys, &setup.backend, NOW, &setup.cache)).expect("valid");
+    assert_eq!(setup.cache.borrow().len(), 1);
+    setup.validate(&token, &keys, NOW).expect("valid for api, checked again");
+    assert_eq!(setup.checks(), 4);
+}
+
+#[test]
 fn the_oldest_entry_makes_room_and_zero_keeps_none() {
     let key = TestKey::new(1);
     let keys = KeySet::from_keys([key.public.clone()]);

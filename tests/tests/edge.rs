@@ -8,7 +8,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use jwks::{JwkSet, PublicKey};
@@ -187,7 +187,10 @@ async fn serve_origin(State(backend): State<Arc<Backend>>, request: Request) -> 
         headers: parts.headers,
         body,
     });
-    ([("x-origin", "yes")], "from the origin")
+    if parts.uri.path().ends_with("/moved") {
+        return (StatusCode::FOUND, [("x-origin", "yes"), ("location", "/base/api/items")], "moved").into_response();
+    }
+    ([("x-origin", "yes")], "from the origin").into_response()
 }
 
 /// A server on 127.0.0.1 that stops when the sender is dropped or fired.
@@ -338,6 +341,8 @@ async fn edge_under_wrangler_dev() {
                 ("proxy-authorization", "Basic c2VjcmV0"),
                 ("x-auth-email", "admin@example.test"),
                 ("x-forwarded-host", "spoofed.test"),
+                ("x-forwarded-for", "10.9.8.7"),
+                ("forwarded", "for=10.9.8.7;proto=https"),
                 ("accept-language", "en-GB, fr;q=0.5"),
                 ("x-request-id", "r-1"),
             ],
@@ -345,10 +350,15 @@ async fn edge_under_wrangler_dev() {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let seen = backend.last_seen();
-    for dropped in ["proxy-authorization", "x-auth-email", "authorization"] {
+    for dropped in ["proxy-authorization", "x-auth-email", "authorization", "forwarded"] {
         assert_eq!(seen.header(dropped), None, "{dropped}: {:?}", seen.headers);
     }
     assert_ne!(seen.header("x-forwarded-host"), Some("spoofed.test"));
+    assert!(!seen.all("x-forwarded-for").contains("10.9.8.7"), "{:?}", seen.headers);
+    // The origin's redirect is the client's to follow, not the edge's.
+    let answer = client.get_with_token("/api/moved", &reader).await;
+    assert_eq!((answer.status, answer.header("location")), (302, Some("/base/api/items")), "{}", answer.text());
+    assert_eq!(backend.last_seen().uri, "/base/api/moved");
     assert_eq!((seen.header("accept-language"), seen.header("x-request-id")), (Some("en-GB, fr;q=0.5"), Some("r-1")));
     assert_eq!(seen.header("x-auth-subject"), Some("user-1"));
     let fetches_after_first = backend.fetches();
