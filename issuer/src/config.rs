@@ -28,6 +28,7 @@ const SETTINGS: &[&str] = &[
     "jwks_max_age",
     "rotation_period",
     "publish_lead",
+    "replica_sync",
     "retire_delay",
     "leeway",
     "bind",
@@ -64,6 +65,9 @@ pub struct Config {
     pub rotation_period: Duration,
     /// How long a new key is published before it signs. At least `jwks_max_age` (the default).
     pub publish_lead: Duration,
+    /// How often each `serve` process applies due rotation steps and re-reads the key set; a new
+    /// key waits twice this on top of `publish_lead` before it signs. 1 s to 1 m; default 5 s.
+    pub replica_sync: Duration,
     /// How long a key stays published after it stopped signing. At least `access_token_ttl` plus
     /// `leeway` (the default).
     pub retire_delay: Duration,
@@ -188,6 +192,7 @@ impl fmt::Debug for Config {
             .field("jwks_max_age", &self.jwks_max_age)
             .field("rotation_period", &self.rotation_period)
             .field("publish_lead", &self.publish_lead)
+            .field("replica_sync", &self.replica_sync)
             .field("retire_delay", &self.retire_delay)
             .field("leeway", &self.leeway)
             .field("bind", &self.bind)
@@ -447,6 +452,8 @@ impl Raw {
         let (origin, publish_lead) = self.duration("publish_lead", jwks_max_age)?;
         let why = " so that every verifier has a key before it signs";
         at_least("publish_lead", origin, publish_lead, ("jwks_max_age", jwks_max_age), 7 * DAY, why)?;
+        let (origin, replica_sync) = self.duration("replica_sync", Duration::from_secs(5))?;
+        within("replica_sync", origin, replica_sync, Duration::from_secs(1), Duration::from_secs(60))?;
         let longest_token = access_token_ttl + leeway;
         let (origin, retire_delay) = self.duration("retire_delay", longest_token)?;
         let why = " so that no key leaves the JWKS before the tokens it signed expire";
@@ -531,6 +538,7 @@ impl Raw {
             jwks_max_age,
             rotation_period,
             publish_lead,
+            replica_sync,
             retire_delay,
             leeway,
             bind,
@@ -713,6 +721,7 @@ mod tests {
         assert_eq!(config.access_token_ttl, Duration::from_secs(300));
         assert_eq!(config.jwks_max_age, Duration::from_secs(300));
         assert_eq!(config.publish_lead, config.jwks_max_age);
+        assert_eq!(config.replica_sync, Duration::from_secs(5));
         assert_eq!(config.retire_delay, Duration::from_secs(360));
         assert_eq!(config.leeway, Duration::from_secs(60));
         assert_eq!(config.rotation_period, DAY);
@@ -798,6 +807,11 @@ mod tests {
                 None,
                 &[("PORTCULLIS_ROTATION_PERIOD", "1m")],
                 "`rotation_period` (from PORTCULLIS_ROTATION_PERIOD): must be at least publish_lead",
+            ),
+            (
+                None,
+                &[("PORTCULLIS_REPLICA_SYNC", "0s")],
+                "`replica_sync` (from PORTCULLIS_REPLICA_SYNC): must be between 1s and 1m",
             ),
             (None, &[("PORTCULLIS_AUDIENCES", "api,api")], "listed twice"),
             (None, &[("PORTCULLIS_AUDIENCES", "api,")], "`audiences`"),

@@ -28,8 +28,8 @@ use zeroize::Zeroizing;
 /// stops here instead of growing the set without bound.
 pub const MAX_PUBLISHED_KEYS: usize = 16;
 
-/// How often each `serve` process applies due rotation steps and re-reads the key set in the
-/// background. A new key becomes active only once every process has had the time to publish it:
+/// The default of the `replica_sync` setting: how often each `serve` process applies due rotation
+/// steps and re-reads the key set in the background. A new key becomes active only once every process has had the time to publish it:
 /// see [`RotationPolicy::publish_margin`].
 pub const REPLICA_SYNC: Duration = Duration::from_secs(5);
 
@@ -123,19 +123,19 @@ pub struct RotationPolicy {
     pub publish_lead: Duration,
     /// How long a key stays published after it stopped signing.
     pub retire_delay: Duration,
-    /// The interval of each process's background sync ([`REPLICA_SYNC`]); the publish margin
+    /// The interval of each process's background sync (`replica_sync`); the publish margin
     /// is derived from it.
     pub replica_sync: Duration,
 }
 
 impl RotationPolicy {
-    /// The policy the configuration describes, with [`REPLICA_SYNC`].
+    /// The policy the configuration describes.
     pub fn from_config(config: &Config) -> Self {
         Self {
             rotation_period: config.rotation_period,
             publish_lead: config.publish_lead,
             retire_delay: config.retire_delay,
-            replica_sync: REPLICA_SYNC,
+            replica_sync: config.replica_sync,
         }
     }
 
