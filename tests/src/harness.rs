@@ -1,25 +1,20 @@
 //! What the tests that start real processes share: free ports, child processes in their own
-//! process group (killed with the whole group on drop, also when a test fails or panics), `wrangler
-//! dev` on the built Worker, an HTTP client, and polling with a deadline.
+//! process group (`devtools::ProcessGroup`, as `cargo xtask dev` runs them: killed with the whole
+//! group on drop, also when a test fails or panics), `wrangler dev` on the built Worker, an HTTP
+//! client, and polling with a deadline.
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use devtools::ProcessGroup;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
-
-/// The repository root (the parent of the `tests` crate).
-pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
-}
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -42,33 +37,21 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     binary
 }
 
-/// The environment wrangler runs with in tests: no metrics, no error reports, and no fetch of
-/// Cloudflare's `cf` object (the tests only talk to 127.0.0.1).
-pub const WRANGLER_ENV: [(&str, &str); 3] = [
-    ("WRANGLER_SEND_METRICS", "false"),
-    ("WRANGLER_SEND_ERROR_REPORTS", "false"),
-    ("CLOUDFLARE_CF_FETCH_ENABLED", "false"),
-];
-
-/// A child process in its own process group, with its output in a log file. Dropping it stops the
-/// whole group (SIGTERM, then SIGKILL after 5 s), also while a test panics, and then prints the end
-/// of the log.
+/// A child process in its own process group ([`ProcessGroup`]), with its output in a log file.
+/// Dropping it stops the whole group (SIGTERM, then SIGKILL after 5 s), also while a test panics,
+/// and then prints the end of the log.
 pub struct Process {
     name: String,
-    child: Child,
+    group: ProcessGroup,
     log: PathBuf,
-    /// Set once its group has been stopped, so that it is never signalled again.
-    stopped: bool,
 }
 
 impl Process {
     /// Starts `command` as `name` in a new process group, stdin closed, stdout and stderr to `log`.
     pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Self {
-        let output = File::create(&log).unwrap_or_else(|error| panic!("create {}: {error}", log.display()));
-        command.stdin(Stdio::null()).stdout(output.try_clone().expect("log file")).stderr(output);
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn().unwrap_or_else(|error| panic!("start the {name} ({command:?}): {error}"));
-        Self { name: name.to_owned(), child, log, stopped: false }
+        let group = ProcessGroup::spawn_logged(&mut command, &log)
+            .unwrap_or_else(|error| panic!("start the {name} ({command:?}, log {}): {error}", log.display()));
+        Self { name: name.to_owned(), group, log }
     }
 
     /// Everything it has written so far.
@@ -78,7 +61,7 @@ impl Process {
 
     /// Panics with its log if it has exited.
     pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Ok(Some(status)) = self.group.try_wait() {
             panic!("the {} exited ({status}):\n{}", self.name, self.log_text());
         }
     }
@@ -97,31 +80,13 @@ impl Process {
 
     /// Stops the whole group and says how the process ended.
     pub fn stop(mut self) -> Option<ExitStatus> {
-        self.kill_group()
-    }
-
-    fn kill_group(&mut self) -> Option<ExitStatus> {
-        if std::mem::replace(&mut self.stopped, true) {
-            return None;
-        }
-        let group = format!("-{}", self.child.id());
-        let kill = |signal: &str| {
-            let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
-        };
-        kill("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The leader may be gone while others of its group live on (workerd under wrangler).
-        kill("-KILL");
-        self.child.wait().ok()
+        self.group.stop()
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        self.kill_group();
+        self.group.stop();
         if std::thread::panicking() {
             let log = self.log_text();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -148,7 +113,7 @@ impl Wrangler {
     /// port and a free inspector port, its state kept in `dir/state` (the Cache API persists there)
     /// and its output in `dir/<name>.log`.
     pub fn start(name: &str, build: &str, dir: &Path, vars: &[(&str, String)], config_tail: &str) -> Self {
-        let root = workspace_root();
+        let root = devtools::workspace_root();
         let entry = root.join("edge").join(build).join("index.js");
         assert!(
             entry.is_file(),
@@ -181,7 +146,7 @@ impl Wrangler {
             .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
             .arg(dir.join("state"))
             .current_dir(dir)
-            .envs(WRANGLER_ENV);
+            .envs(devtools::WRANGLER_ENV);
         for (name, value) in vars {
             command.arg("--var").arg(format!("{name}:{value}"));
         }

@@ -197,7 +197,7 @@ impl Stack {
         let mut origin_command = Command::new(env!("CARGO_BIN_EXE_demo-origin"));
         origin_command.arg(format!("127.0.0.1:{origin_port}"));
         let mut origin = Process::spawn("demo origin", origin_command, dir.join("demo-origin.log"));
-        let root_config = std::fs::read_to_string(tests::harness::workspace_root().join("wrangler.toml"))
+        let root_config = std::fs::read_to_string(devtools::workspace_root().join("wrangler.toml"))
             .expect("the repository's wrangler.toml");
         let policy = &root_config[root_config.find("[vars.POLICY]").expect("wrangler.toml has a [vars.POLICY]")..];
         let vars = vec![

@@ -4,11 +4,12 @@
 
 use crate::worker::{self, Tools};
 use anyhow::{Context as _, Result, bail};
+use devtools::ProcessGroup;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -62,27 +63,11 @@ pub(crate) fn dev(root: &Path) -> Result<()> {
     }
 }
 
-/// A child process in its own process group; stopping it stops the whole group.
+/// A process of the stack, in its own process group: dropping it stops the whole group.
 struct Part {
     name: &'static str,
-    child: Child,
+    group: ProcessGroup,
     log: PathBuf,
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let kill = |signal: &str| {
-            let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
-        };
-        kill("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        kill("-KILL");
-        let _ = self.child.wait();
-    }
 }
 
 /// The three processes of the stack.
@@ -115,7 +100,7 @@ impl Stack {
         let mut edge = Command::new(&tools.wrangler);
         edge.args(["dev", "--ip", ip, "--port", port, "--inspector-port", INSPECTOR_PORT, "--persist-to"])
             .arg(state.join("wrangler"))
-            .envs(worker::wrangler_env())
+            .envs(devtools::WRANGLER_ENV)
             .current_dir(root);
         stack.spawn("edge", edge, state)?;
         Ok(stack)
@@ -134,11 +119,9 @@ impl Stack {
 
     fn spawn(&mut self, name: &'static str, mut command: Command, state: &Path) -> Result<()> {
         let log = self.log_in(state, name);
-        let output = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn().with_context(|| format!("cannot start the {name}"))?;
-        self.parts.push(Part { name, child, log });
+        let group = ProcessGroup::spawn_logged(&mut command, &log)
+            .with_context(|| format!("cannot start the {name} (log {})", log.display()))?;
+        self.parts.push(Part { name, group, log });
         Ok(())
     }
 
@@ -152,7 +135,7 @@ impl Stack {
 
     /// The name of a part that has stopped, if any.
     fn exited(&mut self) -> Option<&'static str> {
-        self.parts.iter_mut().find_map(|part| (!matches!(part.child.try_wait(), Ok(None))).then_some(part.name))
+        self.parts.iter_mut().find_map(|part| (!part.group.is_running()).then_some(part.name))
     }
 
     fn wait_until_ready(&mut self) -> Result<()> {

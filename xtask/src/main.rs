@@ -10,7 +10,7 @@ mod dev;
 mod worker;
 
 use anyhow::{Context as _, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ const USAGE: &str = "usage: cargo xtask <dev | test | build-worker | bench-edge 
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = workspace_root();
+    let root = devtools::workspace_root();
     let result = match args.first().map(String::as_str) {
         Some("dev") => dev::dev(&root),
         Some("test") => test(&root),
@@ -37,12 +37,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The repository root: the parent of this crate's folder.
-fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map_or(manifest_dir.clone(), Path::to_path_buf)
 }
 
 /// Runs `program args...` in `dir`, failing when it fails.

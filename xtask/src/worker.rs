@@ -46,16 +46,6 @@ pub(crate) fn tools_dir() -> PathBuf {
     home.join(".cache/portcullis/tools")
 }
 
-/// The environment wrangler runs with here: no metrics, no error reports, and no fetch of
-/// Cloudflare's `cf` object (the tests only talk to 127.0.0.1).
-pub(crate) fn wrangler_env() -> [(&'static str, &'static str); 3] {
-    [
-        ("WRANGLER_SEND_METRICS", "false"),
-        ("WRANGLER_SEND_ERROR_REPORTS", "false"),
-        ("CLOUDFLARE_CF_FETCH_ENABLED", "false"),
-    ]
-}
-
 /// Installs what is missing or at another version, and says where everything is.
 pub(crate) fn ensure_tools(root: &Path) -> Result<Tools> {
     ensure_wasm_target()?;
@@ -128,7 +118,7 @@ pub(crate) fn print_worker_size(root: &Path, tools: &Tools) -> Result<()> {
     let output = Command::new(&tools.wrangler)
         .args(["deploy", "--dry-run", "--outdir"])
         .arg(&out_dir)
-        .envs(wrangler_env())
+        .envs(devtools::WRANGLER_ENV)
         .current_dir(root)
         .output()
         .context("cannot run wrangler deploy --dry-run")?;
