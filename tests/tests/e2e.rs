@@ -81,8 +81,9 @@ impl Issuer {
     }
 
     /// The issuer command with this issuer's settings (and no `PORTCULLIS_*` from outside):
-    /// rotation that takes seconds (`jwks_max_age` and `publish_lead` 1 s; the issuer adds twice
-    /// its 5 s sync interval to the lead), no scheduled rotation during the test.
+    /// rotation that takes seconds (`jwks_max_age`, `publish_lead` and `replica_sync` 1 s, so a
+    /// new key signs `publish_lead + 2 * replica_sync` = 3 s after it is published), no scheduled
+    /// rotation during the test.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PORTCULLIS_")) {
@@ -95,6 +96,7 @@ impl Issuer {
             .env("PORTCULLIS_AUDIENCES", format!("{AUDIENCE},{OTHER_AUDIENCE}"))
             .env("PORTCULLIS_JWKS_MAX_AGE", "1s")
             .env("PORTCULLIS_PUBLISH_LEAD", "1s")
+            .env("PORTCULLIS_REPLICA_SYNC", "1s")
             .env("PORTCULLIS_ROTATION_PERIOD", "1h")
             // Cheap password hashes: the suite measures the flow, not argon2 (the issuer warns).
             .env("PORTCULLIS_PASSWORD_HASH_MEMORY", "64")
