@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tests::harness::{Answer, Client, Wrangler, first_header, free_port};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tests::harness::{Answer, Client, Wrangler, first_header, free_port, poll};
 use tokio::sync::oneshot;
 
 const ISSUER: &str = "https://issuer.test";
@@ -50,6 +50,8 @@ const POLICY_JSON: &str = r#"{"rules": [
 ]}"#;
 /// The refetch cooldown the Worker runs with here (seconds).
 const COOLDOWN_SECS: u64 = 2;
+/// How long a poll for what the cooldown holds back may take: the cooldown and ample room.
+const COOLDOWN_POLL: Duration = Duration::from_secs(COOLDOWN_SECS + 10);
 
 // ---------------------------------------------------------------------------------------------
 // Keys and tokens.
@@ -150,6 +152,8 @@ struct Backend {
     jwks: Mutex<String>,
     jwks_max_age: AtomicU64,
     jwks_fetches: AtomicUsize,
+    /// When each fetch of the JWKS arrived.
+    jwks_fetched_at: Mutex<Vec<Instant>>,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -162,6 +166,23 @@ impl Backend {
         self.jwks_fetches.load(Ordering::SeqCst)
     }
 
+    /// The time between the last two fetches of the JWKS.
+    fn last_fetch_gap(&self) -> Duration {
+        let fetched_at = self.jwks_fetched_at.lock().expect("lock");
+        match fetched_at[..] {
+            [.., before, last] => last - before,
+            _ => panic!("fewer than two fetches of the JWKS"),
+        }
+    }
+
+    /// Asserts that the last fetch came no sooner than the cooldown after the one before (the
+    /// Worker counts it from its own clock, a few milliseconds off the server's).
+    fn assert_cooldown_kept(&self) {
+        let gap = self.last_fetch_gap();
+        let cooldown = Duration::from_secs(COOLDOWN_SECS);
+        assert!(gap + Duration::from_millis(200) >= cooldown, "refetched {gap:?} after the last fetch");
+    }
+
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
     }
@@ -172,6 +193,7 @@ impl Backend {
 }
 
 async fn serve_jwks(State(backend): State<Arc<Backend>>) -> impl IntoResponse {
+    backend.jwks_fetched_at.lock().expect("lock").push(Instant::now());
     backend.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let max_age = backend.jwks_max_age.load(Ordering::SeqCst);
     let body = backend.jwks.lock().expect("lock").clone();
@@ -495,15 +517,24 @@ async fn edge_under_wrangler_dev() {
     assert_eq!(seen.header("content-type"), Some("application/octet-stream"));
     assert!(seen.body == body, "the body changed on the way ({} bytes of {})", seen.body.len(), body.len());
 
-    // An unknown kid, then a JWKS that has it: accepted after exactly one refetch.
+    // An unknown kid, then a JWKS that has it: refused without a fetch while the cooldown since
+    // the last fetch lasts, then accepted after exactly one refetch.
     backend.set_jwks(jwks_of(&[&k1, &k2]));
-    tokio::time::sleep(Duration::from_millis(COOLDOWN_SECS * 1000 + 300)).await;
     let fetches = backend.fetches();
     let from_k2 = k2.token(&claims(&[("sub", json!("user-2"))]));
-    let answer = client.get_with_token("/api/items", &from_k2).await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
+    let (_, took) = poll("the unknown kid's token accepted after a refetch", COOLDOWN_POLL, async || {
+        let answer = client.get_with_token("/api/items", &from_k2).await;
+        if answer.status == 200 {
+            return Ok(());
+        }
+        assert_eq!((answer.status, backend.fetches()), (401, fetches), "before the refetch: {}", answer.text());
+        Err(format!("{} {}", answer.status, answer.text().trim()))
+    })
+    .await;
+    eprintln!("unknown kid: accepted after {:.1} s (the cooldown)", took.as_secs_f64());
     assert_eq!(backend.last_seen().header("x-auth-subject"), Some("user-2"));
     assert_eq!(backend.fetches(), fetches + 1, "exactly one refetch");
+    backend.assert_cooldown_kept();
     // A flood of random kids within the cooldown: refused, and no more fetches.
     for i in 0..8 {
         let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": format!("random-{i}")});
@@ -515,18 +546,32 @@ async fn edge_under_wrangler_dev() {
     // The issuer goes away: the cached keys keep serving past their lifetime (stale), and the
     // status page says so. First have the Worker take a set with a 1 s lifetime.
     backend.jwks_max_age.store(1, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(COOLDOWN_SECS * 1000 + 300)).await;
     let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "not-there-either"});
-    let answer = client.get_with_token("/api/items", &k1.sign(&header, &claims(&[]))).await;
-    assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some(invalid.as_str())));
-    assert_eq!(backend.fetches(), fetches + 2, "the unknown kid refetched once the cooldown had passed");
+    let not_there = k1.sign(&header, &claims(&[]));
+    poll("the unknown kid refetched once the cooldown has passed", COOLDOWN_POLL, async || {
+        let answer = client.get_with_token("/api/items", &not_there).await;
+        assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some(invalid.as_str())));
+        let fetched = backend.fetches() - fetches;
+        if fetched == 2 { Ok(()) } else { Err(format!("{fetched} refetches")) }
+    })
+    .await;
+    assert_eq!(backend.fetches(), fetches + 2, "one refetch for the unknown kid");
+    backend.assert_cooldown_kept();
     let jwks_addr = jwks_server.addr;
     jwks_server.stop().await;
-    tokio::time::sleep(Duration::from_millis(COOLDOWN_SECS * 1000 + 300)).await;
-    for token in [&reader, &from_k2] {
-        let answer = client.get_with_token("/api/items", token).await;
-        assert_eq!(answer.status, 200, "the cached keys keep working: {}", answer.text());
-    }
+    // Once the set has expired and the cooldown has passed, a request makes the Worker try the
+    // issuer, fail and serve the expired set; the cached keys work all along.
+    let (_, took) = poll("the edge serves stale keys", COOLDOWN_POLL, async || {
+        for token in [&reader, &from_k2] {
+            let answer = client.get_with_token("/api/items", token).await;
+            assert_eq!(answer.status, 200, "the cached keys keep working: {}", answer.text());
+        }
+        let status = client.get("/_portcullis/status", &[]).await.json();
+        let keys = &status["keys"];
+        if keys["state"] == "stale" && keys["last_error"].is_string() { Ok(()) } else { Err(keys.to_string()) }
+    })
+    .await;
+    eprintln!("issuer down: the edge serves stale keys after {:.1} s", took.as_secs_f64());
     wrangler.logged(&["keys_fetch_failed"]).await;
     let status = client.get("/_portcullis/status", &[]).await.json();
     assert_eq!(status["config"], "loaded");
