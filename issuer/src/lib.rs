@@ -1,16 +1,24 @@
 //! The Portcullis issuer: ES256 signing keys that rotate on their own, the JWKS and discovery
 //! documents, and access tokens (RFC 9068).
 //!
-//! [`app`] builds the axum [`Router`](axum::Router) over an [`AppState`]; the `issuer` binary
-//! wraps both in a CLI (`serve`, `keys list | rotate | revoke`, `token mint`, `users ...`,
-//! `clients ...`). Users log in at the OAuth token endpoint; their refresh tokens rotate
-//! ([`sessions`]). Token rules are not
-//! written here: key ids, the published JWKS and the check of admin tokens all come from the
-//! `jwks` core that the edge verifier uses too.
+//! Three layers, with imports that run one way:
+//!
+//! - [`http`]: the axum [`Router`](axum::Router) built by [`app`] (one router per area, merged
+//!   in one place), the extractors, and the one mapping from domain errors to status codes and
+//!   RFC 6749 bodies;
+//! - the domain ([`AppState`] and [`domain`]): keys, tokens, accounts and sessions, with their
+//!   pure decisions (the rotation planner, the refresh decision) apart from their I/O; it knows
+//!   nothing of HTTP;
+//! - [`store`]: the pool, the migrations, and each table's SQL with its rows as types.
+//!
+//! [`config`] is parsed once, by the binary, and handed down. The `issuer` binary (`src/main.rs`
+//! and `src/cli/`) wraps all this in a CLI (`serve`, `keys`, `token mint`, `users`, `clients`).
+//! Token rules are not written here: key ids, the published JWKS and the check of admin tokens
+//! all come from the `jwks` core that the edge verifier uses too. See `docs/DESIGN.md`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use issuer::{AppState, app, clock::SystemClock, config::Config, kek::Kek};
+//! use issuer::{AppState, app, clock::SystemClock, config::Config, domain::kek::Kek};
 //! use std::sync::Arc;
 //!
 //! let config = Config::load(None, std::env::vars())?;
@@ -20,21 +28,13 @@
 //! # Ok(()) }
 //! ```
 
-pub mod accounts;
 pub mod clock;
 pub mod config;
-pub mod db;
-mod error;
-mod http;
-mod jwks_cache;
-pub mod kek;
-pub mod keys;
-mod oauth;
-pub mod secrets;
-pub mod sessions;
+pub mod domain;
+pub mod duration;
+pub mod http;
 mod state;
-pub mod token;
+pub mod store;
 
-pub use error::ApiError;
-pub use http::{ADMIN_ROLE, MAX_BODY_BYTES, REQUEST_TIMEOUT, app};
-pub use state::{AppState, StartError, list_keys};
+pub use http::{ApiError, MAX_BODY_BYTES, REQUEST_TIMEOUT, app};
+pub use state::{ADMIN_ROLE, AppState, StartError, TokenError, list_keys};

@@ -1,19 +1,41 @@
-//! The application state: configuration, clock, database, keys and the cached JWKS, shared by
-//! the HTTP handlers, the background key sync and the CLI.
+//! The application state: the domain's parts (keys, the published JWKS, accounts, sessions)
+//! assembled over one database from the configuration, with the use cases that span several of
+//! them (minting, checking a bearer token, rotation with the JWKS rebuilt). Shared by the HTTP
+//! layer, the background tasks and the CLI; it knows nothing of HTTP.
 
-use crate::accounts::Accounts;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::db::{Db, DbError, OpenMode};
-use crate::error::ApiError;
-use crate::jwks_cache::{Checked, JwksCache};
-use crate::kek::Kek;
-use crate::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation, RotationPolicy};
-use crate::secrets::{PasswordError, PasswordHasher};
-use crate::sessions::{SessionPolicy, Sessions};
-use crate::token::{self, AccessTokenRequest, MintError, MintedToken};
-use jwks::{Claims, ClaimsOptions, P256Verifier, Validator};
+use crate::domain::accounts::{AccountError, Accounts, User};
+use crate::domain::kek::Kek;
+use crate::domain::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation};
+use crate::domain::published::{Checked, PublishedKeySet};
+use crate::domain::secrets::{PasswordError, PasswordHasher};
+use crate::domain::sessions::{Family, SessionError, Sessions};
+use crate::domain::tokens::{self, AccessTokenRequest, MintError, MintedToken};
+use crate::store::{Db, DbError, OpenMode};
+use jwks::{Claims, P256Verifier, Validator, VerifyError};
 use std::sync::Arc;
+
+/// The role an admin token must carry.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The `jwks` core refused it.
+    #[error("invalid token: {0}")]
+    Invalid(#[from] VerifyError),
+    /// It was revoked (by `jti`), or its user is disabled.
+    #[error("the token was revoked")]
+    Revoked,
+    /// The key set or the revocation list cannot be confirmed now: the database does not answer.
+    #[error("the key set cannot be confirmed now")]
+    Unconfirmed,
+    /// Reading the revocation list failed.
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
+}
 
 /// Everything a request needs. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -27,7 +49,7 @@ struct Inner {
     clock: SharedClockDebug,
     db: Db,
     keys: KeyStore,
-    jwks: JwksCache,
+    jwks: PublishedKeySet,
     admin: Validator,
     access: Validator,
     accounts: Accounts,
@@ -99,7 +121,7 @@ impl AppState {
     /// builds the JWKS. For `serve` and the commands that may set up a new issuer.
     pub async fn open(config: Config, kek: Kek, clock: SharedClock) -> Result<Self, StartError> {
         let db = Db::open(&config.database_url, OpenMode::Create).await?;
-        let keys = KeyStore::new(db.clone(), kek, RotationPolicy::from_config(&config));
+        let keys = KeyStore::new(db.clone(), kek, config.rotation_policy());
         for change in keys.tick(clock.now()).await? {
             tracing::info!(?change, "key set changed");
         }
@@ -112,7 +134,7 @@ impl AppState {
     pub async fn open_existing(config: Config, kek: Kek, clock: SharedClock) -> Result<Self, StartError> {
         let db = Db::open(&config.database_url, OpenMode::Existing).await?;
         existing_keys(&db, &config).await?;
-        let keys = KeyStore::new(db.clone(), kek, RotationPolicy::from_config(&config));
+        let keys = KeyStore::new(db.clone(), kek, config.rotation_policy());
         Self::assemble(config, clock, db, keys).await
     }
 
@@ -121,17 +143,11 @@ impl AppState {
             KeyStoreError::Unseal(_) => StartError::WrongKek(error),
             other => StartError::Keys(other),
         })?;
-        let jwks = JwksCache::load(&keys, clock.now()).await?;
-        let claims = ClaimsOptions::new(config.issuer.clone(), [config.admin_audience.clone()])
-            .with_leeway(config.leeway.as_secs())
-            .with_max_lifetime(config.access_token_ttl.as_secs());
-        let admin = Validator::new(claims.clone());
-        let audiences = config.audiences.iter().chain([&config.admin_audience]).cloned().collect();
-        let mut access_claims = claims;
-        access_claims.audiences = audiences;
-        let access = Validator::new(access_claims);
+        let jwks = PublishedKeySet::load(&keys, clock.now()).await?;
+        let admin = Validator::new(config.admin_claims());
+        let access = Validator::new(config.access_claims());
         let accounts = Accounts::new(db.clone(), PasswordHasher::new(config.password_hashing).await?);
-        let sessions = Sessions::new(db.clone(), SessionPolicy::from_config(&config));
+        let sessions = Sessions::new(db.clone(), config.session_policy());
         let inner = Inner { config, clock: SharedClockDebug(clock), db, keys, jwks, admin, access, accounts, sessions };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -187,8 +203,7 @@ impl AppState {
         }
     }
 
-    /// Runs [`sync`](Self::sync) every [`REPLICA_SYNC`](crate::keys::REPLICA_SYNC) (the policy's
-    /// `replica_sync`) until the task is aborted. Errors are logged and retried at the next tick.
+    /// Runs [`sync`](Self::sync) every `replica_sync` (the setting) until the task is aborted. Errors are logged and retried at the next tick.
     pub fn spawn_key_sync(&self) -> tokio::task::JoinHandle<()> {
         let state = self.clone();
         tokio::spawn(async move {
@@ -228,7 +243,7 @@ impl AppState {
         let config = &self.inner.config;
         let allowed: Vec<&str> =
             config.audiences.iter().map(String::as_str).chain([config.admin_audience.as_str()]).collect();
-        let ttl = token::check(request, &allowed, config.access_token_ttl)?;
+        let ttl = tokens::check(request, &allowed, config.access_token_ttl)?;
         let key = self.inner.keys.signer().await?;
         // The clock is read once the signer is known, so that `iat` is never before the moment
         // its key became active (a rotation may land while the signer is read).
@@ -238,11 +253,46 @@ impl AppState {
         if self.inner.jwks.current().keys.get(key.kid()).is_none() {
             self.inner.jwks.refresh(&self.inner.keys, now).await?;
         }
-        token::sign(&key, &config.issuer, request, ttl, now)
+        tokens::sign(&key, &config.issuer, request, ttl, now)
+    }
+
+    /// The access token request for `user` at `client_id`: every configured audience, and the
+    /// admin audience for admins.
+    pub fn user_token_request(&self, user: &User, client_id: &str) -> AccessTokenRequest {
+        let config = &self.inner.config;
+        let mut audiences = config.audiences.clone();
+        if user.roles.iter().any(|role| role == ADMIN_ROLE) && !audiences.contains(&config.admin_audience) {
+            audiences.push(config.admin_audience.clone());
+        }
+        AccessTokenRequest {
+            subject: user.id.clone(),
+            audiences,
+            roles: user.roles.clone(),
+            client_id: client_id.to_owned(),
+            scope: None,
+            ttl: None,
+        }
+    }
+
+    /// Rotates the refresh token `refresh` presented by `client_id` (see [`Sessions::rotate`]):
+    /// the new access token carries the user's roles as they are now, and a disabled or deleted
+    /// user gets none. Returns the access token and the new refresh token.
+    pub async fn refresh(&self, refresh: &str, client_id: &str) -> Result<(MintedToken, String), SessionError> {
+        let mint = async |family: &Family| {
+            let user = self.inner.accounts.user(&family.user_id).await.map_err(|error| match error {
+                AccountError::Db(error) => SessionError::Db(error),
+                _ => SessionError::InvalidGrant("unreadable user"),
+            })?;
+            match user {
+                Some(user) if !user.disabled => Ok(self.mint(&self.user_token_request(&user, client_id)).await?),
+                _ => Err(SessionError::InvalidGrant("disabled or deleted user")),
+            }
+        };
+        self.inner.sessions.rotate(refresh, client_id, self.now(), mint).await
     }
 
     /// The JWKS to serve: the cached snapshot, compared with the database at most once per
-    /// [`KEY_SET_CHECK_INTERVAL`](crate::keys::KEY_SET_CHECK_INTERVAL). When the database does
+    /// [`KEY_SET_CHECK_INTERVAL`](crate::domain::keys::KEY_SET_CHECK_INTERVAL). When the database does
     /// not answer, the cached snapshot is served (verifiers keep their keys either way), marked
     /// not fresh.
     pub(crate) async fn jwks(&self) -> Checked {
@@ -250,31 +300,31 @@ impl AppState {
     }
 
     /// Checks an admin token with the `jwks` core, against the key set this process serves,
-    /// compared with the database at most [`KEY_SET_CHECK_INTERVAL`](crate::keys::KEY_SET_CHECK_INTERVAL)
+    /// compared with the database at most [`KEY_SET_CHECK_INTERVAL`](crate::domain::keys::KEY_SET_CHECK_INTERVAL)
     /// ago: a key revoked by any process stops opening admin endpoints here within that time.
     /// When that cannot be confirmed (the database does not answer), the token is not accepted.
     /// A revoked token (by `jti`) is refused.
-    pub(crate) async fn verify_admin_token(&self, token: &str) -> Result<Claims, ApiError> {
+    pub async fn verify_admin_token(&self, token: &str) -> Result<Claims, TokenError> {
         self.verify_token(token, &self.inner.admin).await
     }
 
     /// Checks an access token as [`verify_admin_token`](Self::verify_admin_token) does, for any
     /// configured audience or the admin audience.
-    pub(crate) async fn verify_access_token(&self, token: &str) -> Result<Claims, ApiError> {
+    pub async fn verify_access_token(&self, token: &str) -> Result<Claims, TokenError> {
         self.verify_token(token, &self.inner.access).await
     }
 
-    async fn verify_token(&self, token: &str, validator: &Validator) -> Result<Claims, ApiError> {
+    async fn verify_token(&self, token: &str, validator: &Validator) -> Result<Claims, TokenError> {
         let now = self.now();
         let checked = self.inner.jwks.checked(&self.inner.keys, now).await;
         if !checked.fresh {
-            return Err(ApiError::Unavailable);
+            return Err(TokenError::Unconfirmed);
         }
         let claims = validator.validate(token, &checked.snapshot.keys, &P256Verifier, now)?;
         if let Some(jti) = &claims.jti
             && self.inner.sessions.is_revoked(jti).await?
         {
-            return Err(ApiError::RevokedToken);
+            return Err(TokenError::Revoked);
         }
         Ok(claims)
     }

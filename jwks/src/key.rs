@@ -235,24 +235,6 @@ mod p256_conversions {
     }
 }
 
-#[cfg(feature = "jwt-simple")]
-mod jwt_simple_conversions {
-    use super::{KeyError, PublicKey};
-    use jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256PublicKey};
-
-    impl PublicKey {
-        /// Converts a jwt-simple ES256 public key.
-        pub fn from_jwt_simple(key: &ES256PublicKey) -> Result<Self, KeyError> {
-            Self::from_sec1(&key.public_key().to_bytes_uncompressed())
-        }
-
-        /// The same key as a jwt-simple ES256 public key.
-        pub fn to_jwt_simple(&self) -> Result<ES256PublicKey, KeyError> {
-            ES256PublicKey::from_bytes(&self.to_sec1()).map_err(|_| KeyError::BadEncoding)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,16 +291,6 @@ mod tests {
         allowed.key_ops = Some(vec!["verify".into()]);
         allowed.alg = Some("ES256".into());
         assert!(PublicKey::from_jwk(&allowed).is_ok());
-    }
-
-    #[cfg(feature = "jwt-simple")]
-    #[test]
-    fn converts_to_and_from_jwt_simple_with_the_same_kid() {
-        let pair = jwt_simple::algorithms::ES256KeyPair::from_bytes(&[0x17; 32]).expect("key pair");
-        let theirs = pair.public_key();
-        let ours = PublicKey::from_jwt_simple(&theirs).expect("converts");
-        assert_eq!(ours.thumbprint(), theirs.jwk_thumbprint());
-        assert_eq!(ours.to_jwt_simple().expect("converts back").to_bytes(), theirs.to_bytes());
     }
 
     #[cfg(feature = "p256")]

@@ -14,14 +14,27 @@
 //! ```
 //!
 //! The phases, each with its own error type: [`UntrustedToken::parse`] ([`ParseError`]), then
-//! [`UntrustedToken::verify`] against a [`KeySet`] ([`SignatureError`]), which alone makes a
-//! [`VerifiedToken`], whose [`VerifiedToken::claims`] are checked against [`ClaimsOptions`]
+//! [`UntrustedToken::verify`] against a [`KeySet`] ([`SignatureError`]), which alone (outside
+//! [`danger`]) makes a [`VerifiedToken`], whose [`VerifiedToken::claims`] are checked against [`ClaimsOptions`]
 //! ([`ClaimsError`]). A [`Policy`] ([`PolicyError`]) maps a request to the [`Access`] it needs.
+//! [`Validator`] runs the three phases in one call, synchronously or with an asynchronous backend,
+//! and optionally with a [`TokenCache`].
+//!
+//! Nothing at the crate root skips a check: an [`UntrustedToken`] shows its header only, and a
+//! [`VerifiedToken`] gives its payload only as checked claims. The two escape hatches, checking a
+//! signature under one given key without selecting it by `kid`, and reading a verified token's
+//! payload before its claims are checked, live in [`danger`], which says why each is dangerous
+//! and who may use it.
+//!
+//! Features: `p256` (default) for [`P256Verifier`], `toml` (default) for TOML policies. Keys convert to
+//! and from p256's types (with `p256`); a key from any other library comes in through its
+//! uncompressed SEC1 bytes ([`PublicKey::from_sec1`]) or its JWK ([`PublicKey::from_jwk`]).
 
 mod b64;
 mod cache;
 mod claims;
 mod curve;
+pub mod danger;
 mod json;
 mod key;
 mod keyset;

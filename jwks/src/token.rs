@@ -112,13 +112,25 @@ fn string_member(members: &Map<String, Value>, name: &'static str) -> Result<Opt
 }
 
 /// A compact JWS that has been split and decoded, and nothing more. Its payload is not reachable
-/// from here: claims come only out of a [`VerifiedToken`](crate::VerifiedToken).
-#[derive(Debug, Clone)]
+/// from here (its `Debug` output shows lengths only): claims come only out of a
+/// [`VerifiedToken`](crate::VerifiedToken), which only a signature check against a key set makes.
+#[derive(Clone)]
 pub struct UntrustedToken<'a> {
     pub(crate) signing_input: &'a str,
     pub(crate) header: Header,
     pub(crate) payload: Vec<u8>,
     pub(crate) signature: Vec<u8>,
+}
+
+impl std::fmt::Debug for UntrustedToken<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("UntrustedToken")
+            .field("header", &self.header)
+            .field("payload_bytes", &self.payload.len())
+            .field("signature_bytes", &self.signature.len())
+            .finish()
+    }
 }
 
 impl<'a> UntrustedToken<'a> {
@@ -199,6 +211,15 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(UntrustedToken::parse(&text).map(|_| ()), Err(expected), "{text:.80}");
         }
+    }
+
+    #[test]
+    fn debug_output_shows_the_header_and_lengths_only() {
+        let text = token(r#"{"alg":"ES256","kid":"k1"}"#, r#"{"sub":"secret-subject"}"#);
+        let shown = format!("{:?}", UntrustedToken::parse(&text).expect("well formed"));
+        assert!(shown.contains(r#"kid: Some("k1")"#), "{shown}");
+        assert!(shown.contains("payload_bytes: 24") && shown.contains("signature_bytes: 64"), "{shown}");
+        assert!(!shown.contains("secret") && !shown.contains("115, 101, 99"), "{shown}");
     }
 
     #[test]

@@ -7,7 +7,10 @@ use crate::key::PublicKey;
 use crate::keyset::KeySet;
 use crate::token::{Header, ParseError, ParseLimits, UntrustedToken};
 use std::cell::RefCell;
+use std::fmt;
 use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 /// Checks an ES256 signature: ECDSA over P-256 with SHA-256, `signature` as raw `r || s`.
 ///
@@ -59,12 +62,28 @@ pub enum SignatureError {
 }
 
 /// A token whose signature verified under a key from the set. Only [`UntrustedToken::verify`]
-/// and [`UntrustedToken::verify_async`] make one.
-#[derive(Debug, Clone)]
+/// and [`UntrustedToken::verify_async`] make one (and, fenced off, [`danger::verify_with_key`]).
+/// Its payload is reachable only as claims that passed [`claims`](Self::claims) (or, fenced off,
+/// through [`danger::payload`]).
+///
+/// [`danger::verify_with_key`]: crate::danger::verify_with_key
+/// [`danger::payload`]: crate::danger::payload
+#[derive(Clone)]
 pub struct VerifiedToken {
     header: Header,
     kid: String,
-    payload: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("VerifiedToken")
+            .field("header", &self.header)
+            .field("kid", &self.kid)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
 }
 
 impl VerifiedToken {
@@ -78,11 +97,6 @@ impl VerifiedToken {
         &self.kid
     }
 
-    /// The signed payload, as bytes.
-    pub fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-
     /// Checks the claims and the token type against `options` at `now` (Unix seconds).
     pub fn claims(&self, options: &ClaimsOptions, now: u64) -> Result<Claims, ClaimsError> {
         Claims::check(self.header.typ.as_deref(), &self.payload, options, now)
@@ -92,9 +106,7 @@ impl VerifiedToken {
 impl UntrustedToken<'_> {
     /// Applies the header rules, selects the key by `kid`, and has `backend` check the signature.
     pub fn verify<B: Es256Verifier>(&self, keys: &KeySet, backend: &B) -> Result<VerifiedToken, SignatureError> {
-        let (kid, key, signature) = self.select_key(keys)?;
-        let valid = backend.verify_es256(key, self.signing_input.as_bytes(), signature);
-        self.verified(kid, valid)
+        resolved(self.verify_async(keys, backend))
     }
 
     /// [`verify`](Self::verify) with an asynchronous backend.
@@ -103,33 +115,14 @@ impl UntrustedToken<'_> {
         keys: &KeySet,
         backend: &B,
     ) -> Result<VerifiedToken, SignatureError> {
-        let (kid, key, signature) = self.select_key(keys)?;
-        let valid = backend.verify_es256(key, self.signing_input.as_bytes(), signature).await;
-        self.verified(kid, valid)
-    }
-
-    /// Applies the header rules and checks the signature under `key`, whatever `kid` the token
-    /// names (or none). For a caller that trusts exactly one key, such as a test vector or an
-    /// issuer reading back its own token; a verifier holding a key set uses [`verify`](Self::verify).
-    pub fn verify_with_key<B: Es256Verifier>(
-        &self,
-        key: &PublicKey,
-        backend: &B,
-    ) -> Result<VerifiedToken, SignatureError> {
-        let signature = self.checked_signature()?;
-        let valid = backend.verify_es256(key, self.signing_input.as_bytes(), signature);
-        self.verified(key.thumbprint(), valid)
-    }
-
-    fn select_key<'k>(&self, keys: &'k KeySet) -> Result<(&str, &'k PublicKey, &[u8; 64]), SignatureError> {
         let signature = self.checked_signature()?;
         let kid = self.header.kid.as_deref().ok_or(SignatureError::MissingKid)?;
         let key = keys.get(kid).ok_or(SignatureError::UnknownKid)?;
-        Ok((kid, key, signature))
+        self.check_signature(kid, key, signature, backend).await
     }
 
     /// The header rules, then the signature's length.
-    fn checked_signature(&self) -> Result<&[u8; 64], SignatureError> {
+    pub(crate) fn checked_signature(&self) -> Result<&[u8; 64], SignatureError> {
         let header = &self.header;
         if header.alg != "ES256" {
             return Err(SignatureError::AlgorithmNotEs256);
@@ -143,11 +136,30 @@ impl UntrustedToken<'_> {
         self.signature.as_slice().try_into().map_err(|_| SignatureError::WrongLength)
     }
 
-    fn verified(&self, kid: &str, valid: bool) -> Result<VerifiedToken, SignatureError> {
-        if !valid {
+    /// Has `backend` check `signature` under `key`, the key selected as `kid`; the last step of
+    /// every verification, after [`checked_signature`](Self::checked_signature).
+    pub(crate) async fn check_signature<B: AsyncEs256Verifier>(
+        &self,
+        kid: &str,
+        key: &PublicKey,
+        signature: &[u8; 64],
+        backend: &B,
+    ) -> Result<VerifiedToken, SignatureError> {
+        if !backend.verify_es256(key, self.signing_input.as_bytes(), signature).await {
             return Err(SignatureError::Invalid);
         }
         Ok(VerifiedToken { header: self.header.clone(), kid: kid.to_owned(), payload: self.payload.clone() })
+    }
+}
+
+/// The output of a future that completes at its first poll, as every future built on an
+/// [`Es256Verifier`] does: such a backend is an [`AsyncEs256Verifier`] only through the blanket
+/// implementation, whose futures are [`std::future::ready`]. So the synchronous entry points run
+/// the asynchronous ones, and each sequence of checks is written once.
+pub(crate) fn resolved<F: Future>(future: F) -> F::Output {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => unreachable!("a synchronous backend's future is ready at its first poll"),
     }
 }
 
@@ -197,8 +209,7 @@ impl Validator {
         backend: &B,
         now: u64,
     ) -> Result<Claims, VerifyError> {
-        let token = UntrustedToken::parse_with_limits(token, &self.parse_limits)?;
-        Ok(token.verify(keys, backend)?.claims(&self.claims, now)?)
+        resolved(self.validate_async(token, keys, backend, now))
     }
 
     /// [`validate`](Self::validate) with an asynchronous backend.
@@ -209,8 +220,7 @@ impl Validator {
         backend: &B,
         now: u64,
     ) -> Result<Claims, VerifyError> {
-        let token = UntrustedToken::parse_with_limits(token, &self.parse_limits)?;
-        Ok(token.verify_async(keys, backend).await?.claims(&self.claims, now)?)
+        self.run(token, keys, backend, now, &NoCache).await
     }
 
     /// [`validate_async`](Self::validate_async) that first looks `token` up in `cache` (a token
@@ -225,14 +235,55 @@ impl Validator {
         now: u64,
         cache: &RefCell<TokenCache>,
     ) -> Result<Claims, VerifyError> {
-        if let Some(claims) = cache.borrow_mut().get(token, keys, &self.claims, now) {
+        self.run(token, keys, backend, now, cache).await
+    }
+
+    /// Every validation: the cache look-up, parsing, the signature, the claims, and keeping the
+    /// token in the cache.
+    async fn run<B: AsyncEs256Verifier, C: Remembered>(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        backend: &B,
+        now: u64,
+        cache: &C,
+    ) -> Result<Claims, VerifyError> {
+        if let Some(claims) = cache.recall(token, keys, &self.claims, now) {
             return Ok(claims);
         }
         let parsed = UntrustedToken::parse_with_limits(token, &self.parse_limits)?;
         let verified = parsed.verify_async(keys, backend).await?;
         let claims = verified.claims(&self.claims, now)?;
-        cache.borrow_mut().insert(token, verified.kid(), keys, &self.claims, &claims);
+        cache.keep(token, verified.kid(), keys, &self.claims, &claims);
         Ok(claims)
+    }
+}
+
+/// Where [`Validator::run`] looks tokens up and keeps them: a [`TokenCache`], or nowhere.
+trait Remembered {
+    fn recall(&self, token: &str, keys: &KeySet, options: &ClaimsOptions, now: u64) -> Option<Claims>;
+    fn keep(&self, token: &str, kid: &str, keys: &KeySet, options: &ClaimsOptions, claims: &Claims);
+}
+
+/// No cache. A type of its own (not an `Option<&RefCell<_>>`), so that the futures of the
+/// uncached entry points hold no `RefCell` and stay `Send` whenever the backend's are.
+struct NoCache;
+
+impl Remembered for NoCache {
+    fn recall(&self, _: &str, _: &KeySet, _: &ClaimsOptions, _: u64) -> Option<Claims> {
+        None
+    }
+
+    fn keep(&self, _: &str, _: &str, _: &KeySet, _: &ClaimsOptions, _: &Claims) {}
+}
+
+impl Remembered for RefCell<TokenCache> {
+    fn recall(&self, token: &str, keys: &KeySet, options: &ClaimsOptions, now: u64) -> Option<Claims> {
+        self.borrow_mut().get(token, keys, options, now)
+    }
+
+    fn keep(&self, token: &str, kid: &str, keys: &KeySet, options: &ClaimsOptions, claims: &Claims) {
+        self.borrow_mut().insert(token, kid, keys, options, claims);
     }
 }
 
@@ -252,5 +303,51 @@ impl Es256Verifier for P256Verifier {
             return false;
         };
         verifying_key.verify(message, &signature).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// A backend whose futures are `Send`, as a multi-threaded server needs.
+    struct SendBackend;
+
+    impl Es256Verifier for SendBackend {
+        fn verify_es256(&self, _: &PublicKey, _: &[u8], _: &[u8; 64]) -> bool {
+            false
+        }
+    }
+
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn uncached_futures_are_send_when_the_backend_is() {
+        let keys = KeySet::from_keys([]);
+        let validator = Validator::new(ClaimsOptions::new("https://issuer.test", ["api"]));
+        let validation = validator.validate_async("a.b.c", &keys, &SendBackend, 0);
+        is_send(&validation);
+        assert!(resolved(validation).is_err());
+        let token = UntrustedToken::parse("eyJhbGciOiJub25lIn0.e30.").expect("well formed");
+        let verification = token.verify_async(&keys, &SendBackend);
+        is_send(&verification);
+        assert_eq!(resolved(verification).map(|_| ()), Err(SignatureError::AlgorithmNotEs256));
+    }
+
+    #[test]
+    fn the_synchronous_and_asynchronous_paths_agree() {
+        let keys = KeySet::from_keys([]);
+        let validator = Validator::new(ClaimsOptions::new("https://issuer.test", ["api"]));
+        let cache = RefCell::new(TokenCache::new(4));
+        for token in ["a.b", "e30.e30.", "eyJhbGciOiJFUzI1NiJ9.e30.", "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsifQ.e30.AA"] {
+            let sync = validator.validate(token, &keys, &SendBackend, 0);
+            assert_eq!(resolved(validator.validate_async(token, &keys, &SendBackend, 0)), sync, "{token}");
+            let cached = resolved(validator.validate_async_cached(token, &keys, &SendBackend, 0, &cache));
+            assert_eq!(cached, sync, "{token}");
+            assert!(sync.is_err());
+        }
+        assert!(cache.borrow().is_empty());
     }
 }

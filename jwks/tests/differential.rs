@@ -143,3 +143,17 @@ fn the_same_key_has_the_same_kid_on_both_sides() {
     let core_key = core_key_of(&signer.public);
     assert_eq!(signer.public.jwk_thumbprint(), core_key.thumbprint());
 }
+
+#[test]
+fn an_issuer_key_pair_converts_through_sec1_both_ways() {
+    // How the issuer builds the core's key from its jwt-simple key pair (there is no jwt-simple
+    // conversion in the core): the uncompressed SEC1 bytes of the pair's public key.
+    use jwt_simple::algorithms::ECDSAP256KeyPairLike as _;
+    let pair = ES256KeyPair::from_bytes(&[0x17; 32]).expect("key pair");
+    let core_key = PublicKey::from_sec1(&pair.key_pair().public_key().to_bytes_uncompressed()).expect("converts");
+    assert_eq!(core_key, core_key_of(&pair.public_key()));
+    assert_eq!(core_key.thumbprint(), pair.public_key().jwk_thumbprint());
+    // And back: jwt-simple takes the core's SEC1 encoding as the same key.
+    let theirs = ES256PublicKey::from_bytes(&core_key.to_sec1()).expect("jwt-simple imports it");
+    assert_eq!(theirs.to_bytes(), pair.public_key().to_bytes());
+}

@@ -41,7 +41,7 @@ fn unknown_portcullis_variables_only_warn() {
     let data = dir.path().join("data");
     let project = [
         ("PORTCULLIS_TOOLS", "/opt/tools"),
-        ("PORTCULLIS_VECTORS", "../shared/vectors"),
+        ("PORTCULLIS_VECTORS", "/opt/vectors"),
         ("PORTCULLIS_BENCH_N", "1000"),
         ("PORTCULLIS_PYTHON", "python3"),
         ("PORTCULLIS_TEST_POSTGRES", "postgres://u:hunter2@localhost"),

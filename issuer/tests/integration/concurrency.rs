@@ -5,7 +5,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use issuer::clock::Clock as _;
-use issuer::keys::{KeyInfo, KeyState};
+use issuer::domain::keys::{KeyInfo, KeyState};
 use issuer::{AppState, app};
 use jwks::{KeySet, P256Verifier};
 use std::collections::HashMap;

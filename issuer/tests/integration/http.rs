@@ -3,8 +3,8 @@
 use crate::common::{TestIssuer, get, json, post, send};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use issuer::keys::SigningKey;
-use issuer::token::AccessTokenRequest;
+use issuer::domain::keys::SigningKey;
+use issuer::domain::tokens::AccessTokenRequest;
 use std::time::Duration;
 
 #[tokio::test]
@@ -136,9 +136,15 @@ async fn admin_endpoints_need_a_valid_admin_token() {
             scope: None,
             ttl: None,
         };
-        issuer::token::sign(&key, &issuer.state.config().issuer, &request, Duration::from_secs(60), issuer.now())
-            .expect("signs")
-            .token
+        issuer::domain::tokens::sign(
+            &key,
+            &issuer.state.config().issuer,
+            &request,
+            Duration::from_secs(60),
+            issuer.now(),
+        )
+        .expect("signs")
+        .token
     };
     let mut tampered = admin.clone();
     tampered.replace_range(tampered.len() - 4.., "AAAA");
@@ -180,7 +186,11 @@ async fn admin_rotation_and_revocation() {
     let admin = issuer.admin_token().await;
     let first = issuer.state.keys().signer().await.expect("active").kid().to_owned();
     let lead = issuer.state.keys().policy().lead();
-    assert_eq!(lead, Duration::from_secs(300) + 2 * issuer::keys::REPLICA_SYNC, "max-age, then the publish margin");
+    assert_eq!(
+        lead,
+        Duration::from_secs(300) + 2 * issuer::domain::keys::REPLICA_SYNC,
+        "max-age, then the publish margin"
+    );
 
     let (status, _, body) = post(&app, "/admin/keys/rotate", Some(&admin)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "a new key must be published before it signs");
@@ -319,7 +329,7 @@ async fn a_revocation_reaches_the_other_processes_within_the_check_interval() {
     // Revoked in this process; the other one runs no sync at all.
     let (status, _, _) = post(&ours, &format!("/admin/keys/{kid}/revoke"), Some(&admin)).await;
     assert_eq!(status, StatusCode::OK);
-    issuer.advance(issuer::keys::KEY_SET_CHECK_INTERVAL);
+    issuer.advance(issuer::domain::keys::KEY_SET_CHECK_INTERVAL);
 
     let served = crate::common::key_set(&theirs).await;
     assert!(served.get(&kid).is_none(), "gone from the other process's JWKS");
@@ -340,7 +350,7 @@ async fn admin_tokens_are_refused_when_the_key_set_cannot_be_checked() {
     let app = issuer.app();
     let (_, _, body) = get(&app, "/.well-known/jwks.json", None).await;
     issuer.state.close().await;
-    issuer.advance(issuer::keys::KEY_SET_CHECK_INTERVAL);
+    issuer.advance(issuer::domain::keys::KEY_SET_CHECK_INTERVAL);
     let (status, _, served) = get(&app, "/.well-known/jwks.json", None).await;
     assert_eq!((status, served), (StatusCode::OK, body), "the JWKS is served from the cache");
     let (status, _, body) = get(&app, "/admin/keys", Some(&admin)).await;

@@ -7,7 +7,7 @@
 
 use crate::common::config;
 use issuer::clock::SystemClock;
-use issuer::kek::Kek;
+use issuer::domain::kek::Kek;
 use issuer::{AppState, app};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,9 +2,9 @@
 
 use crate::common::{TestIssuer, get};
 use axum::http::header;
-use issuer::db::{Db, OpenMode};
-use issuer::kek::Kek;
-use issuer::keys::{KeyInfo, KeyState};
+use issuer::domain::kek::Kek;
+use issuer::domain::keys::{KeyInfo, KeyState};
+use issuer::store::{Db, OpenMode};
 use issuer::{AppState, StartError, app};
 use std::time::Duration;
 

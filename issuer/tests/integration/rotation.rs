@@ -2,7 +2,7 @@
 //! served JWKS, parsed and used by the `jwks` core.
 
 use crate::common::{T0, TestIssuer};
-use issuer::keys::{KeyInfo, KeyState};
+use issuer::domain::keys::{KeyInfo, KeyState};
 use jwks::{KeySet, P256Verifier, SignatureError, VerifyError};
 use std::time::Duration;
 
@@ -113,7 +113,8 @@ async fn emergency_revocation_of_the_active_key() {
 async fn revoking_the_active_key_promotes_the_published_next_key() {
     let issuer = TestIssuer::start(&[]).await;
     let active = issuer.mint(&[]).await.kid;
-    let issuer::keys::Rotation::Scheduled { next, .. } = issuer.state.rotate_keys().await.expect("rotate") else {
+    let issuer::domain::keys::Rotation::Scheduled { next, .. } = issuer.state.rotate_keys().await.expect("rotate")
+    else {
         panic!("the first rotation only schedules");
     };
     let revoked = issuer.state.revoke_key(&active).await.expect("revokes");
@@ -123,7 +124,8 @@ async fn revoking_the_active_key_promotes_the_published_next_key() {
     // Revoking the next key leaves the active one alone; the schedule publishes a new next key.
     let issuer = TestIssuer::start(&[]).await;
     let active = issuer.mint(&[]).await.kid;
-    let issuer::keys::Rotation::Scheduled { next, .. } = issuer.state.rotate_keys().await.expect("rotate") else {
+    let issuer::domain::keys::Rotation::Scheduled { next, .. } = issuer.state.rotate_keys().await.expect("rotate")
+    else {
         panic!("the first rotation only schedules");
     };
     let revoked = issuer.state.revoke_key(&next).await.expect("revokes");
@@ -138,10 +140,10 @@ async fn revoking_the_active_key_promotes_the_published_next_key() {
 async fn rotation_on_demand_stops_at_the_key_set_limit() {
     let issuer = TestIssuer::start(&[("jwks_max_age", "0s"), ("retire_delay", "1d")]).await;
     let mut saw_limit = false;
-    for _ in 0..4 * issuer::keys::MAX_PUBLISHED_KEYS {
+    for _ in 0..4 * issuer::domain::keys::MAX_PUBLISHED_KEYS {
         match issuer.state.rotate_keys().await {
             Ok(_) => {}
-            Err(issuer::keys::KeyStoreError::TooManyKeys) => {
+            Err(issuer::domain::keys::KeyStoreError::TooManyKeys) => {
                 saw_limit = true;
                 break;
             }
@@ -150,5 +152,5 @@ async fn rotation_on_demand_stops_at_the_key_set_limit() {
         issuer.advance(Duration::from_secs(10));
     }
     assert!(saw_limit);
-    assert_eq!(issuer.key_set().await.len(), issuer::keys::MAX_PUBLISHED_KEYS);
+    assert_eq!(issuer.key_set().await.len(), issuer::domain::keys::MAX_PUBLISHED_KEYS);
 }

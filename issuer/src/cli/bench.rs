@@ -1,13 +1,15 @@
-//! `issuer bench-oauth`: measures the token endpoint through the router (no sockets) on a
-//! temporary SQLite database, with the configured password-hash cost.
+//! `issuer bench-oauth` (the token endpoint through the router, no sockets, on a temporary SQLite
+//! database with the configured password-hash cost) and `issuer bench-sign` (ES256 signatures).
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use issuer::clock::SystemClock;
+use issuer::clock::{Clock as _, SystemClock};
 use issuer::config::Config;
-use issuer::kek::Kek;
+use issuer::domain::kek::Kek;
+use issuer::domain::keys::SigningKey;
+use issuer::domain::tokens::{self, AccessTokenRequest};
 use issuer::{AppState, app};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,4 +143,36 @@ fn report(what: &str, latencies: &[Duration], duration: Duration) {
         percentile(0.99),
         percentile(1.0),
     );
+}
+
+/// Signs access tokens on this thread for `duration` and prints the rate.
+pub(crate) fn sign(duration: Duration) -> anyhow::Result<()> {
+    let key = SigningKey::generate()?;
+    let request = AccessTokenRequest {
+        subject: "user-1234".to_owned(),
+        audiences: vec!["api".to_owned()],
+        roles: vec!["reader".to_owned(), "writer".to_owned()],
+        client_id: "web".to_owned(),
+        scope: None,
+        ttl: None,
+    };
+    let ttl = Duration::from_secs(300);
+    let now = SystemClock.now();
+    let token = tokens::sign(&key, "https://issuer.example", &request, ttl, now)?;
+    let start = Instant::now();
+    let mut count: u64 = 0;
+    while start.elapsed() < duration {
+        for _ in 0..100 {
+            tokens::sign(&key, "https://issuer.example", &request, ttl, now)?;
+        }
+        count += 100;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "ES256 access tokens ({} bytes): {count} in {elapsed:.2} s on one thread = {:.0} signatures/s ({:.1} µs each)",
+        token.token.len(),
+        count as f64 / elapsed,
+        elapsed * 1e6 / count as f64
+    );
+    Ok(())
 }

@@ -1,9 +1,17 @@
-//! The database: SQLite (embedded, the default) or PostgreSQL, through `sqlx::Any` with SQL that
-//! both accept (`$n` parameters, `BIGINT` Unix seconds, `TEXT`, partial unique indexes).
-//! Migrations in `issuer/migrations/` are applied at open.
+//! The store layer: the connection pool, the migrations, and the SQL of each table with its rows as
+//! types. SQLite (embedded, the default) or PostgreSQL, through `sqlx::Any` with SQL that both
+//! accept (`$n` parameters, `BIGINT` Unix seconds, `TEXT`, partial unique indexes). Migrations in
+//! `issuer/migrations/` are applied at open.
+//!
+//! The store knows nothing of the domain: it reads and writes rows, and the domain layer
+//! (`crate::domain`) decides what they mean.
 
-use sqlx::AnyPool;
+pub(crate) mod accounts;
+pub(crate) mod keys;
+pub(crate) mod sessions;
+
 use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Transaction};
 use std::path::Path;
 use std::time::Duration;
 
@@ -52,10 +60,14 @@ pub struct Db {
 /// A storage failure. The message may name tables, columns and the redacted database URL (see
 /// [`redact_url`]), never a value or a credential.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DbError {
     /// The database reported an error, or could not be reached.
     #[error("database: {0}")]
-    Sqlx(#[from] sqlx::Error),
+    Sqlx(sqlx::Error),
+    /// An insert met a unique constraint: the row exists already.
+    #[error("the row exists already")]
+    Duplicate,
     /// Applying migrations failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -88,6 +100,18 @@ pub enum DbError {
         detail: String,
     },
 }
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(database) if database.is_unique_violation() => Self::Duplicate,
+            _ => Self::Sqlx(error),
+        }
+    }
+}
+
+/// What the store's functions return.
+pub(crate) type DbResult<T> = Result<T, DbError>;
 
 impl Db {
     /// Connects to `url`. With [`OpenMode::Create`], creates a SQLite file (and its folder) if
@@ -131,9 +155,19 @@ impl Db {
         Ok(Self { pool })
     }
 
-    /// The pool, for the stores.
+    /// The pool, for the store's functions.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A transaction: the store's functions take it as their connection.
+    pub(crate) async fn begin(&self) -> DbResult<Transaction<'static, Any>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A connection from the pool, for several reads in a row.
+    pub(crate) async fn acquire(&self) -> DbResult<sqlx::pool::PoolConnection<Any>> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// True when a trivial query succeeds.

@@ -1,12 +1,11 @@
 //! Access tokens (RFC 9068): header `typ: at+jwt` and `kid`; claims `iss sub aud exp iat nbf jti
 //! roles client_id` and an optional `scope`, signed ES256 with the active key.
 
-use crate::keys::{KeyStoreError, SigningKey};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crate::domain::keys::{KeyStoreError, SigningKey};
+use crate::domain::secrets::random_id;
+use crate::duration::show;
 use jwt_simple::claims::{Audiences, JWTClaims};
 use jwt_simple::prelude::Duration as JwtTime;
-use rand::RngCore as _;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -49,6 +48,7 @@ pub struct MintedToken {
 
 /// Why no token was minted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MintError {
     /// A field of the request breaks a rule.
     #[error("{field}: {rule}")]
@@ -119,10 +119,7 @@ pub(crate) fn check(
     }
     let ttl = request.ttl.unwrap_or(max_ttl);
     if ttl.as_secs() == 0 || ttl > max_ttl {
-        return Err(invalid(
-            "ttl",
-            format!("must be between 1s and access_token_ttl ({})", crate::config::show(max_ttl)),
-        ));
+        return Err(invalid("ttl", format!("must be between 1s and access_token_ttl ({})", show(max_ttl))));
     }
     Ok(ttl)
 }
@@ -157,11 +154,4 @@ pub fn sign(
     };
     let token = key.sign(claims, ACCESS_TOKEN_TYPE)?;
     Ok(MintedToken { token, kid: key.kid().to_owned(), jti, issued_at: now, expires_at })
-}
-
-/// 128 random bits, base64url: a `jti`, a user id, a refresh-token family id.
-pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }

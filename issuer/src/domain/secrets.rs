@@ -2,7 +2,6 @@
 //! the blocking thread pool (a hash takes tens of milliseconds of CPU). Random secrets (refresh
 //! tokens, client secrets) have 256 bits of entropy, so a SHA-256 hash is enough to store them.
 
-use crate::config::PasswordHashing;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as ArgonHasher, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -19,6 +18,25 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 
 /// The longest password accepted, in bytes: long passphrases are fine, megabytes are not.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// The argon2id cost of password hashes (the parallelism is 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordHashing {
+    /// Memory, in KiB. Default 19456 (19 MiB), as OWASP recommends.
+    pub memory_kib: u32,
+    /// Passes over the memory. Default 2, as OWASP recommends.
+    pub iterations: u32,
+}
+
+impl PasswordHashing {
+    /// OWASP's equivalent argon2id configurations (memory KiB, iterations) for parallelism 1.
+    const OWASP: [(u32, u32); 5] = [(47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5)];
+
+    /// True when at least one of OWASP's recommended configurations is met.
+    pub fn meets_owasp(self) -> bool {
+        Self::OWASP.iter().any(|&(memory, iterations)| self.memory_kib >= memory && self.iterations >= iterations)
+    }
+}
 
 /// Why a password could not be hashed or checked.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +139,13 @@ fn hash_with(params: &Params, password: &[u8]) -> Result<String, PasswordError> 
         .map_err(|error| PasswordError::Hash(error.to_string()))
 }
 
+/// 128 random bits, base64url: a `jti`, a user id, a refresh-token family id.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// 256 random bits, base64url (43 characters): a refresh token or a client secret.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -135,7 +160,8 @@ pub fn secret_hash(secret: &str) -> String {
 
 /// Compares two stored hashes in time that depends only on their lengths.
 pub(crate) fn same_hash(left: &str, right: &str) -> bool {
-    left.len() == right.len() && left.bytes().zip(right.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    use subtle::ConstantTimeEq as _;
+    bool::from(left.as_bytes().ct_eq(right.as_bytes()))
 }
 
 #[cfg(test)]

@@ -1,15 +1,14 @@
-//! The JWKS as served: a serialized body, its `ETag`, and the same bytes parsed back by the
-//! `jwks` core (the key set admin tokens are checked against). Rebuilt only when the key-set
+//! The published key set as served: a serialized JWKS body, its entity tag, and the same bytes
+//! parsed back by the `jwks` core (the key set admin tokens are checked against). Rebuilt only when the key-set
 //! version in the database moves; that version is compared at most once per
 //! [`KEY_SET_CHECK_INTERVAL`] when the JWKS is read, so what one process changed is served by
 //! every other within about that long.
 
-use crate::db::DbError;
-use crate::keys::{KEY_SET_CHECK_INTERVAL, KeyStore, KeyStoreError, PublishedKeys};
-use axum::body::Bytes;
-use axum::http::HeaderValue;
+use crate::domain::keys::{KEY_SET_CHECK_INTERVAL, KeyStore, KeyStoreError, PublishedKeys};
+use crate::store::DbError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use jwks::{JwkSet, KeySet};
 use sha2::{Digest as _, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,18 +20,18 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// One version of the published key set, ready to serve.
 #[derive(Debug)]
-pub(crate) struct JwksSnapshot {
+pub(crate) struct PublishedSnapshot {
     /// The key-set version it was built from.
     pub(crate) version: i64,
     /// `{"keys":[...]}`.
     pub(crate) body: Bytes,
-    /// A strong validator: the quoted SHA-256 of the body, base64url.
-    pub(crate) etag: HeaderValue,
+    /// A strong entity tag: the quoted SHA-256 of the body, base64url (visible ASCII).
+    pub(crate) etag: String,
     /// The body as a verifier reads it.
     pub(crate) keys: KeySet,
 }
 
-impl JwksSnapshot {
+impl PublishedSnapshot {
     fn build(published: &PublishedKeys) -> Result<Self, KeyStoreError> {
         let set = JwkSet { keys: published.keys.iter().map(jwks::PublicKey::to_jwk).collect() };
         let body = serde_json::to_vec(&set).map_err(|error| KeyStoreError::Jwks(error.to_string()))?;
@@ -41,9 +40,7 @@ impl JwksSnapshot {
         if keys.len() != published.keys.len() {
             return Err(KeyStoreError::Jwks(format!("{} of its keys are unusable", keys.skipped().len())));
         }
-        let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(&body));
-        let etag = HeaderValue::try_from(format!("\"{digest}\""))
-            .map_err(|_| KeyStoreError::Jwks("the ETag is not a header value".to_owned()))?;
+        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&body)));
         Ok(Self { version: published.version, body: Bytes::from(body), etag, keys })
     }
 }
@@ -52,7 +49,7 @@ impl JwksSnapshot {
 #[derive(Debug)]
 pub(crate) struct Checked {
     /// The snapshot to use.
-    pub(crate) snapshot: Arc<JwksSnapshot>,
+    pub(crate) snapshot: Arc<PublishedSnapshot>,
     /// True when it matched the database at most [`KEY_SET_CHECK_INTERVAL`] ago; false when the
     /// check failed or timed out (the reason was logged), so it may be older.
     pub(crate) fresh: bool,
@@ -60,8 +57,8 @@ pub(crate) struct Checked {
 
 /// The current snapshot, replaced whole when the key set changes.
 #[derive(Debug)]
-pub(crate) struct JwksCache {
-    current: RwLock<Arc<JwksSnapshot>>,
+pub(crate) struct PublishedKeySet {
+    current: RwLock<Arc<PublishedSnapshot>>,
     /// One check or rebuild at a time.
     rebuild: tokio::sync::Mutex<()>,
     /// The clock reading (Unix seconds) taken before the last version check that succeeded.
@@ -75,10 +72,10 @@ fn due(now: u64, last: u64) -> bool {
     now < last || now - last >= KEY_SET_CHECK_INTERVAL.as_secs()
 }
 
-impl JwksCache {
+impl PublishedKeySet {
     /// Builds the first snapshot, as of `now`.
     pub(crate) async fn load(keys: &KeyStore, now: u64) -> Result<Self, KeyStoreError> {
-        let snapshot = JwksSnapshot::build(&keys.published().await?)?;
+        let snapshot = PublishedSnapshot::build(&keys.published().await?)?;
         Ok(Self {
             current: RwLock::new(Arc::new(snapshot)),
             rebuild: tokio::sync::Mutex::new(()),
@@ -88,7 +85,7 @@ impl JwksCache {
     }
 
     /// The snapshot as it is, without a check.
-    pub(crate) fn current(&self) -> Arc<JwksSnapshot> {
+    pub(crate) fn current(&self) -> Arc<PublishedSnapshot> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -140,7 +137,7 @@ impl JwksCache {
         if keys.version().await? == self.current().version {
             return Ok(());
         }
-        let snapshot = Arc::new(JwksSnapshot::build(&keys.published().await?)?);
+        let snapshot = Arc::new(PublishedSnapshot::build(&keys.published().await?)?);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
         Ok(())
     }

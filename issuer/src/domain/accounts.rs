@@ -1,9 +1,10 @@
 //! Users (email, argon2id password hash, roles, disabled flag) and service clients (client id,
 //! hashed secret, the audiences and roles of their tokens), stored in the database.
 
-use crate::db::{Db, DbError, from_db_time, to_db_time};
-use crate::secrets::{PasswordError, PasswordHasher, random_token, same_hash, secret_hash};
-use crate::token::{self, MintError};
+use crate::domain::secrets::{PasswordError, PasswordHasher, random_id, random_token, same_hash, secret_hash};
+use crate::domain::tokens::{self, MintError};
+use crate::store::accounts::{self as rows, ClientRow, UserKey, UserRow, decode_list, encode_list};
+use crate::store::{Db, DbError, from_db_time, to_db_time};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -71,26 +72,12 @@ pub enum AccountError {
     Db(#[from] DbError),
 }
 
-impl From<sqlx::Error> for AccountError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Db(DbError::Sqlx(error))
-    }
-}
-
 /// The users and clients. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Accounts {
     db: Db,
     hasher: PasswordHasher,
 }
-
-type UserRow = (String, String, String, Option<i64>, i64, Option<i64>);
-
-const USER_COLUMNS: &str = "id, email, roles, disabled_at, created_at, last_login_at";
-
-type ClientRow = (String, String, String, String, i64);
-
-const CLIENT_COLUMNS: &str = "client_id, secret_hash, audiences, roles, created_at";
 
 /// Normalizes an email address: trimmed and in lower case; one `@` with text on both sides, no
 /// spaces or control characters, at most 254 bytes.
@@ -106,33 +93,48 @@ pub fn normalize_email(email: &str) -> Result<String, AccountError> {
 
 /// A set of roles: checked, sorted, without duplicates.
 pub(crate) fn role_set(roles: &[String]) -> Result<Vec<String>, AccountError> {
-    token::check_roles(roles)?;
-    Ok(roles.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect())
+    tokens::check_roles(roles)?;
+    Ok(sorted_set(roles))
 }
 
-fn encode_list(items: &[String]) -> String {
-    serde_json::Value::from(items).to_string()
+fn sorted_set(items: &[String]) -> Vec<String> {
+    items.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()
 }
 
-fn decode_list(table: &'static str, text: &str) -> Result<Vec<String>, AccountError> {
-    serde_json::from_str(text).map_err(|error| {
-        DbError::Corrupt { table, detail: format!("a list column is not a JSON list: {error}") }.into()
-    })
+impl TryFrom<UserRow> for User {
+    type Error = AccountError;
+
+    fn try_from(row: UserRow) -> Result<Self, AccountError> {
+        Ok(Self {
+            roles: decode_list("users", &row.roles)?,
+            disabled: row.disabled_at.is_some(),
+            created_at: from_db_time(row.created_at),
+            last_login_at: row.last_login_at.map(from_db_time),
+            id: row.id,
+            email: row.email,
+        })
+    }
 }
 
-fn user_from_row((id, email, roles, disabled_at, created_at, last_login_at): UserRow) -> Result<User, AccountError> {
-    Ok(User {
-        id,
-        email,
-        roles: decode_list("users", &roles)?,
-        disabled: disabled_at.is_some(),
-        created_at: from_db_time(created_at),
-        last_login_at: last_login_at.map(from_db_time),
-    })
+impl TryFrom<&ClientRow> for Client {
+    type Error = AccountError;
+
+    fn try_from(row: &ClientRow) -> Result<Self, AccountError> {
+        Ok(Self {
+            client_id: row.client_id.clone(),
+            audiences: decode_list("clients", &row.audiences)?,
+            roles: decode_list("clients", &row.roles)?,
+            created_at: from_db_time(row.created_at),
+        })
+    }
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(error) if error.is_unique_violation())
+/// A taken email or client id instead of a bare [`DbError::Duplicate`].
+fn taken(error: DbError, what: AccountError) -> AccountError {
+    match error {
+        DbError::Duplicate => what,
+        other => other.into(),
+    }
 }
 
 impl Accounts {
@@ -158,69 +160,46 @@ impl Accounts {
         let email = normalize_email(email)?;
         let roles = role_set(roles)?;
         let password_hash = self.hasher.hash(password).await?;
-        let user = User { id: token::random_id(), email, roles, disabled: false, created_at: now, last_login_at: None };
-        let inserted =
-            sqlx::query("INSERT INTO users (id, email, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&user.id)
-                .bind(&user.email)
-                .bind(&password_hash)
-                .bind(encode_list(&user.roles))
-                .bind(to_db_time(now))
-                .execute(self.db.pool())
-                .await;
-        match inserted {
-            Ok(_) => Ok(user),
-            Err(error) if is_unique_violation(&error) => Err(AccountError::EmailTaken),
-            Err(error) => Err(error.into()),
-        }
+        let row = UserRow {
+            id: random_id(),
+            email,
+            roles: encode_list(&roles),
+            disabled_at: None,
+            created_at: to_db_time(now),
+            last_login_at: None,
+        };
+        rows::insert_user(&self.db, &row, &password_hash)
+            .await
+            .map_err(|error| taken(error, AccountError::EmailTaken))?;
+        User::try_from(row)
     }
 
     /// Every user, by email.
     pub async fn users(&self) -> Result<Vec<User>, AccountError> {
-        let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email"))
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.into_iter().map(user_from_row).collect()
+        rows::users(&self.db).await?.into_iter().map(User::try_from).collect()
     }
 
     /// The user with this id.
     pub async fn user(&self, id: &str) -> Result<Option<User>, AccountError> {
-        self.user_where("id", id).await
-    }
-
-    /// The user whose `column` (`id` or `email`) is `value`.
-    async fn user_where(&self, column: &'static str, value: &str) -> Result<Option<User>, AccountError> {
-        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1"))
-            .bind(value)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(user_from_row).transpose()
+        rows::user(&self.db, UserKey::Id, id).await?.map(User::try_from).transpose()
     }
 
     /// The user with this email address (normalized first).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, AccountError> {
-        self.user_where("email", &normalize_email(email)?).await
+        rows::user(&self.db, UserKey::Email, &normalize_email(email)?).await?.map(User::try_from).transpose()
     }
 
     /// Replaces the roles of a user.
     pub async fn set_roles(&self, id: &str, roles: &[String]) -> Result<User, AccountError> {
         let roles = role_set(roles)?;
-        sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
-            .bind(encode_list(&roles))
-            .bind(id)
-            .execute(self.db.pool())
-            .await?;
+        rows::set_roles(&self.db, id, &encode_list(&roles)).await?;
         self.user(id).await?.ok_or(AccountError::UnknownUser)
     }
 
     /// Disables a user (idempotent). Ending their sessions is the caller's part
-    /// ([`Sessions::revoke_user`](crate::sessions::Sessions::revoke_user)).
+    /// ([`Sessions::revoke_user`](crate::domain::sessions::Sessions::revoke_user)).
     pub async fn disable(&self, id: &str, now: u64) -> Result<User, AccountError> {
-        sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
-            .bind(to_db_time(now))
-            .bind(id)
-            .execute(self.db.pool())
-            .await?;
+        rows::disable(&self.db, id, now).await?;
         self.user(id).await?.ok_or(AccountError::UnknownUser)
     }
 
@@ -231,22 +210,14 @@ impl Accounts {
             self.hasher.verify(password, None).await?;
             return Ok(None);
         };
-        let row: Option<(String, String, Option<i64>)> =
-            sqlx::query_as("SELECT id, password_hash, disabled_at FROM users WHERE email = $1")
-                .bind(&email)
-                .fetch_optional(self.db.pool())
-                .await?;
-        let (id, stored, disabled_at) =
-            row.map_or((None, None, None), |(id, hash, disabled)| (Some(id), Some(hash), disabled));
-        if !self.hasher.verify(password, stored).await? || disabled_at.is_some() {
+        let row = rows::credentials(&self.db, &email).await?;
+        let (id, stored, disabled) =
+            row.map_or((None, None, false), |row| (Some(row.id), Some(row.password_hash), row.disabled_at.is_some()));
+        if !self.hasher.verify(password, stored).await? || disabled {
             return Ok(None);
         }
         let Some(id) = id else { return Ok(None) };
-        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
-            .bind(to_db_time(now))
-            .bind(&id)
-            .execute(self.db.pool())
-            .await?;
+        rows::set_last_login(&self.db, &id, now).await?;
         self.user(&id).await
     }
 
@@ -262,59 +233,32 @@ impl Accounts {
         if client_id == PUBLIC_CLIENT_ID {
             return Err(AccountError::ClientTaken);
         }
-        token::check_text("client_id", client_id, 256)?;
+        tokens::check_text("client_id", client_id, 256)?;
         if audiences.is_empty() {
             return Err(
                 MintError::Invalid { field: "aud", rule: "at least one audience is required".to_owned() }.into()
             );
         }
-        let client = Client {
-            client_id: client_id.to_owned(),
-            audiences: audiences.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect(),
-            roles: role_set(roles)?,
-            created_at: now,
-        };
         let secret = random_token();
-        let inserted = sqlx::query(
-            "INSERT INTO clients (client_id, secret_hash, audiences, roles, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&client.client_id)
-        .bind(secret_hash(&secret))
-        .bind(encode_list(&client.audiences))
-        .bind(encode_list(&client.roles))
-        .bind(to_db_time(now))
-        .execute(self.db.pool())
-        .await;
-        match inserted {
-            Ok(_) => Ok((client, secret)),
-            Err(error) if is_unique_violation(&error) => Err(AccountError::ClientTaken),
-            Err(error) => Err(error.into()),
-        }
+        let row = ClientRow {
+            client_id: client_id.to_owned(),
+            secret_hash: secret_hash(&secret),
+            audiences: encode_list(&sorted_set(audiences)),
+            roles: encode_list(&role_set(roles)?),
+            created_at: to_db_time(now),
+        };
+        rows::insert_client(&self.db, &row).await.map_err(|error| taken(error, AccountError::ClientTaken))?;
+        Ok((Client::try_from(&row)?, secret))
     }
 
     /// Every client, by id.
     pub async fn clients(&self) -> Result<Vec<Client>, AccountError> {
-        let rows: Vec<ClientRow> = sqlx::query_as(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"))
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.into_iter().map(|row| client_from_row(row).map(|(client, _)| client)).collect()
+        rows::clients(&self.db).await?.iter().map(Client::try_from).collect()
     }
 
-    /// Removes a client; its tokens live until they expire.
+    /// Removes a client; its sessions end, its access tokens live until they expire.
     pub async fn remove_client(&self, client_id: &str, now: u64) -> Result<(), AccountError> {
-        let mut tx = self.db.pool().begin().await?;
-        let done = sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
-        if done.rows_affected() == 0 {
-            return Err(AccountError::UnknownClient);
-        }
-        // Its sessions end with it: a client registered later under the same id gets none.
-        sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
-            .bind(to_db_time(now))
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        if rows::remove_client(&self.db, client_id, now).await? { Ok(()) } else { Err(AccountError::UnknownClient) }
     }
 
     /// The client when `secret` is its secret.
@@ -323,29 +267,12 @@ impl Accounts {
         client_id: &str,
         secret: &str,
     ) -> Result<Option<Client>, AccountError> {
-        let row: Option<ClientRow> =
-            sqlx::query_as(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"))
-                .bind(client_id)
-                .fetch_optional(self.db.pool())
-                .await?;
         let presented = secret_hash(secret);
-        match row.map(client_from_row).transpose()? {
-            Some((client, stored)) if same_hash(&stored, &presented) => Ok(Some(client)),
+        match rows::client(&self.db, client_id).await? {
+            Some(row) if same_hash(&row.secret_hash, &presented) => Ok(Some(Client::try_from(&row)?)),
             _ => Ok(None),
         }
     }
-}
-
-fn client_from_row(
-    (client_id, secret_hash, audiences, roles, created_at): ClientRow,
-) -> Result<(Client, String), AccountError> {
-    let client = Client {
-        client_id,
-        audiences: decode_list("clients", &audiences)?,
-        roles: decode_list("clients", &roles)?,
-        created_at: from_db_time(created_at),
-    };
-    Ok((client, secret_hash))
 }
 
 #[cfg(test)]

@@ -1,0 +1,20 @@
+//! The domain layer: what the issuer knows and decides, with no notion of HTTP. Each module owns
+//! its rules and its error type; its SQL lives in the matching module of [`crate::store`].
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`keys`] | signing keys, their lifecycle, the pure rotation planner ([`keys::rotation`]) |
+//! | [`published`] | the JWKS as served, rebuilt when the key set moves |
+//! | [`tokens`] | what an access token holds and the rules it is minted under |
+//! | [`accounts`] | users and service clients |
+//! | [`sessions`] | refresh-token families, the pure refresh decision, revocations, failed logins |
+//! | [`secrets`] | password hashing, random secrets and their stored hashes |
+//! | [`kek`] | the key-encryption key that seals private keys at rest |
+
+pub mod accounts;
+pub mod kek;
+pub mod keys;
+pub(crate) mod published;
+pub mod secrets;
+pub mod sessions;
+pub mod tokens;

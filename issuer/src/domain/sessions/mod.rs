@@ -1,0 +1,316 @@
+//! Sessions: refresh-token families and their rotation, revoked access tokens, and the failed
+//! logins the brute-force limit counts. Everything lives in the database, so it survives
+//! restarts and is shared by every issuer process on it.
+//!
+//! A password login starts a family. Each refresh is decided by the pure [`refresh::decide`],
+//! then spends the presented token with one conditional update (see
+//! [`crate::store::sessions::spend`]) inside the transaction that also inserts its successor: of
+//! several concurrent uses exactly one sees a row change; every other use is a reuse, which
+//! revokes the family.
+
+pub(crate) mod refresh;
+
+use crate::domain::secrets::{random_id, random_token, secret_hash};
+use crate::domain::tokens::{MintError, MintedToken};
+use crate::store::sessions::{self as rows, NewFamily, NewRefreshToken};
+use crate::store::{Db, DbError, from_db_time};
+use refresh::Decision;
+use sqlx::AnyConnection;
+use std::time::Duration;
+
+/// How often `serve` purges expired revocations, failed logins and dead refresh tokens.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// How long refresh tokens live and how failed logins are limited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// A refresh token unused this long expires.
+    pub idle_timeout: Duration,
+    /// No refresh token of a family outlives this, counted from the login.
+    pub max_lifetime: Duration,
+    /// A spent refresh token may be rotated again this long after it was spent.
+    pub reuse_grace: Duration,
+    /// Failed logins (per account, per address) within `failure_window` that block further ones.
+    pub max_failures: u32,
+    /// The window failed logins are counted in.
+    pub failure_window: Duration,
+    /// How long an access token issued with a refresh token may still be accepted after it was
+    /// issued (its lifetime plus the leeway): how long its revocation must be kept.
+    pub access_token_lifetime: Duration,
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The refresh token is unknown, expired, revoked, spent, or not the presenting client's.
+    #[error("refresh token refused: {0}")]
+    InvalidGrant(&'static str),
+    /// The access token could not be minted.
+    #[error(transparent)]
+    Mint(#[from] MintError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for SessionError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Db(error.into())
+    }
+}
+
+/// The family a refresh token belongs to, as a rotation sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// The family id.
+    pub id: String,
+    /// The user.
+    pub user_id: String,
+    /// The client it was issued to.
+    pub client_id: String,
+}
+
+/// A refresh token as introspection reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshTokenInfo {
+    /// Its family.
+    pub family: Family,
+    /// When it was issued.
+    pub issued_at: u64,
+    /// When it expires if unused.
+    pub expires_at: u64,
+    /// True when it can be used now: unspent, unexpired, its family alive.
+    pub active: bool,
+}
+
+/// An access token revoked before its expiry.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RevokedToken {
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`: the entry is purged after that.
+    pub exp: u64,
+}
+
+/// A login attempt recorded by [`Sessions::begin_login`], pending the password check.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    ids: Vec<String>,
+}
+
+/// The session store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    db: Db,
+    policy: SessionPolicy,
+}
+
+impl Sessions {
+    /// The sessions of `db` under `policy`.
+    pub fn new(db: Db, policy: SessionPolicy) -> Self {
+        Self { db, policy }
+    }
+
+    /// Starts a family for a login and returns its first refresh token (shown once; only its
+    /// hash is stored), issued with the access token `access`.
+    pub async fn start(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        access: &MintedToken,
+        now: u64,
+    ) -> Result<String, SessionError> {
+        let family_id = random_id();
+        let expires_at = now.saturating_add(self.policy.max_lifetime.as_secs());
+        let mut tx = self.db.begin().await?;
+        let family = NewFamily { id: &family_id, user_id, client_id, created_at: now, expires_at };
+        rows::insert_family(&mut tx, &family).await?;
+        let refresh = self.insert_token(&mut tx, &family_id, &access.jti, now, expires_at).await?;
+        tx.commit().await?;
+        Ok(refresh)
+    }
+
+    async fn insert_token(
+        &self,
+        connection: &mut AnyConnection,
+        family_id: &str,
+        access_jti: &str,
+        now: u64,
+        family_expires_at: u64,
+    ) -> Result<String, SessionError> {
+        let refresh = random_token();
+        let hash = secret_hash(&refresh);
+        let expires_at = now.saturating_add(self.policy.idle_timeout.as_secs()).min(family_expires_at);
+        let token = NewRefreshToken { hash: &hash, family_id, access_jti, issued_at: now, expires_at };
+        rows::insert_token(connection, &token).await?;
+        Ok(refresh)
+    }
+
+    /// Rotates `refresh`, presented by `client_id`: lets `mint` sign the access token for the
+    /// family (and refuse, e.g. for a disabled user), then spends the token and stores its
+    /// successor in one transaction. A spent token (past the grace window) revokes its family.
+    /// Returns the access token and the new refresh token.
+    ///
+    /// The access token is signed before the transaction starts, so that the transaction needs
+    /// no other connection than its own (signing reads the active key): concurrent uses that wait
+    /// for the write lock while holding the pool's connections cannot starve the one that holds it.
+    pub async fn rotate(
+        &self,
+        refresh: &str,
+        client_id: &str,
+        now: u64,
+        mint: impl AsyncFnOnce(&Family) -> Result<MintedToken, SessionError>,
+    ) -> Result<(MintedToken, String), SessionError> {
+        let hash = secret_hash(refresh);
+        let floor = refresh::grace_floor(now, self.policy.reuse_grace);
+        let row = rows::token(&self.db, &hash).await?.ok_or(SessionError::InvalidGrant("unknown refresh token"))?;
+        let family =
+            Family { id: row.family_id.clone(), user_id: row.user_id.clone(), client_id: row.client_id.clone() };
+        let access = match refresh::decide(&row, client_id, now, floor) {
+            Decision::Rotate => Some(mint(&family).await?),
+            Decision::Reused => None,
+            Decision::Refuse(refusal) => return Err(SessionError::InvalidGrant(refusal.reason())),
+        };
+        let mut tx = self.db.begin().await?;
+        // The one statement that decides which of concurrent uses wins; it also sees a family
+        // revoked since the read above.
+        let won = rows::spend(&mut tx, &hash, now, floor).await?;
+        let decision = match access {
+            Some(access) if won => {
+                let refresh = self
+                    .insert_token(&mut tx, &family.id, &access.jti, now, from_db_time(row.family_expires_at))
+                    .await?;
+                tx.commit().await?;
+                return Ok((access, refresh));
+            }
+            Some(_) => refresh::after_lost_spend(rows::is_spent(&mut tx, &hash).await?),
+            None => Decision::Reused,
+        };
+        match decision {
+            Decision::Reused => {
+                rows::revoke_family(&mut tx, &family.id, now).await?;
+                tx.commit().await?;
+                tracing::warn!(family = %family.id, user = %family.user_id, "refresh token reused: family revoked");
+                Err(SessionError::InvalidGrant("reused refresh token"))
+            }
+            Decision::Refuse(refusal) => Err(SessionError::InvalidGrant(refusal.reason())),
+            Decision::Rotate => Err(SessionError::InvalidGrant(refresh::Refusal::LostRace.reason())),
+        }
+    }
+
+    /// What introspection says of a refresh token; `None` when unknown.
+    pub async fn refresh_token(&self, refresh: &str, now: u64) -> Result<Option<RefreshTokenInfo>, SessionError> {
+        let row = rows::token(&self.db, &secret_hash(refresh)).await?;
+        Ok(row.map(|row| {
+            let expires_at = from_db_time(row.expires_at);
+            let active = row.spent_at.is_none()
+                && row.family_revoked_at.is_none()
+                && expires_at > now
+                && from_db_time(row.family_expires_at) > now;
+            RefreshTokenInfo {
+                family: Family { id: row.family_id, user_id: row.user_id, client_id: row.client_id },
+                issued_at: from_db_time(row.issued_at),
+                expires_at,
+                active,
+            }
+        }))
+    }
+
+    /// Revokes the family of `refresh` if it was issued to `client_id` (RFC 7009: a client
+    /// revokes only its own tokens). Returns whether a family was found.
+    pub async fn revoke_refresh_token(&self, refresh: &str, client_id: &str, now: u64) -> Result<bool, SessionError> {
+        match self.refresh_token(refresh, now).await? {
+            Some(info) if info.family.client_id == client_id => {
+                self.revoke_family(&info.family.id, now).await?;
+                Ok(true)
+            }
+            Some(_) => {
+                tracing::info!("revocation of another client's refresh token ignored");
+                Ok(false)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Revokes a family (idempotent).
+    pub async fn revoke_family(&self, family_id: &str, now: u64) -> Result<(), SessionError> {
+        let mut tx = self.db.begin().await?;
+        rows::revoke_family(&mut tx, family_id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The family whose refresh token was issued with the access token `jti`.
+    pub async fn family_of_access_token(&self, jti: &str) -> Result<Option<String>, SessionError> {
+        Ok(rows::family_of_access_token(&self.db, jti).await?)
+    }
+
+    /// Ends every session of `user_id`: its refresh-token families are revoked, and so are the
+    /// access tokens issued with them that may still be accepted (so that `/revoked` lists them
+    /// for verifiers). Returns the number of families revoked.
+    pub async fn revoke_user(&self, user_id: &str, now: u64) -> Result<u64, SessionError> {
+        let lifetime = self.policy.access_token_lifetime.as_secs();
+        Ok(rows::revoke_user(&self.db, user_id, lifetime, now).await?)
+    }
+
+    /// Revokes an access token until its expiry (idempotent).
+    pub async fn revoke_access_token(&self, jti: &str, exp: u64, now: u64) -> Result<(), SessionError> {
+        Ok(rows::revoke_access_token(&self.db, jti, exp, now).await?)
+    }
+
+    /// True when the access token `jti` was revoked.
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool, SessionError> {
+        Ok(rows::is_revoked(&self.db, jti).await?)
+    }
+
+    /// The revoked access tokens that have not expired, soonest expiry first.
+    pub async fn revoked(&self, now: u64) -> Result<Vec<RevokedToken>, SessionError> {
+        let rows = rows::revoked(&self.db, now).await?;
+        Ok(rows.into_iter().map(|row| RevokedToken { jti: row.jti, exp: from_db_time(row.expires_at) }).collect())
+    }
+
+    /// Records a login attempt for each of `subjects` before the password is checked, so that
+    /// parallel guesses count against the limit at once rather than after their hashes. When the
+    /// attempt would make more than `max_failures` in the window for any subject, nothing stays
+    /// recorded and the answer is the seconds until the oldest that counts leaves the window.
+    /// An attempt whose password turns out wrong stays recorded as a failure.
+    pub async fn begin_login(&self, subjects: &[String], now: u64) -> Result<Result<LoginAttempt, u64>, SessionError> {
+        let attempts: Vec<(String, String)> = subjects.iter().map(|subject| (random_id(), subject.clone())).collect();
+        rows::insert_login_attempts(&self.db, &attempts, now).await?;
+        let attempt = LoginAttempt { ids: attempts.into_iter().map(|(id, _)| id).collect() };
+        let window = self.policy.failure_window.as_secs();
+        let mut retry_after = None;
+        for subject in subjects {
+            // The attempt that would be one too many, counting this one.
+            let since = now.saturating_sub(window);
+            if let Some(failed_at) =
+                rows::nth_recent_attempt(&self.db, subject, since, self.policy.max_failures).await?
+            {
+                let wait = failed_at.saturating_add(window).saturating_sub(now).max(1);
+                retry_after = Some(retry_after.map_or(wait, |other: u64| other.max(wait)));
+            }
+        }
+        match retry_after {
+            Some(wait) => {
+                rows::delete_login_attempts(&self.db, &attempt.ids).await?;
+                Ok(Err(wait))
+            }
+            None => Ok(Ok(attempt)),
+        }
+    }
+
+    /// After a successful login: forgets the attempt and the earlier failed logins of `account`.
+    pub async fn login_succeeded(&self, attempt: LoginAttempt, account: &str) -> Result<(), SessionError> {
+        rows::delete_login_attempts(&self.db, &attempt.ids).await?;
+        Ok(rows::clear_login_failures(&self.db, account).await?)
+    }
+
+    /// Deletes what can no longer matter: expired revocations, failed logins out of the window,
+    /// and the refresh tokens and families that are revoked or past their lifetime. Returns the
+    /// number of rows deleted.
+    pub async fn purge(&self, now: u64) -> Result<u64, SessionError> {
+        let failures_until = now.saturating_sub(self.policy.failure_window.as_secs());
+        Ok(rows::purge(&self.db, now, failures_until).await?)
+    }
+}

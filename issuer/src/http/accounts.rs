@@ -1,0 +1,147 @@
+//! The account endpoints: registration, `/userinfo`, the admin user endpoints; and the session
+//! endpoints: logout, logout everywhere, and the list of revoked access tokens.
+
+use super::ApiError;
+use super::extract::{Admin, Bearer};
+use super::oauth::revoke_access;
+use super::well_known::public_cache;
+use crate::config::Registration;
+use crate::domain::accounts::AccountError;
+use crate::state::AppState;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+/// `/users`, `/userinfo`, `/admin/users...`, `/logout`, `/logout-all`, `/revoked`.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/users", post(create_user))
+        .route("/userinfo", get(userinfo))
+        .route("/admin/users", get(list_users))
+        .route("/admin/users/{id}/roles", post(set_roles))
+        .route("/admin/users/{id}/disable", post(disable_user))
+        .route("/logout", post(logout))
+        .route("/logout-all", post(logout_all))
+        .route("/revoked", get(revoked))
+}
+
+/// `POST /logout`: ends the bearer's session (the refresh-token family the access token came
+/// with) and revokes the access token.
+async fn logout(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
+    if let Some(jti) = &claims.jti
+        && let Some(family) = state.sessions().family_of_access_token(jti).await?
+    {
+        state.sessions().revoke_family(&family, state.now()).await?;
+    }
+    revoke_access(&state, &claims).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /logout-all`: ends every session of the bearer's user and revokes the access token.
+async fn logout_all(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
+    if let Some(sub) = &claims.sub {
+        let ended = state.sessions().revoke_user(sub, state.now()).await?;
+        tracing::info!(user = %sub, ended, "logout everywhere");
+    }
+    revoke_access(&state, &claims).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /revoked`: the access tokens revoked before their expiry, still unexpired.
+async fn revoked(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let revoked = state.sessions().revoked(state.now()).await?;
+    let cache = public_cache(state.config().revoked_max_age);
+    Ok(([(header::CACHE_CONTROL, cache)], Json(serde_json::json!({ "revoked": revoked }))).into_response())
+}
+
+/// The body of `POST /users`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// The body of `POST /admin/users/{id}/roles`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRoles {
+    roles: Vec<String>,
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(body)| body).map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))
+}
+
+/// `POST /users`: registration when open; an admin may always create users, with roles.
+async fn create_user(
+    State(state): State<AppState>,
+    admin: Option<Admin>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(body)?;
+    match &admin {
+        Some(admin) => admin.audit("create user"),
+        None if state.config().registration == Registration::Closed => {
+            return Err(ApiError::RegistrationClosed);
+        }
+        None if !body.roles.is_empty() => return Err(ApiError::InsufficientScope),
+        None => {}
+    }
+    let user = state.accounts().create_user(&body.email, &body.password, &body.roles, state.now()).await?;
+    tracing::info!(user = %user.id, "user created");
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+/// `GET /userinfo`: the bearer's account; a disabled user's tokens are refused.
+async fn userinfo(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
+    let sub = claims.sub.as_deref().unwrap_or_default();
+    let user = state.accounts().user(sub).await?.ok_or(AccountError::UnknownUser)?;
+    if user.disabled {
+        return Err(ApiError::InvalidToken("the user is disabled".to_owned()));
+    }
+    Ok(Json(serde_json::json!({
+        "sub": user.id,
+        "email": user.email,
+        "roles": user.roles,
+        "created_at": user.created_at,
+        "last_login_at": user.last_login_at,
+    }))
+    .into_response())
+}
+
+/// `GET /admin/users`.
+async fn list_users(admin: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    admin.audit("list users");
+    Ok(Json(serde_json::json!({ "users": state.accounts().users().await? })).into_response())
+}
+
+/// `POST /admin/users/{id}/roles`: replaces the roles (the next refresh carries them).
+async fn set_roles(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<NewRoles>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    admin.audit("set roles");
+    let body = json_body(body)?;
+    Ok(Json(state.accounts().set_roles(&id, &body.roles).await?).into_response())
+}
+
+/// `POST /admin/users/{id}/disable`: no more logins or refreshes; every session ends.
+async fn disable_user(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin.audit("disable user");
+    let user = state.accounts().disable(&id, state.now()).await?;
+    state.sessions().revoke_user(&user.id, state.now()).await?;
+    Ok(Json(user).into_response())
+}

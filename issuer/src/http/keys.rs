@@ -1,0 +1,68 @@
+//! The admin endpoints for signing keys: list, rotate on demand, revoke.
+
+use super::ApiError;
+use super::extract::Admin;
+use crate::domain::keys::Rotation;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+/// `/admin/keys`, `/admin/keys/rotate`, `/admin/keys/{kid}/revoke`.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/keys", get(list_keys))
+        .route("/admin/keys/rotate", post(rotate_keys))
+        .route("/admin/keys/{kid}/revoke", post(revoke_key))
+}
+
+/// `GET /admin/keys`: every key with its lifecycle times.
+async fn list_keys(admin: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    admin.audit("list keys");
+    let keys = state.keys().list().await?;
+    Ok(Json(serde_json::json!({ "keys": keys })).into_response())
+}
+
+/// `POST /admin/keys/rotate`: 200 when a next key took over, 202 when one is scheduled to.
+async fn rotate_keys(admin: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    admin.audit("rotate");
+    let rotation = state.rotate_keys().await?;
+    let status = match rotation {
+        Rotation::Rotated { .. } => StatusCode::OK,
+        Rotation::Scheduled { .. } => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(rotation)).into_response())
+}
+
+/// `POST /admin/keys/{kid}/revoke`: emergency revocation.
+async fn revoke_key(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(kid): Path<String>,
+) -> Result<Response, ApiError> {
+    admin.audit("revoke");
+    if !is_key_id(&kid) {
+        return Err(ApiError::InvalidKid);
+    }
+    Ok(Json(state.revoke_key(&kid).await?).into_response())
+}
+
+/// An RFC 7638 SHA-256 thumbprint: 43 base64url characters.
+fn is_key_id(kid: &str) -> bool {
+    kid.len() == 43 && kid.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids() {
+        assert!(is_key_id("oKIywvGUpTVTyxMQ3bwIIeQUudfr_CkLMjCE19ECD-U"));
+        assert!(!is_key_id("oKIywvGUpTVTyxMQ3bwIIeQUudfr_CkLMjCE19ECD-"));
+        assert!(!is_key_id("oKIywvGUpTVTyxMQ3bwIIeQUudfr_CkLMjCE19ECD+U"));
+        assert!(!is_key_id("../../../../etc/passwd"));
+    }
+}

@@ -1,0 +1,142 @@
+//! The HTTP layer: one router per area, merged in [`app`], with the middleware every answer goes
+//! through. Handlers parse the request, call the domain through [`AppState`], and map its errors
+//! with `?` (the one mapping is in [`error`]).
+//!
+//! | module | routes |
+//! | --- | --- |
+//! | [`well_known`] | `/.well-known/jwks.json`, `/.well-known/openid-configuration`, `/healthz` |
+//! | [`keys`] | `/admin/keys`, `/admin/keys/rotate`, `/admin/keys/{kid}/revoke` |
+//! | [`oauth`] | `/oauth/token`, `/oauth/revoke`, `/oauth/introspect` |
+//! | [`accounts`] | `/users`, `/userinfo`, `/admin/users...`, `/logout`, `/logout-all`, `/revoked` |
+
+mod accounts;
+mod error;
+mod extract;
+mod keys;
+mod oauth;
+mod well_known;
+
+pub use error::ApiError;
+
+use crate::state::AppState;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use error::{ErrorRecord, code_for_status, error_body};
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a request may take before it is answered `408`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The issuer's routes, with tracing, security headers, a body size limit, a timeout, and JSON
+/// bodies for every error.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(well_known::routes())
+        .merge(keys::routes())
+        .merge(oauth::routes())
+        .merge(accounts::routes())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    with_middleware(routes.with_state(state))
+}
+
+/// The layers around the routes. In a `ServiceBuilder` the first layer is the outermost: tracing
+/// sees every response; the security headers are added to every response, a caught panic's
+/// included; errors are logged once and those made by the layers below get JSON bodies; a panic
+/// becomes a `500`.
+fn with_middleware(routes: Router) -> Router {
+    let static_header = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http().on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
+            .layer(static_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .layer(static_header(header::X_FRAME_OPTIONS, "DENY"))
+            .layer(static_header(header::REFERRER_POLICY, "no-referrer"))
+            .layer(static_header(header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"))
+            .layer(static_header(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"))
+            .layer(static_header(header::CACHE_CONTROL, "no-store"))
+            .layer(axum::middleware::from_fn(log_errors))
+            .layer(CatchPanicLayer::custom(|_| error_body(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")))
+            .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT)),
+    )
+}
+
+/// The one place errors are logged: a server error as an error with its detail, a refusal as
+/// info with its reason. Error answers that are not JSON yet (those made by tower layers: 408,
+/// 413, ...) get the JSON body `{"error": code}`, keeping their status and headers.
+async fn log_errors(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let record = response.extensions_mut().remove::<ErrorRecord>();
+    let code = record.as_ref().map_or_else(|| code_for_status(status), |record| record.code);
+    let reason = record.as_ref().map_or("", |record| record.reason.as_str());
+    if status.is_server_error() {
+        tracing::error!(error = reason, code, status = status.as_u16(), "request failed");
+    } else {
+        tracing::info!(reason, code, status = status.as_u16(), "request refused");
+    }
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|value| value == "application/json");
+    if is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = serde_json::json!({ "error": code }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    #[tokio::test]
+    async fn a_caught_panic_gets_the_security_headers_and_a_json_body() {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        async fn boom() -> StatusCode {
+            panic!("a handler bug")
+        }
+        let routes = Router::new().route("/boom", get(boom));
+        let response = with_middleware(routes)
+            .oneshot(Request::get("/boom").body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers().clone();
+        for (name, value) in [
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_TYPE, "application/json"),
+        ] {
+            assert_eq!(headers.get(&name).map(HeaderValue::as_bytes), Some(value.as_bytes()), "{name}");
+        }
+        assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], br#"{"error":"internal_error"}"#);
+    }
+}

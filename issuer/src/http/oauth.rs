@@ -1,0 +1,165 @@
+//! The OAuth 2.0 endpoints: the token endpoint (RFC 6749: `password`, `refresh_token`,
+//! `client_credentials`), revocation (RFC 7009) and introspection (RFC 7662).
+
+use super::ApiError;
+use super::extract::{Caller, OAuthForm};
+use crate::domain::accounts::normalize_email;
+use crate::domain::tokens::{AccessTokenRequest, MintedToken};
+use crate::state::{AppState, TokenError};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use jwks::Claims;
+use serde::Serialize;
+
+/// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route("/oauth/introspect", post(introspect))
+}
+
+/// RFC 6749 §5.1.
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+fn token_response(access: MintedToken, refresh: Option<String>) -> Response {
+    let body = TokenResponse {
+        expires_in: access.expires_at.saturating_sub(access.issued_at),
+        access_token: access.token,
+        token_type: "Bearer",
+        refresh_token: refresh,
+    };
+    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
+}
+
+/// `POST /oauth/token`.
+async fn token(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
+    match form.required("grant_type")? {
+        "password" => password_grant(&state, &form).await,
+        "refresh_token" => refresh_grant(&state, &form).await,
+        "client_credentials" => client_credentials_grant(&state, &form).await,
+        _ => Err(ApiError::UnsupportedGrantType),
+    }
+}
+
+async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
+    let (username, password) = (form.required("username")?, form.required("password")?);
+    let caller = form.caller(state).await?;
+    let account = format!("account:{}", normalize_email(username).unwrap_or_else(|_| username.to_lowercase()));
+    let mut subjects = vec![account.clone()];
+    subjects.extend(form.peer.map(|peer| format!("ip:{}", peer.ip())));
+    let now = state.now();
+    let attempt = state
+        .sessions()
+        .begin_login(&subjects, now)
+        .await?
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    let Some(user) = state.accounts().login(username, password, now).await? else {
+        return Err(ApiError::InvalidGrant("wrong credentials or disabled user"));
+    };
+    state.sessions().login_succeeded(attempt, &account).await?;
+    let access = state.mint(&state.user_token_request(&user, caller.client_id())).await?;
+    let refresh = state.sessions().start(&user.id, caller.client_id(), &access, now).await?;
+    tracing::info!(user = %user.id, client = caller.client_id(), "password login");
+    Ok(token_response(access, Some(refresh)))
+}
+
+async fn refresh_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
+    let refresh = form.required("refresh_token")?;
+    let caller = form.caller(state).await?;
+    let (access, refresh) = state.refresh(refresh, caller.client_id()).await?;
+    Ok(token_response(access, Some(refresh)))
+}
+
+async fn client_credentials_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
+    let Caller::Client(client) = form.caller(state).await? else {
+        return Err(ApiError::InvalidClient);
+    };
+    let request = AccessTokenRequest {
+        subject: client.client_id.clone(),
+        audiences: client.audiences.clone(),
+        roles: client.roles.clone(),
+        client_id: client.client_id.clone(),
+        scope: None,
+        ttl: None,
+    };
+    let access = state.mint(&request).await?;
+    tracing::info!(client = %client.client_id, "client credentials");
+    Ok(token_response(access, None))
+}
+
+/// True when `token` has the shape of a JWS (three segments), not of a refresh token.
+fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+/// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
+async fn revoke(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
+    let token = form.required("token")?;
+    let caller = form.caller(&state).await?;
+    let now = state.now();
+    if looks_like_jwt(token) {
+        match state.verify_access_token(token).await {
+            // Only the client a token was issued to may revoke it (RFC 7009 §2.1).
+            Ok(claims) if claims.client_id.as_deref() == Some(caller.client_id()) => {
+                revoke_access(&state, &claims).await?;
+            }
+            Ok(_) => tracing::info!(client = caller.client_id(), "revocation of another client's access token ignored"),
+            // Not a token of ours, expired, or revoked already: nothing to do (RFC 7009 §2.2).
+            Err(TokenError::Invalid(_) | TokenError::Revoked) => {}
+            // The key set or the database cannot be read now: say so (§2.2.1, 503), rather than
+            // tell the client a token is revoked that is not.
+            Err(error) => return Err(error.into()),
+        }
+    } else {
+        state.sessions().revoke_refresh_token(token, caller.client_id(), now).await?;
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Lists the access token of `claims` as revoked until it expires.
+pub(super) async fn revoke_access(state: &AppState, claims: &Claims) -> Result<(), ApiError> {
+    if let Some(jti) = &claims.jti {
+        state.sessions().revoke_access_token(jti, claims.exp, state.now()).await?;
+    }
+    Ok(())
+}
+
+/// `POST /oauth/introspect` (RFC 7662), for authenticated clients.
+async fn introspect(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
+    let token = form.required("token")?;
+    let Caller::Client(_) = form.caller(&state).await? else {
+        return Err(ApiError::InvalidClient);
+    };
+    let inactive = || Json(serde_json::json!({ "active": false })).into_response();
+    if looks_like_jwt(token) {
+        let Ok(claims) = state.verify_access_token(token).await else { return Ok(inactive()) };
+        let mut body = serde_json::to_value(&claims).unwrap_or_default();
+        body["active"] = true.into();
+        body["token_type"] = "access_token".into();
+        return Ok(Json(body).into_response());
+    }
+    match state.sessions().refresh_token(token, state.now()).await? {
+        Some(info) if info.active => Ok(Json(serde_json::json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": info.family.user_id,
+            "client_id": info.family.client_id,
+            "iat": info.issued_at,
+            "exp": info.expires_at,
+            "iss": state.config().issuer,
+        }))
+        .into_response()),
+        _ => Ok(inactive()),
+    }
+}

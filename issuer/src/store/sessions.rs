@@ -1,0 +1,262 @@
+//! The `refresh_families`, `refresh_tokens`, `revoked_access_tokens` and `login_failures` tables.
+//! Refresh tokens are stored by the SHA-256 of the token, never as sent.
+
+use super::{Db, DbResult, to_db_time};
+use sqlx::{AnyConnection, FromRow};
+
+/// A refresh token with its family, as a rotation or introspection reads it.
+#[derive(Clone, Debug, FromRow, PartialEq, Eq)]
+pub(crate) struct RefreshTokenRow {
+    pub(crate) family_id: String,
+    pub(crate) user_id: String,
+    pub(crate) client_id: String,
+    pub(crate) issued_at: i64,
+    pub(crate) expires_at: i64,
+    pub(crate) spent_at: Option<i64>,
+    pub(crate) family_expires_at: i64,
+    pub(crate) family_revoked_at: Option<i64>,
+}
+
+/// A new refresh-token family.
+#[derive(Debug)]
+pub(crate) struct NewFamily<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) user_id: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) created_at: u64,
+    pub(crate) expires_at: u64,
+}
+
+/// A new refresh token.
+#[derive(Debug)]
+pub(crate) struct NewRefreshToken<'a> {
+    /// The SHA-256 of the token.
+    pub(crate) hash: &'a str,
+    pub(crate) family_id: &'a str,
+    /// The `jti` of the access token issued with it.
+    pub(crate) access_jti: &'a str,
+    pub(crate) issued_at: u64,
+    pub(crate) expires_at: u64,
+}
+
+/// A revoked access token: its `jti` and its `exp`.
+#[derive(Debug, FromRow)]
+pub(crate) struct RevokedRow {
+    pub(crate) jti: String,
+    pub(crate) expires_at: i64,
+}
+
+/// Inserts a family.
+pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFamily<'_>) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_families (id, user_id, client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(family.id)
+    .bind(family.user_id)
+    .bind(family.client_id)
+    .bind(to_db_time(family.created_at))
+    .bind(to_db_time(family.expires_at))
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a refresh token.
+pub(crate) async fn insert_token(connection: &mut AnyConnection, token: &NewRefreshToken<'_>) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token.hash)
+    .bind(token.family_id)
+    .bind(token.access_jti)
+    .bind(to_db_time(token.issued_at))
+    .bind(to_db_time(token.expires_at))
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// The refresh token with this hash, with its family.
+pub(crate) async fn token(db: &Db, hash: &str) -> DbResult<Option<RefreshTokenRow>> {
+    Ok(sqlx::query_as(
+        "SELECT f.id AS family_id, f.user_id, f.client_id, t.issued_at, t.expires_at, t.spent_at, \
+         f.expires_at AS family_expires_at, f.revoked_at AS family_revoked_at \
+         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// Spends the token with this hash at `now` if it is still spendable: unexpired, its family alive
+/// and unexpired, and unspent or spent after `spent_after` (the reuse grace floor; `None`: never
+/// spent). True when this call spent it: of concurrent calls exactly one sees a row change.
+pub(crate) async fn spend(
+    connection: &mut AnyConnection,
+    hash: &str,
+    now: u64,
+    spent_after: Option<u64>,
+) -> DbResult<bool> {
+    let spent = sqlx::query(
+        "UPDATE refresh_tokens SET spent_at = COALESCE(spent_at, $1) \
+         WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3) \
+         AND family_id IN (SELECT id FROM refresh_families WHERE revoked_at IS NULL AND expires_at > $1)",
+    )
+    .bind(to_db_time(now))
+    .bind(hash)
+    .bind(spent_after.map_or(i64::MAX, to_db_time))
+    .execute(&mut *connection)
+    .await?;
+    Ok(spent.rows_affected() == 1)
+}
+
+/// Whether the token with this hash was spent: `None` when there is no such token.
+pub(crate) async fn is_spent(connection: &mut AnyConnection, hash: &str) -> DbResult<Option<bool>> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT spent_at FROM refresh_tokens WHERE hash = $1")
+        .bind(hash)
+        .fetch_optional(&mut *connection)
+        .await?;
+    Ok(row.map(|(spent_at,)| spent_at.is_some()))
+}
+
+/// Revokes a family (idempotent).
+pub(crate) async fn revoke_family(connection: &mut AnyConnection, family_id: &str, now: u64) -> DbResult<()> {
+    sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(to_db_time(now))
+        .bind(family_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// The family whose refresh token was issued with the access token `jti`.
+pub(crate) async fn family_of_access_token(db: &Db, jti: &str) -> DbResult<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT family_id FROM refresh_tokens WHERE access_jti = $1")
+        .bind(jti)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.map(|(family,)| family))
+}
+
+/// Revokes every family of `user_id` and lists the access tokens issued with them that may still
+/// be accepted (issued less than `access_lifetime` seconds ago), in one transaction. Returns the
+/// number of families revoked.
+pub(crate) async fn revoke_user(db: &Db, user_id: &str, access_lifetime: u64, now: u64) -> DbResult<u64> {
+    let mut tx = db.pool().begin().await?;
+    sqlx::query(
+        "INSERT INTO revoked_access_tokens (jti, expires_at, revoked_at) \
+         SELECT t.access_jti, t.issued_at + $1, $2 FROM refresh_tokens t \
+         JOIN refresh_families f ON f.id = t.family_id \
+         WHERE f.user_id = $3 AND t.issued_at + $1 > $2 \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(to_db_time(access_lifetime))
+    .bind(to_db_time(now))
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    let done = sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(to_db_time(now))
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// Lists an access token as revoked until `exp` (idempotent).
+pub(crate) async fn revoke_access_token(db: &Db, jti: &str, exp: u64, now: u64) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO revoked_access_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(jti)
+    .bind(to_db_time(exp))
+    .bind(to_db_time(now))
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// True when the access token `jti` is listed as revoked.
+pub(crate) async fn is_revoked(db: &Db, jti: &str) -> DbResult<bool> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT jti FROM revoked_access_tokens WHERE jti = $1")
+        .bind(jti)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_some())
+}
+
+/// The revoked access tokens that expire after `now`, soonest expiry first.
+pub(crate) async fn revoked(db: &Db, now: u64) -> DbResult<Vec<RevokedRow>> {
+    Ok(sqlx::query_as(
+        "SELECT jti, expires_at FROM revoked_access_tokens WHERE expires_at > $1 ORDER BY expires_at, jti",
+    )
+    .bind(to_db_time(now))
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// Records login attempts (one row per id and subject), in one transaction.
+pub(crate) async fn insert_login_attempts(db: &Db, attempts: &[(String, String)], now: u64) -> DbResult<()> {
+    let mut tx = db.pool().begin().await?;
+    for (id, subject) in attempts {
+        sqlx::query("INSERT INTO login_failures (id, subject, failed_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(subject)
+            .bind(to_db_time(now))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The time of the `offset`-th most recent attempt of `subject` after `since` (0: the latest).
+pub(crate) async fn nth_recent_attempt(db: &Db, subject: &str, since: u64, offset: u32) -> DbResult<Option<u64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT failed_at FROM login_failures WHERE subject = $1 AND failed_at > $2 \
+         ORDER BY failed_at DESC LIMIT 1 OFFSET $3",
+    )
+    .bind(subject)
+    .bind(to_db_time(since))
+    .bind(i64::from(offset))
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(failed_at,)| super::from_db_time(failed_at)))
+}
+
+/// Deletes login attempts by id.
+pub(crate) async fn delete_login_attempts(db: &Db, ids: &[String]) -> DbResult<()> {
+    for id in ids {
+        sqlx::query("DELETE FROM login_failures WHERE id = $1").bind(id).execute(db.pool()).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every recorded failure of `subject`.
+pub(crate) async fn clear_login_failures(db: &Db, subject: &str) -> DbResult<()> {
+    sqlx::query("DELETE FROM login_failures WHERE subject = $1").bind(subject).execute(db.pool()).await?;
+    Ok(())
+}
+
+/// Deletes expired revocations, failed logins at or before `failures_until`, and the refresh
+/// tokens and families that are revoked or expired, in one transaction. Returns the rows deleted.
+pub(crate) async fn purge(db: &Db, now: u64, failures_until: u64) -> DbResult<u64> {
+    let (now, failures_until) = (to_db_time(now), to_db_time(failures_until));
+    let mut tx = db.pool().begin().await?;
+    let mut deleted = 0;
+    for (sql, bound) in [
+        ("DELETE FROM revoked_access_tokens WHERE expires_at <= $1", now),
+        ("DELETE FROM login_failures WHERE failed_at <= $1", failures_until),
+        (
+            "DELETE FROM refresh_tokens WHERE family_id IN \
+             (SELECT id FROM refresh_families WHERE expires_at <= $1 OR revoked_at IS NOT NULL)",
+            now,
+        ),
+        ("DELETE FROM refresh_families WHERE expires_at <= $1 OR revoked_at IS NOT NULL", now),
+    ] {
+        deleted += sqlx::query(sql).bind(bound).execute(&mut *tx).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(deleted)
+}
