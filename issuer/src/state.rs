@@ -5,7 +5,7 @@
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::domain::accounts::{AccountError, Accounts, User};
+use crate::domain::accounts::{AccountError, Accounts, User, normalize_email};
 use crate::domain::kek::Kek;
 use crate::domain::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation};
 use crate::domain::published::{Checked, PublishedKeySet};
@@ -14,6 +14,7 @@ use crate::domain::sessions::{Family, SessionError, Sessions};
 use crate::domain::tokens::{self, AccessTokenRequest, MintError, MintedToken};
 use crate::store::{Db, DbError, OpenMode};
 use jwks::{Claims, P256Verifier, Validator, VerifyError};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The role an admin token must carry.
@@ -63,6 +64,30 @@ impl std::fmt::Debug for SharedClockDebug {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("Clock")
     }
+}
+
+/// Why a password login gave no tokens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// Too many failed logins for the account or the address: try again after `retry_after` s.
+    #[error("too many failed logins; retry after {retry_after} s")]
+    RateLimited {
+        /// Seconds until a login may be tried again.
+        retry_after: u64,
+    },
+    /// An unknown email, a wrong password or a disabled user: the same answer for each.
+    #[error("wrong credentials or disabled user")]
+    WrongCredentials,
+    /// Reading the account or checking the password failed.
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
+    /// Recording the attempt or starting the session failed.
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
+    /// The access token could not be minted.
+    #[error(transparent)]
+    Mint(#[from] MintError),
 }
 
 /// Why the issuer could not start.
@@ -272,6 +297,34 @@ impl AppState {
             scope: None,
             ttl: None,
         }
+    }
+
+    /// A password login at `client_id` from `peer`: the attempt counts against the limits of the
+    /// account and of the address before the password is checked; a success forgets the
+    /// account's failures and starts a session. Returns the access token and the first refresh
+    /// token.
+    pub async fn password_login(
+        &self,
+        username: &str,
+        password: &str,
+        client_id: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(MintedToken, String), LoginError> {
+        let sessions = &self.inner.sessions;
+        let account = format!("account:{}", normalize_email(username).unwrap_or_else(|_| username.to_lowercase()));
+        let mut subjects = vec![account.clone()];
+        subjects.extend(peer.map(|ip| format!("ip:{ip}")));
+        let now = self.now();
+        let attempt = sessions
+            .begin_login(&subjects, now)
+            .await?
+            .map_err(|retry_after| LoginError::RateLimited { retry_after })?;
+        let user = self.inner.accounts.login(username, password, now).await?.ok_or(LoginError::WrongCredentials)?;
+        sessions.login_succeeded(attempt, &account).await?;
+        let access = self.mint(&self.user_token_request(&user, client_id)).await?;
+        let refresh = sessions.start(&user.id, client_id, &access, now).await?;
+        tracing::info!(user = %user.id, client = client_id, "password login");
+        Ok((access, refresh))
     }
 
     /// Rotates the refresh token `refresh` presented by `client_id` (see [`Sessions::rotate`]):

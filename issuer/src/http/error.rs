@@ -8,8 +8,7 @@ use crate::domain::keys::KeyStoreError;
 use crate::domain::secrets::PasswordError;
 use crate::domain::sessions::SessionError;
 use crate::domain::tokens::MintError;
-use crate::state::TokenError;
-use crate::store::DbError;
+use crate::state::{LoginError, TokenError};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -115,19 +114,12 @@ impl ApiError {
     }
 }
 
-impl From<DbError> for ApiError {
-    fn from(error: DbError) -> Self {
-        Self::Internal(error.to_string())
-    }
-}
-
 impl From<KeyStoreError> for ApiError {
     fn from(error: KeyStoreError) -> Self {
         match error {
             KeyStoreError::UnknownKey => Self::UnknownResource("unknown_key"),
             KeyStoreError::TooManyKeys => Self::Conflict("too_many_keys"),
             KeyStoreError::NoActiveKey => Self::Unavailable { code: "no_active_key", reason: error.to_string() },
-            KeyStoreError::Db(error) => error.into(),
             _ => Self::Internal(error.to_string()),
         }
     }
@@ -152,7 +144,6 @@ impl From<AccountError> for ApiError {
             AccountError::ClientTaken => Self::Conflict("client_taken"),
             AccountError::UnknownUser => Self::UnknownResource("unknown_user"),
             AccountError::UnknownClient => Self::UnknownResource("unknown_client"),
-            AccountError::Db(error) => error.into(),
             _ => Self::Internal(error.to_string()),
         }
     }
@@ -163,7 +154,7 @@ impl From<SessionError> for ApiError {
         match error {
             SessionError::InvalidGrant(reason) => Self::InvalidGrant(reason),
             SessionError::Mint(error) => error.into(),
-            SessionError::Db(error) => error.into(),
+            SessionError::Db(_) => Self::Internal(error.to_string()),
         }
     }
 }
@@ -174,6 +165,18 @@ impl From<TokenError> for ApiError {
             TokenError::Invalid(_) | TokenError::Revoked => Self::InvalidToken(error.to_string()),
             TokenError::Unconfirmed => Self::Unavailable { code: "unavailable", reason: error.to_string() },
             TokenError::Sessions(error) => error.into(),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            LoginError::WrongCredentials => Self::InvalidGrant("wrong credentials or disabled user"),
+            LoginError::Accounts(error) => error.into(),
+            LoginError::Sessions(error) => error.into(),
+            LoginError::Mint(error) => error.into(),
         }
     }
 }
@@ -228,6 +231,7 @@ pub(crate) fn code_for_status(status: StatusCode) -> &'static str {
 mod tests {
     use super::*;
     use crate::domain::kek::KekError;
+    use crate::store::DbError;
 
     #[test]
     fn each_domain_error_maps_to_one_status_and_code() {
@@ -261,6 +265,8 @@ mod tests {
             ),
             (TokenError::Revoked.into(), StatusCode::UNAUTHORIZED, "invalid_token"),
             (TokenError::Unconfirmed.into(), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            (LoginError::RateLimited { retry_after: 3 }.into(), StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            (LoginError::WrongCredentials.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
         ];
         for (error, status, code) in cases {
             let shown = format!("{error:?}");

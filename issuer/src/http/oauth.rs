@@ -3,7 +3,6 @@
 
 use super::ApiError;
 use super::extract::{Caller, OAuthForm};
-use crate::domain::accounts::normalize_email;
 use crate::domain::tokens::{AccessTokenRequest, MintedToken};
 use crate::state::{AppState, TokenError};
 use axum::extract::State;
@@ -55,22 +54,8 @@ async fn token(State(state): State<AppState>, form: OAuthForm) -> Result<Respons
 async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
     let (username, password) = (form.required("username")?, form.required("password")?);
     let caller = form.caller(state).await?;
-    let account = format!("account:{}", normalize_email(username).unwrap_or_else(|_| username.to_lowercase()));
-    let mut subjects = vec![account.clone()];
-    subjects.extend(form.peer.map(|peer| format!("ip:{}", peer.ip())));
-    let now = state.now();
-    let attempt = state
-        .sessions()
-        .begin_login(&subjects, now)
-        .await?
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let Some(user) = state.accounts().login(username, password, now).await? else {
-        return Err(ApiError::InvalidGrant("wrong credentials or disabled user"));
-    };
-    state.sessions().login_succeeded(attempt, &account).await?;
-    let access = state.mint(&state.user_token_request(&user, caller.client_id())).await?;
-    let refresh = state.sessions().start(&user.id, caller.client_id(), &access, now).await?;
-    tracing::info!(user = %user.id, client = caller.client_id(), "password login");
+    let peer = form.peer.map(|peer| peer.ip());
+    let (access, refresh) = state.password_login(username, password, caller.client_id(), peer).await?;
     Ok(token_response(access, Some(refresh)))
 }
 

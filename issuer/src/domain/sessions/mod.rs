@@ -173,30 +173,23 @@ impl Sessions {
             Decision::Refuse(refusal) => return Err(SessionError::InvalidGrant(refusal.reason())),
         };
         let mut tx = self.db.begin().await?;
-        // The one statement that decides which of concurrent uses wins; it also sees a family
-        // revoked since the read above.
-        let won = rows::spend(&mut tx, &hash, now, floor).await?;
-        let decision = match access {
-            Some(access) if won => {
-                let refresh = self
-                    .insert_token(&mut tx, &family.id, &access.jti, now, from_db_time(row.family_expires_at))
-                    .await?;
+        if let Some(access) = access {
+            // The one statement that decides which of concurrent uses wins; it also sees a family
+            // revoked since the read above.
+            if rows::spend(&mut tx, &hash, now, floor).await? {
+                let family_expires_at = from_db_time(row.family_expires_at);
+                let refresh = self.insert_token(&mut tx, &family.id, &access.jti, now, family_expires_at).await?;
                 tx.commit().await?;
                 return Ok((access, refresh));
             }
-            Some(_) => refresh::after_lost_spend(rows::is_spent(&mut tx, &hash).await?),
-            None => Decision::Reused,
-        };
-        match decision {
-            Decision::Reused => {
-                rows::revoke_family(&mut tx, &family.id, now).await?;
-                tx.commit().await?;
-                tracing::warn!(family = %family.id, user = %family.user_id, "refresh token reused: family revoked");
-                Err(SessionError::InvalidGrant("reused refresh token"))
+            if let Some(refusal) = refresh::after_lost_spend(rows::is_spent(&mut tx, &hash).await?) {
+                return Err(SessionError::InvalidGrant(refusal.reason()));
             }
-            Decision::Refuse(refusal) => Err(SessionError::InvalidGrant(refusal.reason())),
-            Decision::Rotate => Err(SessionError::InvalidGrant(refresh::Refusal::LostRace.reason())),
         }
+        rows::revoke_family(&mut tx, &family.id, now).await?;
+        tx.commit().await?;
+        tracing::warn!(family = %family.id, user = %family.user_id, "refresh token reused: family revoked");
+        Err(SessionError::InvalidGrant("reused refresh token"))
     }
 
     /// What introspection says of a refresh token; `None` when unknown.

@@ -67,10 +67,11 @@ pub(crate) fn decide(token: &RefreshTokenRow, client_id: &str, now: u64, grace_f
     Decision::Rotate
 }
 
-/// The decision when the conditional spend changed no row: the token is spent by now (another use
-/// won: a reuse, as without the race), or it expired or its family was revoked meanwhile.
-pub(crate) fn after_lost_spend(spent: Option<bool>) -> Decision {
-    if spent == Some(true) { Decision::Reused } else { Decision::Refuse(Refusal::LostRace) }
+/// When the conditional spend changed no row: `None` when the token is spent by now (another use
+/// won: a reuse, as without the race), else the refusal (it expired or its family was revoked
+/// meanwhile).
+pub(crate) fn after_lost_spend(spent: Option<bool>) -> Option<Refusal> {
+    (spent != Some(true)).then_some(Refusal::LostRace)
 }
 
 #[cfg(test)]
@@ -144,8 +145,8 @@ mod tests {
 
     #[test]
     fn a_lost_spend_is_a_reuse_only_when_the_token_is_spent() {
-        assert_eq!(after_lost_spend(Some(true)), Decision::Reused);
-        assert_eq!(after_lost_spend(Some(false)), Decision::Refuse(Refusal::LostRace));
-        assert_eq!(after_lost_spend(None), Decision::Refuse(Refusal::LostRace));
+        assert_eq!(after_lost_spend(Some(true)), None, "a reuse");
+        assert_eq!(after_lost_spend(Some(false)), Some(Refusal::LostRace));
+        assert_eq!(after_lost_spend(None), Some(Refusal::LostRace));
     }
 }
