@@ -52,6 +52,9 @@ pub struct Config {
     pub leeway: Duration,
     /// The address `serve` listens on. Default `127.0.0.1:8080`.
     pub bind: SocketAddr,
+    /// Where `/metrics` is served: on a listener of its own at this address (for a port that
+    /// only the monitoring network reaches), or, unset (the default), on `bind` with the API.
+    pub metrics_bind: Option<SocketAddr>,
     /// The folder for the SQLite database and the development key file. Default `data`.
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`. Default `sqlite://<data_dir>/issuer.db?mode=rwc`.
@@ -158,6 +161,7 @@ impl fmt::Debug for Config {
             .field("retire_delay", &self.retire_delay)
             .field("leeway", &self.leeway)
             .field("bind", &self.bind)
+            .field("metrics_bind", &self.metrics_bind)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.redacted_database_url())
             .field("kek", &self.kek)
@@ -327,6 +331,7 @@ struct Settings {
     retire_delay: Option<Seconds>,
     leeway: Option<Seconds>,
     bind: Option<String>,
+    metrics_bind: Option<String>,
     data_dir: Option<String>,
     database_url: Option<String>,
     kek_file: Option<String>,
@@ -571,6 +576,18 @@ impl Raw {
             ConfigError::invalid("bind", origin("bind"), rule)
         })?;
 
+        let metrics_bind = match settings.metrics_bind.map(|text| text.trim().to_owned()) {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                let rule = format!("{text:?} is not an address and port such as 127.0.0.1:9090");
+                ConfigError::invalid("metrics_bind", origin("metrics_bind"), rule)
+            })?),
+        };
+        if metrics_bind == Some(bind) {
+            let rule = "must differ from `bind` (leave it unset to serve /metrics there)";
+            return Err(ConfigError::invalid("metrics_bind", origin("metrics_bind"), rule));
+        }
+
         let data_dir = text(settings.data_dir, "data");
         if data_dir.is_empty() {
             return Err(ConfigError::invalid("data_dir", origin("data_dir"), "must not be empty"));
@@ -637,6 +654,7 @@ impl Raw {
             retire_delay,
             leeway,
             bind,
+            metrics_bind,
             data_dir,
             database_url,
             kek,
@@ -790,6 +808,7 @@ mod tests {
         assert_eq!(config.leeway, Duration::from_secs(60));
         assert_eq!(config.rotation_period, DAY);
         assert_eq!(config.bind, "127.0.0.1:8080".parse().expect("address"));
+        assert_eq!(config.metrics_bind, None);
         assert_eq!(config.database_url, "sqlite://data/issuer.db?mode=rwc");
         assert!(matches!(config.kek, KekSource::DevFile(ref path) if path == Path::new("data/kek")));
         assert_eq!(config.log_format, LogFormat::Text);
@@ -881,6 +900,8 @@ mod tests {
             (None, &[("PORTCULLIS_AUDIENCES", "api,")], "`audiences`"),
             (Some("audiences = [1]"), &[], "must be a list of strings"),
             (None, &[("PORTCULLIS_BIND", "localhost")], "`bind`"),
+            (None, &[("PORTCULLIS_METRICS_BIND", "9090")], "`metrics_bind` (from PORTCULLIS_METRICS_BIND): "),
+            (None, &[("PORTCULLIS_METRICS_BIND", "127.0.0.1:8080")], "must differ from `bind`"),
             (None, &[("PORTCULLIS_DATABASE_URL", "mysql://x")], "`database_url`"),
             (None, &[("PORTCULLIS_LOG_FORMAT", "xml")], "`log_format`"),
             (None, &[("PORTCULLIS_KEK", "c2hvcnQ=")], "`kek` (from PORTCULLIS_KEK)"),

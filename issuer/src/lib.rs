@@ -33,6 +33,7 @@ pub mod config;
 pub mod domain;
 pub mod duration;
 pub mod http;
+pub mod metrics;
 mod state;
 pub mod store;
 

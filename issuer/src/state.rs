@@ -12,7 +12,8 @@ use crate::domain::published::{Checked, PublishedKeySet};
 use crate::domain::secrets::{PasswordError, PasswordHasher};
 use crate::domain::sessions::{Family, SessionError, Sessions};
 use crate::domain::tokens::{self, AccessTokenRequest, MintError, MintedToken};
-use crate::store::{Db, DbError, OpenMode};
+use crate::metrics::{Metrics, PoolLabels};
+use crate::store::{Db, DbError, MAX_CONNECTIONS, OpenMode};
 use jwks::{Claims, P256Verifier, Validator, VerifyError};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ struct Inner {
     access: Validator,
     accounts: Accounts,
     sessions: Sessions,
+    metrics: Metrics,
 }
 
 /// The clock, with a `Debug` that says nothing about it.
@@ -173,7 +175,19 @@ impl AppState {
         let access = Validator::new(config.access_claims());
         let accounts = Accounts::new(db.clone(), PasswordHasher::new(config.password_hashing).await?);
         let sessions = Sessions::new(db.clone(), config.session_policy());
-        let inner = Inner { config, clock: SharedClockDebug(clock), db, keys, jwks, admin, access, accounts, sessions };
+        let metrics = Metrics::default();
+        let inner = Inner {
+            config,
+            clock: SharedClockDebug(clock),
+            db,
+            keys,
+            jwks,
+            admin,
+            access,
+            accounts,
+            sessions,
+            metrics,
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -213,6 +227,11 @@ impl AppState {
             Ok(changes) => {
                 for change in changes {
                     tracing::info!(?change, "key set changed");
+                    self.inner.metrics.key_changed(match change {
+                        Change::Created { .. } => "created",
+                        Change::Promoted { .. } => "promoted",
+                        Change::Retired { .. } => "retired",
+                    });
                 }
             }
             Err(error) => tracing::error!(%error, "scheduled rotation step failed; refreshing the JWKS anyway"),
@@ -248,6 +267,10 @@ impl AppState {
         let now = self.now();
         let rotation = self.inner.keys.rotate(now).await?;
         tracing::info!(?rotation, "rotation on demand");
+        self.inner.metrics.key_changed(match rotation {
+            Rotation::Rotated { .. } => "promoted",
+            Rotation::Scheduled { .. } => "scheduled",
+        });
         self.inner.jwks.refresh(&self.inner.keys, now).await?;
         Ok(rotation)
     }
@@ -257,6 +280,7 @@ impl AppState {
         let now = self.now();
         let revocation = self.inner.keys.revoke(kid, now).await?;
         tracing::warn!(?revocation, "key revoked");
+        self.inner.metrics.key_changed("revoked");
         self.inner.jwks.refresh(&self.inner.keys, now).await?;
         Ok(revocation)
     }
@@ -315,11 +339,15 @@ impl AppState {
         let mut subjects = vec![account.clone()];
         subjects.extend(peer.map(|ip| format!("ip:{ip}")));
         let now = self.now();
-        let attempt = sessions
-            .begin_login(&subjects, now)
-            .await?
-            .map_err(|retry_after| LoginError::RateLimited { retry_after })?;
-        let user = self.inner.accounts.login(username, password, now).await?.ok_or(LoginError::WrongCredentials)?;
+        let metrics = &self.inner.metrics;
+        let attempt = sessions.begin_login(&subjects, now).await?.map_err(|retry_after| {
+            metrics.login_limited.inc();
+            LoginError::RateLimited { retry_after }
+        })?;
+        let user = self.inner.accounts.login(username, password, now).await?.ok_or_else(|| {
+            metrics.login_failures.inc();
+            LoginError::WrongCredentials
+        })?;
         sessions.login_succeeded(attempt, &account).await?;
         let access = self.mint(&self.user_token_request(&user, client_id)).await?;
         let refresh = sessions.start(&user.id, client_id, &access, now).await?;
@@ -341,7 +369,11 @@ impl AppState {
                 _ => Err(SessionError::InvalidGrant("disabled or deleted user")),
             }
         };
-        self.inner.sessions.rotate(refresh, client_id, self.now(), mint).await
+        let rotated = self.inner.sessions.rotate(refresh, client_id, self.now(), mint).await;
+        if let Err(SessionError::Reused) = rotated {
+            self.inner.metrics.refresh_reuse.inc();
+        }
+        rotated
     }
 
     /// The JWKS to serve: the cached snapshot, compared with the database at most once per
@@ -396,6 +428,36 @@ impl AppState {
                 }
             }
         })
+    }
+
+    /// The metrics, for the HTTP layer to count requests and grants.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The metrics as a scrape sees them: the gauges (the active key's age, the pool, a database
+    /// round trip) are read now, then everything is rendered.
+    pub async fn render_metrics(&self) -> String {
+        let metrics = &self.inner.metrics;
+        let started = std::time::Instant::now();
+        let healthy = self.inner.db.ping().await;
+        metrics.db_ping.set(if healthy { started.elapsed().as_secs_f64() } else { f64::NAN });
+        let (open, idle) = self.inner.db.connections();
+        let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+        for (state, value) in [("in_use", i64::from(open) - idle), ("idle", idle), ("max", i64::from(MAX_CONNECTIONS))]
+        {
+            metrics.pool.get_or_create(&PoolLabels { state }).set(value);
+        }
+        match self.inner.keys.list().await {
+            Ok(keys) => {
+                let activated =
+                    keys.iter().find(|key| key.state == keys::KeyState::Active).and_then(|key| key.activated_at);
+                let age = activated.map_or(f64::NAN, |at| self.now().saturating_sub(at) as f64);
+                metrics.active_key_age.set(age);
+            }
+            Err(error) => tracing::warn!(%error, "metrics: cannot read the keys"),
+        }
+        metrics.render()
     }
 
     /// True when the database answers.

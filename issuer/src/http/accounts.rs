@@ -8,29 +8,38 @@ use super::well_known::public_cache;
 use crate::config::Registration;
 use crate::domain::accounts::AccountError;
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `/users`, `/userinfo`, `/admin/users...`, `/logout`, `/logout-all`, `/revoked`.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/users", post(create_user))
-        .route("/userinfo", get(userinfo))
-        .route("/admin/users", get(list_users))
-        .route("/admin/users/{id}/roles", post(set_roles))
-        .route("/admin/users/{id}/disable", post(disable_user))
-        .route("/logout", post(logout))
-        .route("/logout-all", post(logout_all))
-        .route("/revoked", get(revoked))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_user))
+        .routes(routes!(userinfo))
+        .routes(routes!(list_users))
+        .routes(routes!(set_roles))
+        .routes(routes!(disable_user))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
+        .routes(routes!(revoked))
 }
 
 /// `POST /logout`: ends the bearer's session (the refresh-token family the access token came
 /// with) and revokes the access token.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses((status = 204, description = "The session ended"), (status = 401, description = "No valid access token"))
+)]
 async fn logout(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
     if let Some(jti) = &claims.jti
         && let Some(family) = state.sessions().family_of_access_token(jti).await?
@@ -42,6 +51,13 @@ async fn logout(State(state): State<AppState>, Bearer(claims): Bearer) -> Result
 }
 
 /// `POST /logout-all`: ends every session of the bearer's user and revokes the access token.
+#[utoipa::path(
+    post,
+    path = "/logout-all",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Every session ended"), (status = 401, description = "No valid access token"))
+)]
 async fn logout_all(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
     if let Some(sub) = &claims.sub {
         let ended = state.sessions().revoke_user(sub, state.now()).await?;
@@ -52,6 +68,12 @@ async fn logout_all(State(state): State<AppState>, Bearer(claims): Bearer) -> Re
 }
 
 /// `GET /revoked`: the access tokens revoked before their expiry, still unexpired.
+#[utoipa::path(
+    get,
+    path = "/revoked",
+    tag = "sessions",
+    responses((status = 200, description = "`{\"revoked\": [{\"jti\", \"exp\"}]}`, with `Cache-Control`", content_type = "application/json"))
+)]
 async fn revoked(State(state): State<AppState>) -> Result<Response, ApiError> {
     let revoked = state.sessions().revoked(state.now()).await?;
     let cache = public_cache(state.config().revoked_max_age);
@@ -59,7 +81,7 @@ async fn revoked(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// The body of `POST /users`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
     email: String,
@@ -69,7 +91,7 @@ struct NewUser {
 }
 
 /// The body of `POST /admin/users/{id}/roles`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewRoles {
     roles: Vec<String>,
@@ -80,6 +102,18 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// `POST /users`: registration when open; an admin may always create users, with roles.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "accounts",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The user", content_type = "application/json"),
+        (status = 400, description = "`invalid_request` or `weak_password`"),
+        (status = 403, description = "Registration is closed, or roles without an admin token"),
+        (status = 409, description = "`email_taken`"),
+    )
+)]
 async fn create_user(
     State(state): State<AppState>,
     admin: Option<Admin>,
@@ -100,6 +134,13 @@ async fn create_user(
 }
 
 /// `GET /userinfo`: the bearer's account; a disabled user's tokens are refused.
+#[utoipa::path(
+    get,
+    path = "/userinfo",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The account", content_type = "application/json"), (status = 401, description = "No valid access token"))
+)]
 async fn userinfo(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
     let sub = claims.sub.as_deref().unwrap_or_default();
     let user = state.accounts().user(sub).await?.ok_or(AccountError::UnknownUser)?;
@@ -117,12 +158,28 @@ async fn userinfo(State(state): State<AppState>, Bearer(claims): Bearer) -> Resu
 }
 
 /// `GET /admin/users`.
+#[utoipa::path(
+    get,
+    path = "/admin/users",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every user", content_type = "application/json"), (status = 401, description = "No valid admin token"))
+)]
 async fn list_users(admin: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
     admin.audit("list users");
     Ok(Json(serde_json::json!({ "users": state.accounts().users().await? })).into_response())
 }
 
 /// `POST /admin/users/{id}/roles`: replaces the roles (the next refresh carries them).
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/roles",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user id")),
+    request_body = NewRoles,
+    responses((status = 200, description = "The user", content_type = "application/json"), (status = 404, description = "`unknown_user`"))
+)]
 async fn set_roles(
     admin: Admin,
     State(state): State<AppState>,
@@ -135,6 +192,14 @@ async fn set_roles(
 }
 
 /// `POST /admin/users/{id}/disable`: no more logins or refreshes; every session ends.
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/disable",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user id")),
+    responses((status = 200, description = "The user", content_type = "application/json"), (status = 404, description = "`unknown_user`"))
+)]
 async fn disable_user(
     admin: Admin,
     State(state): State<AppState>,

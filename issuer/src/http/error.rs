@@ -80,6 +80,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The stable code the client sees (`invalid_grant`, ...).
+    pub(crate) fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
@@ -153,6 +158,7 @@ impl From<SessionError> for ApiError {
     fn from(error: SessionError) -> Self {
         match error {
             SessionError::InvalidGrant(reason) => Self::InvalidGrant(reason),
+            SessionError::Reused => Self::InvalidGrant("reused refresh token"),
             SessionError::Mint(error) => error.into(),
             SessionError::Db(_) => Self::Internal(error.to_string()),
         }
@@ -257,7 +263,8 @@ mod tests {
             (AccountError::UnknownUser.into(), StatusCode::NOT_FOUND, "unknown_user"),
             (AccountError::UnknownClient.into(), StatusCode::NOT_FOUND, "unknown_client"),
             (AccountError::Db(DbError::Duplicate).into(), StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-            (SessionError::InvalidGrant("reused").into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (SessionError::InvalidGrant("expired").into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (SessionError::Reused.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
             (
                 SessionError::Mint(MintError::Keys(KeyStoreError::NoActiveKey)).into(),
                 StatusCode::SERVICE_UNAVAILABLE,

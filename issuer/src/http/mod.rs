@@ -8,24 +8,30 @@
 //! | [`keys`] | `/admin/keys`, `/admin/keys/rotate`, `/admin/keys/{kid}/revoke` |
 //! | [`oauth`] | `/oauth/token`, `/oauth/revoke`, `/oauth/introspect` |
 //! | [`accounts`] | `/users`, `/userinfo`, `/admin/users...`, `/logout`, `/logout-all`, `/revoked` |
+//! | [`observe`] | `/metrics` (here, or on its own listener: the `metrics_bind` setting) |
+//! | this module | `/openapi.json`: the OpenAPI 3.1 description of all of the above |
+//!
+//! Every route is registered with `routes!` from its `#[utoipa::path]` description, so the
+//! router and its OpenAPI description are built from the same source.
 
 mod accounts;
 mod error;
 mod extract;
 mod keys;
 mod oauth;
+mod observe;
 mod well_known;
 
 pub use error::ApiError;
 
 use crate::state::AppState;
-use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
+use axum::{Extension, Router};
 use error::{ErrorRecord, code_for_status, error_body};
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -34,6 +40,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -41,16 +51,85 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a request may take before it is answered `408`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The issuer's routes, with tracing, security headers, a body size limit, a timeout, and JSON
-/// bodies for every error.
-pub fn app(state: AppState) -> Router {
-    let routes = Router::new()
+/// The OpenAPI document's root: what the paths are merged into.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Portcullis issuer", description = "ES256 access tokens, their keys (JWKS), accounts and sessions."),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "keys", description = "The published keys and the discovery document"),
+        (name = "oauth", description = "The token, revocation and introspection endpoints"),
+        (name = "accounts", description = "Registration and the bearer's account"),
+        (name = "sessions", description = "Logout and the revoked access tokens"),
+        (name = "admin", description = "Keys and users, with an admin token for the admin audience"),
+        (name = "operations", description = "Health, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+/// The `bearer` security scheme the admin and account paths name.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The serialized OpenAPI document, handed to its route as an extension.
+#[derive(Clone)]
+struct OpenApiJson(Bytes);
+
+/// The OpenAPI 3.1 description of the issuer's HTTP API (this document).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+async fn openapi_document(Extension(OpenApiJson(document)): Extension<OpenApiJson>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], document).into_response()
+}
+
+/// The routes of every area with their descriptions; `/metrics` among them unless it has a
+/// listener of its own.
+fn described_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(well_known::routes())
         .merge(keys::routes())
         .merge(oauth::routes())
         .merge(accounts::routes())
+        .routes(routes!(openapi_document));
+    if state.config().metrics_bind.is_some() { routes } else { routes.merge(observe::routes()) }
+}
+
+/// The OpenAPI description of what [`app`] serves.
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    described_routes(state).into_openapi()
+}
+
+/// The issuer's routes, with tracing, security headers, a body size limit, a timeout, JSON
+/// bodies for every error, and every request counted in the metrics.
+pub fn app(state: AppState) -> Router {
+    let (routes, document) = described_routes(&state).split_for_parts();
+    let document = OpenApiJson(Bytes::from(document.to_json().unwrap_or_else(|_| "{}".to_owned())));
+    finish(routes.layer(Extension(document)), state)
+}
+
+/// Only `/metrics`, for the listener of the `metrics_bind` setting.
+pub fn metrics_app(state: AppState) -> Router {
+    let (routes, _) = observe::routes().split_for_parts();
+    finish(routes, state)
+}
+
+/// The fallbacks, the request metrics and the common middleware around `routes`.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let routes = routes
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::record_request));
     with_middleware(routes.with_state(state))
 }
 

@@ -4,25 +4,25 @@
 use super::ApiError;
 use super::extract::{Caller, OAuthForm};
 use crate::domain::tokens::{AccessTokenRequest, MintedToken};
+use crate::metrics::GrantLabels;
 use crate::state::{AppState, TokenError};
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use jwks::Claims;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/oauth/token", post(token))
-        .route("/oauth/revoke", post(revoke))
-        .route("/oauth/introspect", post(introspect))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(token)).routes(routes!(revoke)).routes(routes!(introspect))
 }
 
 /// RFC 6749 §5.1.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -41,14 +41,30 @@ fn token_response(access: MintedToken, refresh: Option<String>) -> Response {
     ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
 }
 
-/// `POST /oauth/token`.
+/// `POST /oauth/token`: each grant is counted by type and outcome.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`grant_type` and the grant's parameters; client credentials by Basic or in the form"),
+    responses(
+        (status = 200, description = "Tokens (RFC 6749 §5.1)", body = TokenResponse),
+        (status = 400, description = "`invalid_request`, `invalid_grant` or `unsupported_grant_type` (RFC 6749 §5.2)"),
+        (status = 401, description = "`invalid_client`"),
+        (status = 429, description = "Too many failed logins, with `Retry-After`"),
+    )
+)]
 async fn token(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
-    match form.required("grant_type")? {
-        "password" => password_grant(&state, &form).await,
-        "refresh_token" => refresh_grant(&state, &form).await,
-        "client_credentials" => client_credentials_grant(&state, &form).await,
-        _ => Err(ApiError::UnsupportedGrantType),
-    }
+    let grant_type = form.required("grant_type")?;
+    let (grant_type, answer) = match grant_type {
+        "password" => ("password", password_grant(&state, &form).await),
+        "refresh_token" => ("refresh_token", refresh_grant(&state, &form).await),
+        "client_credentials" => ("client_credentials", client_credentials_grant(&state, &form).await),
+        _ => ("unsupported", Err(ApiError::UnsupportedGrantType)),
+    };
+    let outcome = answer.as_ref().map_or_else(ApiError::code, |_| "issued");
+    state.metrics().grants.get_or_create(&GrantLabels { grant_type, outcome }).inc();
+    answer
 }
 
 async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
@@ -89,6 +105,17 @@ fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
+#[utoipa::path(
+    post,
+    path = "/oauth/revoke",
+    tag = "oauth",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token`, and the client's credentials"),
+    responses(
+        (status = 200, description = "Revoked, or not a token of this client (RFC 7009 §2.2)"),
+        (status = 401, description = "`invalid_client`"),
+        (status = 503, description = "The token cannot be checked now"),
+    )
+)]
 async fn revoke(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
     let token = form.required("token")?;
     let caller = form.caller(&state).await?;
@@ -121,6 +148,16 @@ pub(super) async fn revoke_access(state: &AppState, claims: &Claims) -> Result<(
 }
 
 /// `POST /oauth/introspect` (RFC 7662), for authenticated clients.
+#[utoipa::path(
+    post,
+    path = "/oauth/introspect",
+    tag = "oauth",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token`, and the client's credentials"),
+    responses(
+        (status = 200, description = "`{\"active\": ...}` and, when active, the token's claims", content_type = "application/json"),
+        (status = 401, description = "`invalid_client`"),
+    )
+)]
 async fn introspect(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
     let token = form.required("token")?;
     let Caller::Client(_) = form.caller(&state).await? else {

@@ -4,20 +4,18 @@ use super::ApiError;
 use crate::domain::keys::KEY_SET_CHECK_INTERVAL;
 use crate::domain::published::Checked;
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `/.well-known/jwks.json`, `/.well-known/openid-configuration`, `/healthz`.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/healthz", get(healthz))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(jwks)).routes(routes!(discovery)).routes(routes!(healthz))
 }
 
 /// `Cache-Control: public, max-age=N`.
@@ -29,6 +27,15 @@ pub(super) fn public_cache(max_age: Duration) -> HeaderValue {
 /// `GET /.well-known/jwks.json`: the published keys, from the cached body. A body the database
 /// could not confirm just now (it did not answer in time) may lack a key published since, so
 /// verifiers are told to keep it only until the next check rather than for `jwks_max_age`.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "keys",
+    responses(
+        (status = 200, description = "The published keys (RFC 7517), with `ETag` and `Cache-Control`", content_type = "application/json"),
+        (status = 304, description = "`If-None-Match` matched"),
+    )
+)]
 async fn jwks(State(state): State<AppState>, request_headers: HeaderMap) -> Result<Response, ApiError> {
     let Checked { snapshot, fresh } = state.jwks().await;
     let max_age = if fresh { state.config().jwks_max_age } else { KEY_SET_CHECK_INTERVAL };
@@ -84,6 +91,12 @@ struct Discovery<'a> {
 }
 
 /// `GET /.well-known/openid-configuration`.
+#[utoipa::path(
+    get,
+    path = "/.well-known/openid-configuration",
+    tag = "keys",
+    responses((status = 200, description = "The discovery document (RFC 8414)", content_type = "application/json"))
+)]
 async fn discovery(State(state): State<AppState>) -> Response {
     let config = state.config();
     let document = Discovery {
@@ -104,6 +117,15 @@ async fn discovery(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /healthz`: 200 when the database answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", content_type = "application/json"),
+        (status = 503, description = "The database does not answer"),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     if state.healthy().await {
         Ok(Json(serde_json::json!({ "status": "ok" })).into_response())

@@ -110,6 +110,9 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// The most connections a pool holds.
+pub const MAX_CONNECTIONS: u32 = 8;
+
 /// What the store's functions return.
 pub(crate) type DbResult<T> = Result<T, DbError>;
 
@@ -120,7 +123,7 @@ impl Db {
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url).ok_or(DbError::UnsupportedUrl)?;
-        let options = AnyPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10));
+        let options = AnyPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(Duration::from_secs(10));
         if mode == OpenMode::Existing {
             let pool = match backend {
                 Backend::Sqlite => {
@@ -168,6 +171,11 @@ impl Db {
     /// A connection from the pool, for several reads in a row.
     pub(crate) async fn acquire(&self) -> DbResult<sqlx::pool::PoolConnection<Any>> {
         Ok(self.pool.acquire().await?)
+    }
+
+    /// The pool's connections: (open, idle).
+    pub fn connections(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
     }
 
     /// True when a trivial query succeeds.

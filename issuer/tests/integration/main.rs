@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod http;
 mod oauth;
+mod operations;
 mod pyjwt;
 mod restart;
 mod rotation;

@@ -43,9 +43,12 @@ pub struct SessionPolicy {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The refresh token is unknown, expired, revoked, spent, or not the presenting client's.
+    /// The refresh token is unknown, expired, revoked, or not the presenting client's.
     #[error("refresh token refused: {0}")]
     InvalidGrant(&'static str),
+    /// The refresh token was spent already: its family is revoked now.
+    #[error("refresh token refused: reused refresh token")]
+    Reused,
     /// The access token could not be minted.
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -189,7 +192,7 @@ impl Sessions {
         rows::revoke_family(&mut tx, &family.id, now).await?;
         tx.commit().await?;
         tracing::warn!(family = %family.id, user = %family.user_id, "refresh token reused: family revoked");
-        Err(SessionError::InvalidGrant("reused refresh token"))
+        Err(SessionError::Reused)
     }
 
     /// What introspection says of a refresh token; `None` when unknown.
