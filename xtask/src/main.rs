@@ -3,6 +3,8 @@
 //! - `dev`: the whole stack locally (issuer, demo origin, the Worker under `wrangler dev`).
 //! - `test`: every check CI runs, installing what a fresh machine lacks first.
 //! - `build-worker`: builds the edge Worker into `edge/build/` (what wrangler's build runs).
+//! - `worker-size`: builds the Worker and checks the production upload's size (a dry run) against
+//!   its budget, `worker::WORKER_GZIP_BUDGET_KIB`.
 //! - `bench-edge`: the Worker's size and its cost per verified request inside workerd.
 //! - `fuzz [SECONDS]`: runs each fuzz target of `jwks` for SECONDS (default 60).
 
@@ -14,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <dev | test | build-worker | bench-edge | fuzz [SECONDS]>";
+const USAGE: &str = "usage: cargo xtask <dev | test | build-worker | worker-size | bench-edge | fuzz [SECONDS]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +25,10 @@ fn main() -> ExitCode {
         Some("dev") => dev::dev(&root),
         Some("test") => test(&root),
         Some("build-worker") => worker::ensure_tools(&root).and_then(|tools| worker::build_worker(&root, &tools)),
+        Some("worker-size") => worker::ensure_tools(&root).and_then(|tools| {
+            worker::build_worker(&root, &tools)?;
+            worker::check_worker_size(&root, &tools)
+        }),
         Some("bench-edge") => worker::bench(&root),
         Some("fuzz") => fuzz(&root, args.get(1).map(String::as_str)),
         _ => {
@@ -133,6 +139,8 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         )
     })?;
     steps.run("build the Worker", || worker::build_worker(root, &tools))?;
+    // What `npx wrangler deploy --env production` would upload, built offline, against its budget.
+    steps.run("Worker upload (production, dry run)", || worker::check_worker_size(root, &tools))?;
     // The end-to-end tests start these binaries (tests/tests/e2e.rs finds them beside itself).
     steps.run("issuer and demo origin binaries", || build_binaries(root))?;
     steps.run("tests", || cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
