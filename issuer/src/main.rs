@@ -6,6 +6,7 @@ mod cli;
 
 use clap::Parser as _;
 use issuer::config::{Config, LogFormat};
+use issuer::metrics::DbEventRecorder;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -23,7 +24,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
+    let recorder = DbEventRecorder::default();
+    init_tracing(config.log_format, recorder.clone());
     for warning in config.warnings() {
         tracing::warn!("configuration: {warning}");
     }
@@ -31,7 +33,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&anyhow::Error::new(error).context("cannot start the async runtime")),
     };
-    match runtime.block_on(cli::run(args.command, config)) {
+    match runtime.block_on(cli::run(args.command, config, recorder)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
     }
@@ -42,12 +44,21 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// Log lines to stderr (level from `RUST_LOG`, default `info,sqlx=warn`), and sqlx's statement
+/// and acquire events, whatever that level, to the database metrics.
+fn init_tracing(format: LogFormat, recorder: DbEventRecorder) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
+    };
+    let database_events = DbEventRecorder::TARGETS
+        .into_iter()
+        .fold(Targets::new(), |targets, target| targets.with_target(target, tracing::Level::DEBUG));
+    tracing_subscriber::registry().with(lines.with_filter(filter)).with(recorder.with_filter(database_events)).init();
 }

@@ -12,6 +12,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::Context;
 
 /// The content type of [`Metrics::render`]: the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -82,6 +85,10 @@ pub struct Metrics {
     pub pool: Family<PoolLabels, Gauge>,
     /// How long a trivial query took at the last scrape.
     pub db_ping: Gauge<f64, AtomicU64>,
+    /// How long each SQL statement ran (from sqlx's statement events, see [`DbEventRecorder`]).
+    pub query_duration: Histogram,
+    /// How long each request for a pooled connection waited (sqlx's acquire events).
+    pub pool_wait: Histogram,
 }
 
 impl fmt::Debug for Metrics {
@@ -141,6 +148,16 @@ impl Default for Metrics {
             Unit::Seconds,
             db_ping.clone(),
         );
+        let query_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register_with_unit(
+            "db_query_duration",
+            "Time an SQL statement ran",
+            Unit::Seconds,
+            query_duration.clone(),
+        );
+        let pool_wait = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let help = "Time a request for a pooled database connection waited";
+        registry.register_with_unit("db_pool_wait", help, Unit::Seconds, pool_wait.clone());
         Self {
             registry,
             requests,
@@ -153,6 +170,8 @@ impl Default for Metrics {
             active_key_age,
             pool,
             db_ping,
+            query_duration,
+            pool_wait,
         }
     }
 }
@@ -170,6 +189,59 @@ impl Metrics {
     pub fn key_changed(&self, change: &'static str) {
         self.key_changes.get_or_create(&KeyChangeLabels { change }).inc();
     }
+}
+
+/// A tracing layer that turns sqlx's own events into [`Metrics::query_duration`] (target
+/// `sqlx::query`, field `elapsed_secs`, one per statement) and [`Metrics::pool_wait`] (target
+/// `sqlx::pool::acquire`, field `aquired_after_secs`, one per acquire): sqlx has no other hook
+/// for either. It records nothing until [`attach`](Self::attach)ed to a process's metrics, since
+/// the subscriber is installed before the state is opened. Give it a filter that enables its
+/// [`TARGETS`](Self::TARGETS) at `DEBUG`.
+#[derive(Clone, Debug, Default)]
+pub struct DbEventRecorder {
+    histograms: Arc<OnceLock<(Histogram, Histogram)>>,
+}
+
+impl DbEventRecorder {
+    /// The targets it reads.
+    pub const TARGETS: [&str; 2] = ["sqlx::query", "sqlx::pool::acquire"];
+
+    /// Records into these metrics from now on (the first call wins).
+    pub fn attach(&self, metrics: &Metrics) {
+        let _ = self.histograms.set((metrics.query_duration.clone(), metrics.pool_wait.clone()));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DbEventRecorder {
+    fn on_event(&self, event: &tracing::Event<'_>, _context: Context<'_, S>) {
+        let Some((queries, waits)) = self.histograms.get() else { return };
+        let (field, histogram) = match event.metadata().target() {
+            "sqlx::query" => ("elapsed_secs", queries),
+            "sqlx::pool::acquire" => ("aquired_after_secs", waits),
+            _ => return,
+        };
+        let mut seconds = Seconds { field, value: None };
+        event.record(&mut seconds);
+        if let Some(value) = seconds.value {
+            histogram.observe(value);
+        }
+    }
+}
+
+/// Reads one `f64` field of an event.
+struct Seconds {
+    field: &'static str,
+    value: Option<f64>,
+}
+
+impl Visit for Seconds {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == self.field {
+            self.value = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn fmt::Debug) {}
 }
 
 /// The method as a label: one of the standard methods, or `other`.
@@ -202,6 +274,30 @@ mod tests {
             assert!(text.contains(expected), "{expected} not in\n{text}");
         }
         assert_eq!(method_label("GET"), "GET");
+    }
+
+    #[test]
+    fn sqlx_events_become_query_and_pool_wait_durations() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let metrics = Metrics::default();
+        let recorder = DbEventRecorder::default();
+        let subscriber = tracing_subscriber::registry().with(recorder.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "sqlx::query", elapsed_secs = 0.25, "before the recorder is attached");
+            recorder.attach(&metrics);
+            tracing::debug!(target: "sqlx::query", summary = "select", elapsed_secs = 0.003);
+            tracing::warn!(target: "sqlx::query", elapsed_secs = 1.5, "slow statement");
+            tracing::debug!(target: "sqlx::pool::acquire", aquired_after_secs = 0.0002, "acquired connection");
+            tracing::debug!(target: "other", elapsed_secs = 9.0);
+        });
+        let text = metrics.render();
+        for expected in [
+            "portcullis_db_query_duration_seconds_sum 1.503",
+            "portcullis_db_query_duration_seconds_count 2",
+            "portcullis_db_pool_wait_seconds_count 1",
+        ] {
+            assert!(text.contains(expected), "{expected} not in\n{text}");
+        }
         assert_eq!(method_label("BREW"), "other");
     }
 }

@@ -16,6 +16,7 @@ use issuer::config::{Config, KekSource};
 use issuer::domain::kek::Kek;
 use issuer::domain::tokens::AccessTokenRequest;
 use issuer::duration::parse_duration;
+use issuer::metrics::DbEventRecorder;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -209,9 +210,9 @@ pub(crate) fn load_kek(source: &KekSource, file: KekFile) -> anyhow::Result<Kek>
     }
 }
 
-pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(command: Command, config: Config, recorder: DbEventRecorder) -> anyhow::Result<()> {
     match command {
-        Command::Serve => closing(open(config).await?, async |state| serve::serve(state).await).await,
+        Command::Serve => closing(open(config).await?, async |state| serve::serve(state, &recorder).await).await,
         // Read-only: no database, folder, KEK file or key is created, and no rotation step runs.
         Command::Keys { command: KeysCommand::List { json } } => {
             let keys = issuer::list_keys(&config).await?;

@@ -3,10 +3,12 @@
 use anyhow::Context as _;
 use issuer::domain::sessions::PURGE_INTERVAL;
 use issuer::http::metrics_app;
+use issuer::metrics::DbEventRecorder;
 use issuer::{AppState, app};
 
 /// Serves the API on `bind` (and `/metrics` on `metrics_bind` when set) until SIGINT or SIGTERM.
-pub(super) async fn serve(state: &AppState) -> anyhow::Result<()> {
+pub(super) async fn serve(state: &AppState, recorder: &DbEventRecorder) -> anyhow::Result<()> {
+    recorder.attach(state.metrics());
     let config = state.config();
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -123,7 +123,11 @@ impl Db {
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url).ok_or(DbError::UnsupportedUrl)?;
-        let options = AnyPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(Duration::from_secs(10));
+        // Each acquire emits a debug event with its wait, which the metrics read.
+        let options = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .acquire_time_level(tracing::log::LevelFilter::Debug);
         if mode == OpenMode::Existing {
             let pool = match backend {
                 Backend::Sqlite => {
