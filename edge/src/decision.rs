@@ -85,14 +85,14 @@ impl Refusal {
         }
     }
 
-    /// A short code for the log.
-    pub fn code(&self) -> &'static str {
+    /// Its code: the one the log line carries and the counter it moves.
+    pub fn code(&self) -> RefusalCode {
         match self {
-            Self::NoToken => "no_token",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::InsufficientRole { .. } => "insufficient_role",
-            Self::NoRule => "no_rule",
-            Self::KeysUnavailable => "keys_unavailable",
+            Self::NoToken => RefusalCode::NoToken,
+            Self::InvalidToken(_) => RefusalCode::InvalidToken,
+            Self::InsufficientRole { .. } => RefusalCode::InsufficientRole,
+            Self::NoRule => RefusalCode::NoRule,
+            Self::KeysUnavailable => RefusalCode::KeysUnavailable,
         }
     }
 
@@ -104,6 +104,39 @@ impl Refusal {
             Self::InsufficientRole { .. } => "the token lacks a role the rule requires",
             Self::NoRule => "no rule of the policy matches the request",
             Self::KeysUnavailable => "no key set is available to verify the token",
+        }
+    }
+}
+
+/// The kind of a [`Refusal`], without its details: what its log line's `code` says and which
+/// counter of the status page it moves. The codes are written here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCode {
+    /// [`Refusal::NoToken`].
+    NoToken,
+    /// [`Refusal::InvalidToken`].
+    InvalidToken,
+    /// [`Refusal::InsufficientRole`].
+    InsufficientRole,
+    /// [`Refusal::NoRule`].
+    NoRule,
+    /// [`Refusal::KeysUnavailable`].
+    KeysUnavailable,
+}
+
+impl RefusalCode {
+    /// Every code, in the order of the discriminants (each indexes its counter).
+    pub const ALL: [Self; 5] =
+        [Self::NoToken, Self::InvalidToken, Self::InsufficientRole, Self::NoRule, Self::KeysUnavailable];
+
+    /// The code as the log and the status page write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoToken => "no_token",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientRole => "insufficient_role",
+            Self::NoRule => "no_rule",
+            Self::KeysUnavailable => "keys_unavailable",
         }
     }
 }
@@ -178,7 +211,8 @@ mod tests {
         assert_eq!((refusal.status(), refusal.bearer_error()), (401, Some("invalid_token")));
         assert!(refusal.reason().contains("expired"), "{}", refusal.reason());
         let refusal = authorize(&Access::Authenticated, Err(SignatureError::Invalid.into())).expect_err("refused");
-        assert_eq!(refusal.code(), "invalid_token");
+        assert_eq!(refusal.code(), RefusalCode::InvalidToken);
+        assert_eq!(refusal.code().as_str(), "invalid_token");
     }
 
     #[test]
@@ -189,6 +223,38 @@ mod tests {
             assert!(matches!(authorize(&Access::Authenticated, Ok(claims)), Err(Refusal::InvalidToken(_))), "{bad:?}");
         }
         assert!(authorize(&Access::Authenticated, Ok(claims(&["a,admin"]))).is_err());
+    }
+
+    /// One refusal of each kind. A new kind fails to compile here until it is added.
+    fn every_refusal() -> Vec<Refusal> {
+        let every = vec![
+            Refusal::NoToken,
+            Refusal::InvalidToken("bad".to_owned()),
+            Refusal::InsufficientRole { subject: None },
+            Refusal::NoRule,
+            Refusal::KeysUnavailable,
+        ];
+        for refusal in &every {
+            match refusal {
+                Refusal::NoToken
+                | Refusal::InvalidToken(_)
+                | Refusal::InsufficientRole { .. }
+                | Refusal::NoRule
+                | Refusal::KeysUnavailable => {}
+            }
+        }
+        every
+    }
+
+    #[test]
+    fn each_kind_of_refusal_has_its_own_code_listed_once_in_order() {
+        let codes: Vec<RefusalCode> = every_refusal().iter().map(Refusal::code).collect();
+        assert_eq!(codes, RefusalCode::ALL, "one code per kind, each listed in ALL");
+        for (index, code) in RefusalCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, index, "{code:?}: ALL is in the order of the discriminants");
+        }
+        let names: Vec<&str> = RefusalCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(names, ["no_token", "invalid_token", "insufficient_role", "no_rule", "keys_unavailable"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the reason goes to the log only.
 
 use crate::config::{Config, ConfigError};
+use crate::counters::Counters;
 use crate::decision::Refusal;
 use crate::request::{Credential, RequestHead, credential};
 use serde_json::{Value, json};
@@ -117,9 +118,9 @@ pub fn not_found_reply() -> Reply {
 }
 
 /// The status page: the configuration that was loaded (nothing secret, not the origin; of the
-/// variables, only which are set), the key set cache's state, and how many verified tokens
-/// (`tokens_cached`) the isolate holds.
-pub fn status_reply(config: &Config, keys: Value, tokens_cached: usize) -> Reply {
+/// variables, only which are set), the key set cache's state, how many verified tokens
+/// (`tokens_cached`) the isolate holds, and its [`Counters`].
+pub fn status_reply(config: &Config, keys: Value, tokens_cached: usize, counters: &Counters) -> Reply {
     let document = json!({
         "config": "loaded",
         "variables_set": config.variables_set,
@@ -130,6 +131,7 @@ pub fn status_reply(config: &Config, keys: Value, tokens_cached: usize) -> Reply
         "preflight": config.policy.allows_preflight(),
         "keys": keys,
         "token_cache": {"entries": tokens_cached, "capacity": config.token_cache_entries},
+        "counters": counters.status(),
     });
     Reply { status: 200, headers: Vec::new(), body: format!("{document}\n") }
 }
@@ -139,7 +141,7 @@ pub fn refusal_log(head: &RequestHead<'_>, refusal: &Refusal, rule: Option<&str>
     let mut line = json!({
         "event": "refused",
         "status": refusal.status(),
-        "code": refusal.code(),
+        "code": refusal.code().as_str(),
         "reason": refusal.reason(),
         "method": head.method,
         "path": head.url_parts().path,
@@ -306,6 +308,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_logs_the_code_of_the_counter_it_moves() {
+        let headers = Vec::new();
+        let head = RequestHead { method: "GET", url: URL, headers: &headers };
+        let refusals = [
+            Refusal::NoToken,
+            Refusal::InvalidToken("the signature does not verify".into()),
+            Refusal::InsufficientRole { subject: None },
+            Refusal::NoRule,
+            Refusal::KeysUnavailable,
+        ];
+        for refusal in refusals {
+            let logged: Value = serde_json::from_str(&refusal_log(&head, &refusal, None, None)).expect("JSON");
+            let counters = Counters::default();
+            counters.refused(refusal.code());
+            let status = counters.status();
+            let moved: Vec<&str> = status["refused"]
+                .as_object()
+                .expect("an object")
+                .iter()
+                .filter(|(_, count)| **count == 1)
+                .map(|(code, _)| code.as_str())
+                .collect();
+            assert_eq!([logged["code"].as_str().expect("a code")], moved[..], "{refusal:?}");
+        }
+    }
+
+    #[test]
     fn config_errors_log_the_variable_and_answer_generically() {
         let error = ConfigError { variable: "POLICY", problem: "has no rules".into() };
         let parsed: Value = serde_json::from_str(&config_error_log(&error)).expect("JSON");
@@ -323,8 +352,14 @@ mod tests {
 
     #[test]
     fn the_status_page_shows_config_and_keys() {
-        let reply =
-            status_reply(&config(&[("LOGIN_URL", "https://login.example/secret-path")]), json!({"state": "fresh"}), 3);
+        let counters = Counters::default();
+        counters.refused(crate::decision::RefusalCode::NoRule);
+        let reply = status_reply(
+            &config(&[("LOGIN_URL", "https://login.example/secret-path")]),
+            json!({"state": "fresh"}),
+            3,
+            &counters,
+        );
         let parsed: Value = serde_json::from_str(&reply.body).expect("JSON");
         assert_eq!(parsed["config"], "loaded");
         assert_eq!(parsed["variables_set"], json!(["ISSUER", "AUDIENCE", "ORIGIN_URL", "POLICY", "LOGIN_URL"]));
@@ -333,6 +368,8 @@ mod tests {
         assert_eq!(parsed["rules"], 1);
         assert_eq!(parsed["token_cache"], json!({"entries": 3, "capacity": jwks::DEFAULT_TOKEN_CACHE_ENTRIES}));
         assert!(parsed.get("origin_url").is_none());
+        assert_eq!(parsed["counters"], counters.status());
+        assert_eq!(parsed["counters"]["refused"]["no_rule"], 1);
         assert_eq!(reply.content_type(), "application/json");
     }
 

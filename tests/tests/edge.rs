@@ -14,6 +14,7 @@ use axum::routing::get;
 use jwks::{JwkSet, PublicKey};
 use p256::ecdsa::{Signature, SigningKey, signature::Signer as _};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -276,6 +277,61 @@ fn vars(jwks: SocketAddr, origin: SocketAddr) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Every counter of the status page, as [`counters`] names them.
+const COUNTERS: [&str; 15] = [
+    "allowed.preflight",
+    "allowed.public",
+    "allowed.token",
+    "jwks_fetches.bad_status",
+    "jwks_fetches.ok",
+    "jwks_fetches.refused",
+    "jwks_fetches.timeout",
+    "jwks_fetches.unreachable",
+    "refused.insufficient_role",
+    "refused.invalid_token",
+    "refused.keys_unavailable",
+    "refused.no_rule",
+    "refused.no_token",
+    "token_cache.hits",
+    "token_cache.misses",
+];
+
+/// The counters of a status page, flattened to `group.label` (`refused.no_token`); checks that
+/// it shows every one of [`COUNTERS`] and no other.
+fn counters(status: &Value) -> BTreeMap<String, u64> {
+    let mut flat = BTreeMap::new();
+    for (group, labels) in status["counters"].as_object().unwrap_or_else(|| panic!("no counters: {status}")) {
+        for (label, count) in labels.as_object().unwrap_or_else(|| panic!("{group}: {status}")) {
+            let count = count.as_u64().unwrap_or_else(|| panic!("{group}.{label}: {status}"));
+            flat.insert(format!("{group}.{label}"), count);
+        }
+    }
+    assert_eq!(flat.keys().map(String::as_str).collect::<Vec<_>>(), COUNTERS, "{status}");
+    flat
+}
+
+/// The counters of the status page `client` reaches.
+async fn read_counters(client: &Client) -> BTreeMap<String, u64> {
+    counters(&client.get("/_portcullis/status", &[]).await.json())
+}
+
+/// The counters that moved from `before` to `after`, and by how much (none may go down).
+fn moved(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(name, &count)| {
+            let was = before[name];
+            assert!(count >= was, "{name} went down from {was} to {count}");
+            (count > was).then(|| (name.clone(), count - was))
+        })
+        .collect()
+}
+
+/// Counts by counter name.
+fn counts(list: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    list.iter().map(|(name, count)| ((*name).to_owned(), *count)).collect()
+}
+
 fn challenge(error: Option<&str>) -> String {
     match error {
         Some(error) => format!("Bearer realm=\"{REALM}\", error=\"{error}\""),
@@ -517,6 +573,51 @@ async fn edge_under_wrangler_dev() {
     assert_eq!(seen.header("content-type"), Some("application/octet-stream"));
     assert!(seen.body == body, "the body changed on the way ({} bytes of {})", seen.body.len(), body.len());
 
+    // The status page counts what the edge decides: after requests of known kinds, each counter
+    // has moved by exactly what was sent, and no other (the key set is fresh: no fetch).
+    let before = read_counters(&client).await;
+    let fetches = backend.fetches();
+    let counted = k1.token(&claims(&[("jti", json!("counted-1"))]));
+    let forged = k2.sign(&json!({"alg": "ES256", "typ": "at+jwt", "kid": k1.kid()}), &claims(&[]));
+    let bearer = |token: &str| format!("Bearer {token}");
+    let with_token = |token: &str| vec![("authorization", bearer(token))];
+    let preflight_headers: Vec<(&str, String)> =
+        preflight.iter().map(|(name, value)| (*name, (*value).to_owned())).collect();
+    let sent = [
+        ("a new token: allowed, checked in full", "GET", "/api/items", with_token(&counted), 200),
+        ("the same token again: allowed from the cache", "GET", "/api/items", with_token(&counted), 200),
+        ("no token", "GET", "/api/items", Vec::new(), 401),
+        ("a bad signature", "GET", "/api/items", with_token(&forged), 401),
+        ("a missing role (the token from the cache)", "GET", "/api/admin/users", with_token(&counted), 403),
+        ("no rule (no token read)", "GET", "/elsewhere", with_token(&counted), 403),
+        ("a public route", "GET", "/public/page", Vec::new(), 200),
+        ("a preflight", "OPTIONS", "/api/items", preflight_headers, 200),
+    ];
+    for (what, method, path, headers, status) in &sent {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let answer = client.send(method, path, &headers, Vec::new()).await;
+        assert_eq!(answer.status, *status, "{what}: {}", answer.text());
+    }
+    let after = read_counters(&client).await;
+    let expected = counts(&[
+        ("allowed.preflight", 1),
+        ("allowed.public", 1),
+        ("allowed.token", 2),
+        ("refused.insufficient_role", 1),
+        ("refused.invalid_token", 1),
+        ("refused.no_rule", 1),
+        ("refused.no_token", 1),
+        ("token_cache.hits", 2),
+        ("token_cache.misses", 2),
+    ]);
+    assert_eq!(moved(&before, &after), expected, "before {before:?}, after {after:?}");
+    assert_eq!(backend.fetches(), fetches, "no fetch of the key set meanwhile");
+    assert_eq!(
+        after["jwks_fetches.ok"],
+        u64::try_from(fetches).expect("a count"),
+        "every fetch so far installed a set"
+    );
+
     // An unknown kid, then a JWKS that has it: refused without a fetch while the cooldown since
     // the last fetch lasts, then accepted after exactly one refetch.
     backend.set_jwks(jwks_of(&[&k1, &k2]));
@@ -582,6 +683,14 @@ async fn edge_under_wrangler_dev() {
     let kids: Vec<&str> =
         status["keys"]["keys"]["kids"].as_array().expect("kids").iter().filter_map(Value::as_str).collect();
     assert!(kids.contains(&k1.kid()) && kids.contains(&k2.kid()), "{status}");
+    // Every fetch the key set's server answered installed a set; those since it went away failed
+    // as unreachable.
+    let counted = counters(&status);
+    assert_eq!(counted["jwks_fetches.ok"], u64::try_from(backend.fetches()).expect("a count"), "{status}");
+    assert!(counted["jwks_fetches.unreachable"] >= 1, "{status}");
+    for outcome in ["bad_status", "refused", "timeout"] {
+        assert_eq!(counted[&format!("jwks_fetches.{outcome}")], 0, "{outcome}: {status}");
+    }
     drop(wrangler);
 
     // A new instance on the same state and JWKS_URL, with the issuer still down: it starts from the
@@ -596,6 +705,9 @@ async fn edge_under_wrangler_dev() {
     }
     let status = client.get("/_portcullis/status", &[]).await.json();
     assert_eq!(status["keys"]["keys"]["source"], "cache_api", "{status}");
+    // Its counters started at zero: no set fetched, the four requests allowed.
+    let counted = counters(&status);
+    assert_eq!((counted["jwks_fetches.ok"], counted["allowed.token"]), (0, 4), "{status}");
 
     // The origin goes away: 502, and one structured log line says why.
     origin.stop().await;
@@ -604,6 +716,85 @@ async fn edge_under_wrangler_dev() {
     let line = wrangler.logged(&["\"event\":\"origin_unreachable\""]).await;
     assert!(line.contains("\"path\":\"/public/page\""), "{line}");
     drop(wrangler);
+}
+
+/// A key set server that answers badly four times, each in its own way, then well.
+struct Script {
+    calls: AtomicUsize,
+    jwks: String,
+}
+
+async fn scripted_jwks(State(script): State<Arc<Script>>) -> axum::response::Response {
+    match script.calls.fetch_add(1, Ordering::SeqCst) {
+        // Longer than the Worker's JWKS_TIMEOUT_MS.
+        0 => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            script.jwks.clone().into_response()
+        }
+        1 => (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response(),
+        2 => "not a key set".into_response(),
+        3 => r#"{"keys": []}"#.into_response(),
+        _ => ([("cache-control", "max-age=300")], script.jwks.clone()).into_response(),
+    }
+}
+
+/// The key set's fetches under the real runtime, counted by outcome (a timeout, an error status,
+/// two documents refused, then a good set), and the requests refused meanwhile (503, no key set)
+/// counted under the code of their log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_set_fetches_are_counted_by_outcome() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = TestKey::new(3);
+    let script = Arc::new(Script { calls: AtomicUsize::new(0), jwks: jwks_of(&[&key]) });
+    let jwks_server =
+        Server::start(Router::new().route("/jwks", get(scripted_jwks)).with_state(Arc::clone(&script))).await;
+    let origin = Server::start(Router::new().fallback(serve_origin).with_state(Arc::new(Backend::default()))).await;
+    let mut vars = vars(jwks_server.addr, origin.addr);
+    vars.retain(|(name, _)| !["JWKS_TIMEOUT_MS", "JWKS_REFETCH_COOLDOWN_SECONDS"].contains(name));
+    vars.push(("JWKS_TIMEOUT_MS", "500".to_owned()));
+    vars.push(("JWKS_REFETCH_COOLDOWN_SECONDS", "1".to_owned()));
+    let mut wrangler = Wrangler::start("fetches", "build", dir.path(), &vars, POLICY_TABLE);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+
+    let before = read_counters(&client).await;
+    assert!(before.values().all(|count| *count == 0), "a new isolate counts from zero: {before:?}");
+    // Each request while no good set has come is refused (503); one fetch per cooldown at most.
+    let token = key.token(&claims(&[]));
+    let mut unavailable = 0;
+    let (_, took) = poll("a good key set after four bad fetches", Duration::from_secs(30), async || {
+        let answer = client.get_with_token("/api/items", &token).await;
+        match answer.status {
+            200 => Ok(()),
+            503 => {
+                unavailable += 1;
+                Err(format!("503 after {} fetches", script.calls.load(Ordering::SeqCst)))
+            }
+            other => panic!("{other}: {}", answer.text()),
+        }
+    })
+    .await;
+    eprintln!("a good key set after {:.1} s, {unavailable} requests refused meanwhile", took.as_secs_f64());
+    assert_eq!(script.calls.load(Ordering::SeqCst), 5, "four bad fetches and a good one");
+    let after = read_counters(&client).await;
+    let expected = counts(&[
+        ("allowed.token", 1),
+        ("jwks_fetches.bad_status", 1),
+        ("jwks_fetches.ok", 1),
+        ("jwks_fetches.refused", 2),
+        ("jwks_fetches.timeout", 1),
+        ("refused.keys_unavailable", unavailable),
+        ("token_cache.misses", 1),
+    ]);
+    assert_eq!(moved(&before, &after), expected, "before {before:?}, after {after:?}");
+    // The key set's log lines carry the same outcomes; the refusals their code.
+    for outcome in ["timeout", "bad_status", "refused"] {
+        wrangler.logged(&[&format!("\"outcome\":\"{outcome}\"")]).await;
+    }
+    wrangler.logged(&["\"event\":\"refused\"", "\"code\":\"keys_unavailable\""]).await;
+    drop(wrangler);
+    jwks_server.stop().await;
+    origin.stop().await;
 }
 
 /// An address nothing listens on.

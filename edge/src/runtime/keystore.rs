@@ -9,6 +9,7 @@
 
 use super::{js_reason, now_ms, subrequest, webcrypto};
 use crate::config::Config;
+use crate::counters::{Counters, FetchOutcome};
 use crate::keycache::{self, KeyCache, Refresh};
 use crate::reply::event_log;
 use js_sys::futures::JsFuture;
@@ -65,6 +66,8 @@ pub(super) struct KeyStore {
     cache_api_key: String,
     timeout_ms: u32,
     cache: RefCell<KeyCache>,
+    /// The isolate's counters: each fetch's outcome.
+    counters: Rc<Counters>,
 }
 
 /// A key set as fetched: the document (for the Cache API), the parsed set, and its `max-age`.
@@ -74,14 +77,25 @@ struct Fetched {
     max_age: Option<u64>,
 }
 
+/// Why a fetch gave no key set: the outcome it counts as, and the reason for the log.
+type FetchFailure = (FetchOutcome, String);
+
+/// A JavaScript error of the fetch (or of reading its body) as a failure, by its `name`
+/// ([`FetchOutcome::of_error`]).
+fn js_failure(context: &str, error: JsValue) -> FetchFailure {
+    let name = js_sys::Reflect::get(&error, &JsValue::from_str("name")).ok().and_then(|name| name.as_string());
+    (FetchOutcome::of_error(name.as_deref()), format!("{context} failed: {}", js_reason(error)))
+}
+
 impl KeyStore {
-    /// An empty store for `config`.
-    pub(super) fn new(config: &Config) -> Self {
+    /// An empty store for `config`, counting its fetches in `counters`.
+    pub(super) fn new(config: &Config, counters: Rc<Counters>) -> Self {
         Self {
             jwks_url: config.jwks_url.clone(),
             cache_api_key: keycache::cache_api_key(&config.jwks_url),
             timeout_ms: config.cache.fetch_timeout_ms,
             cache: RefCell::new(KeyCache::new(config.cache)),
+            counters,
         }
     }
 
@@ -148,7 +162,8 @@ impl KeyStore {
         }
     }
 
-    /// Fetches the set and installs it if it is good; a failure keeps the current set.
+    /// Fetches the set and installs it if it is good; a failure keeps the current set. Counts the
+    /// outcome as soon as it is known.
     async fn fetch_and_install(&self) {
         match self.fetch().await {
             Ok(Fetched { body, keys, max_age }) => {
@@ -165,59 +180,71 @@ impl KeyStore {
                             "{}",
                             event_log("keys_fetched", json!({"kids": kids, "skipped": skipped, "ttl_seconds": ttl}))
                         );
+                        self.counters.jwks_fetch(FetchOutcome::Ok);
                         self.store_in_cache_api(&body, fetched_at, ttl).await;
                     }
                     Err(reason) => {
-                        console_log!("{}", event_log("keys_refused", json!({"reason": reason, "skipped": skipped})));
+                        let outcome = FetchOutcome::Refused;
+                        let detail = json!({"outcome": outcome.as_str(), "reason": reason, "skipped": skipped});
+                        console_log!("{}", event_log("keys_refused", detail));
+                        self.counters.jwks_fetch(outcome);
                     }
                 }
             }
-            Err(reason) => {
-                console_log!("{}", event_log("keys_fetch_failed", json!({"reason": reason, "url": self.jwks_url})));
+            Err((outcome, reason)) => {
+                let detail = json!({"outcome": outcome.as_str(), "reason": reason, "url": self.jwks_url});
+                console_log!("{}", event_log("keys_fetch_failed", detail));
                 self.cache.borrow_mut().failed(now_ms(), reason);
+                self.counters.jwks_fetch(outcome);
             }
         }
     }
 
     /// One GET of `JWKS_URL`, bounded in time and size, parsed strictly.
-    async fn fetch(&self) -> Result<Fetched, String> {
-        let headers = web_sys::Headers::new().map_err(js_reason)?;
-        headers.set("accept", "application/jwk-set+json, application/json").map_err(js_reason)?;
+    async fn fetch(&self) -> Result<Fetched, FetchFailure> {
+        let request = self.request().map_err(|error| js_failure("making the key set's request", error))?;
+        let response = subrequest(&request).await.map_err(|error| js_failure("fetching the key set", error))?;
+        let header = |name: &str| response.headers().get(name).ok().flatten();
+        let limit = KeySetLimits::default().max_bytes;
+        let refused = if response.status() == 200 {
+            keycache::check_declared_length(header("content-length").as_deref(), limit)
+                .map_err(|reason| (FetchOutcome::Refused, reason))
+        } else {
+            Err((FetchOutcome::BadStatus, format!("the JWKS URL answered {}", response.status())))
+        };
+        if let Err(failure) = refused {
+            // The body is not wanted: let the connection go.
+            if let Some(body) = response.body() {
+                let _ = body.cancel();
+            }
+            return Err(failure);
+        }
+        let max_age = header("cache-control").and_then(|value| keycache::max_age(&value));
+        let cap = u32::try_from(limit).unwrap_or(u32::MAX);
+        let body = JsFuture::from(read_capped(&response, cap))
+            .await
+            .map_err(|error| js_failure("reading the key set", error))?;
+        if body.is_null() {
+            return Err((FetchOutcome::Refused, format!("the key set is larger than {limit} bytes")));
+        }
+        let body = js_sys::Uint8Array::new(&body).to_vec();
+        // The parser checks the size again, with the same limits.
+        let keys = KeySet::parse(&body)
+            .map_err(|error| (FetchOutcome::Refused, format!("the key set was refused: {error}")))?;
+        Ok(Fetched { body, keys, max_age })
+    }
+
+    /// The GET of `JWKS_URL`: redirects not followed, aborted after `JWKS_TIMEOUT_MS`.
+    fn request(&self) -> Result<web_sys::Request, JsValue> {
+        let headers = web_sys::Headers::new()?;
+        headers.set("accept", "application/jwk-set+json, application/json")?;
         let init = web_sys::RequestInit::new();
         init.set_method("GET");
         init.set_headers(&headers);
         // A redirect is refused rather than followed: JWKS_URL must name the set itself.
         init.set_redirect(web_sys::RequestRedirect::Manual);
         init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(self.timeout_ms)));
-        let request = web_sys::Request::new_with_str_and_init(&self.jwks_url, &init).map_err(js_reason)?;
-        let response =
-            subrequest(&request).await.map_err(|error| format!("fetching the key set failed: {}", js_reason(error)))?;
-        let header = |name: &str| response.headers().get(name).ok().flatten();
-        let limit = KeySetLimits::default().max_bytes;
-        let refused = if response.status() == 200 {
-            keycache::check_declared_length(header("content-length").as_deref(), limit)
-        } else {
-            Err(format!("the JWKS URL answered {}", response.status()))
-        };
-        if let Err(reason) = refused {
-            // The body is not wanted: let the connection go.
-            if let Some(body) = response.body() {
-                let _ = body.cancel();
-            }
-            return Err(reason);
-        }
-        let max_age = header("cache-control").and_then(|value| keycache::max_age(&value));
-        let cap = u32::try_from(limit).unwrap_or(u32::MAX);
-        let body = JsFuture::from(read_capped(&response, cap))
-            .await
-            .map_err(|error| format!("reading the key set failed: {}", js_reason(error)))?;
-        if body.is_null() {
-            return Err(format!("the key set is larger than {limit} bytes"));
-        }
-        let body = js_sys::Uint8Array::new(&body).to_vec();
-        // The parser checks the size again, with the same limits.
-        let keys = KeySet::parse(&body).map_err(|error| format!("the key set was refused: {error}"))?;
-        Ok(Fetched { body, keys, max_age })
+        web_sys::Request::new_with_str_and_init(&self.jwks_url, &init)
     }
 
     /// Keeps the last good set in the Cache API for the stale bound past its lifetime.

@@ -7,26 +7,28 @@ mod keystore;
 mod webcrypto;
 
 use crate::config::{Config, ConfigError};
+use crate::counters::{Allowed, Counters, Lookup};
 use crate::decision::{self, Identity, Refusal};
 use crate::reply::{self, Reply};
 use crate::request::{self, ParsedHead, RequestHead, Route};
 use js_sys::futures::JsFuture;
-use jwks::{Access, TokenCache, UntrustedToken};
+use jwks::{Access, AsyncEs256Verifier, PublicKey, TokenCache, UntrustedToken};
 use keystore::KeyStore;
 use serde_json::json;
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast as _, JsValue};
 use webcrypto::WebCrypto;
 use worker::{Context, Env, console_error, console_log, event};
 
-/// The per-isolate state: the configuration, read once, the key set cache, and the tokens
-/// verified already.
+/// The per-isolate state: the configuration, read once, the key set cache, the tokens verified
+/// already, and the counters of what was decided (shared with the key set's fetches).
 struct Edge {
     config: Config,
     keys: Rc<KeyStore>,
     tokens: RefCell<TokenCache>,
+    counters: Rc<Counters>,
 }
 
 thread_local! {
@@ -69,11 +71,12 @@ enum Action {
 }
 
 impl Edge {
-    /// An isolate's state for `config`, with an empty key set cache.
+    /// An isolate's state for `config`, with an empty key set cache and counters at zero.
     fn new(config: Config) -> Self {
-        let keys = Rc::new(KeyStore::new(&config));
+        let counters = Rc::new(Counters::default());
+        let keys = Rc::new(KeyStore::new(&config, Rc::clone(&counters)));
         let tokens = RefCell::new(TokenCache::new(config.token_cache_entries));
-        Self { config, keys, tokens }
+        Self { config, keys, tokens, counters }
     }
 
     /// This isolate's state, made on the first request.
@@ -111,17 +114,28 @@ impl Edge {
         match route {
             Route::Status => {
                 let tokens_cached = self.tokens.borrow().len();
-                Action::Answer(reply::status_reply(&self.config, self.keys.status(now_ms()), tokens_cached))
+                let keys = self.keys.status(now_ms());
+                Action::Answer(reply::status_reply(&self.config, keys, tokens_cached, &self.counters))
             }
             Route::ReservedUnknown => Action::Answer(reply::not_found_reply()),
             #[cfg(feature = "bench")]
             Route::Bench => Action::Bench,
             #[cfg(not(feature = "bench"))]
             Route::Bench => Action::Answer(reply::not_found_reply()),
-            Route::Preflight | Route::Public => Action::Forward { identity: None, body },
+            Route::Preflight => {
+                self.counters.allowed(Allowed::Preflight);
+                Action::Forward { identity: None, body }
+            }
+            Route::Public => {
+                self.counters.allowed(Allowed::Public);
+                Action::Forward { identity: None, body }
+            }
             Route::Denied => Action::Answer(self.refuse(head, &Refusal::NoRule, None, None)),
             Route::Protected { access, rule } => match self.authenticate(head, access, ctx).await {
-                Ok(identity) => Action::Forward { identity: Some(identity), body },
+                Ok(identity) => {
+                    self.counters.allowed(Allowed::Token);
+                    Action::Forward { identity: Some(identity), body }
+                }
                 Err((refusal, kid)) => Action::Answer(self.refuse(head, &refusal, Some(rule), kid.as_deref())),
             },
         }
@@ -143,8 +157,10 @@ impl Edge {
             return Err((Refusal::KeysUnavailable, kid()));
         };
         let validator = &self.config.validator;
-        let validate = |keys: Rc<jwks::KeySet>| async move {
-            validator.validate_async_cached(token, &keys, &WebCrypto, now_ms() / 1000, &self.tokens).await
+        let backend = Noticed { signature_checked: Cell::new(false) };
+        let validate = |keys: Rc<jwks::KeySet>| {
+            let backend = &backend;
+            async move { validator.validate_async_cached(token, &keys, backend, now_ms() / 1000, &self.tokens).await }
         };
         let mut verified = validate(keys).await;
         if matches!(&verified, Err(error) if error.is_unknown_kid())
@@ -152,13 +168,28 @@ impl Edge {
         {
             verified = validate(refetched).await;
         }
+        self.counters.token_cache(Lookup::of(verified.is_ok(), backend.signature_checked.get()));
         decision::authorize(access, verified).map_err(|refusal| (refusal, kid()))
     }
 
-    /// Logs a refusal (one line) and gives its answer.
+    /// Logs a refusal (one line), counts it under the same code, and gives its answer.
     fn refuse(&self, head: &RequestHead<'_>, refusal: &Refusal, rule: Option<&str>, kid: Option<&str>) -> Reply {
         console_log!("{}", reply::refusal_log(head, refusal, rule, kid));
+        self.counters.refused(refusal.code());
         reply::refusal_reply(&self.config, head, refusal)
+    }
+}
+
+/// [`WebCrypto`], noting whether a signature was checked: a token accepted without one came from
+/// the verified-token cache ([`Lookup::of`]).
+struct Noticed {
+    signature_checked: Cell<bool>,
+}
+
+impl AsyncEs256Verifier for Noticed {
+    async fn verify_es256(&self, key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> bool {
+        self.signature_checked.set(true);
+        WebCrypto.verify_es256(key, message, signature).await
     }
 }
 
