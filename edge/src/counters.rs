@@ -5,7 +5,8 @@
 //! set written here or in [`RefusalCode`], never anything a request carries.
 
 use crate::decision::RefusalCode;
-use serde_json::{Map, Value};
+use jwks::TokenCache;
+use serde_json::{Map, Value, json};
 use std::cell::Cell;
 
 /// Why a request went on to the origin.
@@ -73,32 +74,18 @@ impl FetchOutcome {
     }
 }
 
-/// Whether a request's token was answered from the verified-token cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// The cache held it: accepted without a signature check.
-    Hit,
-    /// It was not held (or no longer counts): checked in full, whatever the verdict.
-    Miss,
+/// The verified-token cache's look-ups, as it counts them itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheLookups {
+    /// Tokens answered from the cache (no signature check).
+    pub hits: u64,
+    /// Tokens the cache did not hold (or no longer counted).
+    pub misses: u64,
 }
 
-impl Lookup {
-    /// Every result, in the order of the discriminants (each indexes its counter).
-    pub const ALL: [Self; 2] = [Self::Hit, Self::Miss];
-
-    /// The result of a request's look-up, from what its verification did: the cache answers only
-    /// with an accepted token, and a token it does not answer for is accepted only after its
-    /// signature is checked. So a hit is an accepted token whose signature was not checked.
-    pub fn of(accepted: bool, signature_checked: bool) -> Self {
-        if accepted && !signature_checked { Self::Hit } else { Self::Miss }
-    }
-
-    /// The result as the status page writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hits",
-            Self::Miss => "misses",
-        }
+impl From<&TokenCache> for CacheLookups {
+    fn from(cache: &TokenCache) -> Self {
+        Self { hits: cache.hits(), misses: cache.misses() }
     }
 }
 
@@ -110,7 +97,6 @@ pub struct Counters {
     allowed: [Cell<u64>; Allowed::ALL.len()],
     refused: [Cell<u64>; RefusalCode::ALL.len()],
     jwks_fetches: [Cell<u64>; FetchOutcome::ALL.len()],
-    token_cache: [Cell<u64>; Lookup::ALL.len()],
 }
 
 /// Adds one.
@@ -144,21 +130,16 @@ impl Counters {
         bump(&self.jwks_fetches[outcome as usize]);
     }
 
-    /// Counts the look-up in the verified-token cache of a request that reached verification (one
-    /// per request, after the unknown-`kid` retry if there was one).
-    pub fn token_cache(&self, lookup: Lookup) {
-        bump(&self.token_cache[lookup as usize]);
-    }
-
     /// The status page's view: `{"allowed": {...}, "refused": {...}, "jwks_fetches": {...},
-    /// "token_cache": {"hits", "misses"}}`, every label present, zeros included.
-    pub fn status(&self) -> Value {
+    /// "token_cache": {"hits", "misses"}}`, every label present, zeros included; the look-ups are
+    /// the verified-token cache's own counts.
+    pub fn status(&self, lookups: CacheLookups) -> Value {
         let mut document = Map::new();
         document.insert("allowed".to_owned(), object(&Allowed::ALL, Allowed::as_str, &self.allowed));
         document.insert("refused".to_owned(), object(&RefusalCode::ALL, RefusalCode::as_str, &self.refused));
         let fetches = object(&FetchOutcome::ALL, FetchOutcome::as_str, &self.jwks_fetches);
         document.insert("jwks_fetches".to_owned(), fetches);
-        document.insert("token_cache".to_owned(), object(&Lookup::ALL, Lookup::as_str, &self.token_cache));
+        document.insert("token_cache".to_owned(), json!({"hits": lookups.hits, "misses": lookups.misses}));
         Value::Object(document)
     }
 }
@@ -171,7 +152,7 @@ mod tests {
     #[test]
     fn a_new_isolate_shows_every_counter_at_zero() {
         assert_eq!(
-            Counters::default().status(),
+            Counters::default().status(CacheLookups::default()),
             json!({
                 "allowed": {"public": 0, "preflight": 0, "token": 0},
                 "refused": {
@@ -194,18 +175,15 @@ mod tests {
         counters.refused(RefusalCode::InvalidToken);
         counters.jwks_fetch(FetchOutcome::Timeout);
         counters.jwks_fetch(FetchOutcome::Ok);
-        counters.token_cache(Lookup::Miss);
-        counters.token_cache(Lookup::Hit);
-        counters.token_cache(Lookup::Hit);
         assert_eq!(
-            counters.status(),
+            counters.status(CacheLookups::default()),
             json!({
                 "allowed": {"public": 0, "preflight": 1, "token": 2},
                 "refused": {
                     "no_token": 0, "invalid_token": 2, "insufficient_role": 0, "no_rule": 0, "keys_unavailable": 1,
                 },
                 "jwks_fetches": {"ok": 1, "bad_status": 0, "refused": 0, "timeout": 1, "unreachable": 0},
-                "token_cache": {"hits": 2, "misses": 1},
+                "token_cache": {"hits": 0, "misses": 0},
             })
         );
     }
@@ -219,13 +197,10 @@ mod tests {
         for (index, outcome) in FetchOutcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome as usize, index, "{outcome:?}");
         }
-        for (index, lookup) in Lookup::ALL.into_iter().enumerate() {
-            assert_eq!(lookup as usize, index, "{lookup:?}");
-        }
         for code in RefusalCode::ALL {
             let counters = Counters::default();
             counters.refused(code);
-            let status = counters.status();
+            let status = counters.status(CacheLookups::default());
             let moved: Vec<&String> = status["refused"]
                 .as_object()
                 .expect("an object")
@@ -235,14 +210,6 @@ mod tests {
                 .collect();
             assert_eq!(moved, [code.as_str()], "{code:?}");
         }
-    }
-
-    #[test]
-    fn a_hit_is_an_accepted_token_whose_signature_was_not_checked() {
-        assert_eq!(Lookup::of(true, false), Lookup::Hit);
-        assert_eq!(Lookup::of(true, true), Lookup::Miss, "accepted after a full check");
-        assert_eq!(Lookup::of(false, true), Lookup::Miss, "a bad signature");
-        assert_eq!(Lookup::of(false, false), Lookup::Miss, "refused before the signature (garbage, unknown kid)");
     }
 
     #[test]
@@ -256,8 +223,8 @@ mod tests {
     #[test]
     fn counters_saturate_rather_than_wrap() {
         let counters = Counters::default();
-        counters.token_cache[Lookup::Hit as usize].set(u64::MAX);
-        counters.token_cache(Lookup::Hit);
-        assert_eq!(counters.status()["token_cache"]["hits"], u64::MAX);
+        counters.allowed[Allowed::Token as usize].set(u64::MAX);
+        counters.allowed(Allowed::Token);
+        assert_eq!(counters.status(CacheLookups::default())["allowed"]["token"], u64::MAX);
     }
 }

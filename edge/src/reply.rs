@@ -3,7 +3,7 @@
 //! the reason goes to the log only.
 
 use crate::config::{Config, ConfigError};
-use crate::counters::Counters;
+use crate::counters::{CacheLookups, Counters};
 use crate::decision::Refusal;
 use crate::request::{Credential, RequestHead, credential};
 use serde_json::{Value, json};
@@ -119,8 +119,14 @@ pub fn not_found_reply() -> Reply {
 
 /// The status page: the configuration that was loaded (nothing secret, not the origin; of the
 /// variables, only which are set), the key set cache's state, how many verified tokens
-/// (`tokens_cached`) the isolate holds, and its [`Counters`].
-pub fn status_reply(config: &Config, keys: Value, tokens_cached: usize, counters: &Counters) -> Reply {
+/// (`tokens_cached`) the isolate holds, and its [`Counters`] with the cache's `lookups`.
+pub fn status_reply(
+    config: &Config,
+    keys: Value,
+    tokens_cached: usize,
+    lookups: CacheLookups,
+    counters: &Counters,
+) -> Reply {
     let document = json!({
         "config": "loaded",
         "variables_set": config.variables_set,
@@ -131,7 +137,7 @@ pub fn status_reply(config: &Config, keys: Value, tokens_cached: usize, counters
         "preflight": config.policy.allows_preflight(),
         "keys": keys,
         "token_cache": {"entries": tokens_cached, "capacity": config.token_cache_entries},
-        "counters": counters.status(),
+        "counters": counters.status(lookups),
     });
     Reply { status: 200, headers: Vec::new(), body: format!("{document}\n") }
 }
@@ -322,7 +328,7 @@ mod tests {
             let logged: Value = serde_json::from_str(&refusal_log(&head, &refusal, None, None)).expect("JSON");
             let counters = Counters::default();
             counters.refused(refusal.code());
-            let status = counters.status();
+            let status = counters.status(CacheLookups::default());
             let moved: Vec<&str> = status["refused"]
                 .as_object()
                 .expect("an object")
@@ -358,6 +364,7 @@ mod tests {
             &config(&[("LOGIN_URL", "https://login.example/secret-path")]),
             json!({"state": "fresh"}),
             3,
+            CacheLookups { hits: 5, misses: 2 },
             &counters,
         );
         let parsed: Value = serde_json::from_str(&reply.body).expect("JSON");
@@ -368,7 +375,8 @@ mod tests {
         assert_eq!(parsed["rules"], 1);
         assert_eq!(parsed["token_cache"], json!({"entries": 3, "capacity": jwks::DEFAULT_TOKEN_CACHE_ENTRIES}));
         assert!(parsed.get("origin_url").is_none());
-        assert_eq!(parsed["counters"], counters.status());
+        assert_eq!(parsed["counters"], counters.status(CacheLookups { hits: 5, misses: 2 }));
+        assert_eq!(parsed["counters"]["token_cache"], json!({"hits": 5, "misses": 2}));
         assert_eq!(parsed["counters"]["refused"]["no_rule"], 1);
         assert_eq!(reply.content_type(), "application/json");
     }

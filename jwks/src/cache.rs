@@ -28,6 +28,10 @@ pub struct TokenCache {
     entries: HashMap<Arc<str>, Entry>,
     /// Tokens in the order they went in, for eviction.
     order: VecDeque<Arc<str>>,
+    /// Look-ups that answered with claims.
+    hits: u64,
+    /// Look-ups that did not.
+    misses: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -46,7 +50,17 @@ impl Default for TokenCache {
 impl TokenCache {
     /// A cache of at most `capacity` tokens; 0 keeps none.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, options: None, entries: HashMap::new(), order: VecDeque::new() }
+        Self { capacity, options: None, entries: HashMap::new(), order: VecDeque::new(), hits: 0, misses: 0 }
+    }
+
+    /// How many look-ups ([`get`](Self::get)) answered with claims.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// How many look-ups did not (the token was not held, or no longer counts).
+    pub fn misses(&self) -> u64 {
+        self.misses
     }
 
     /// The number of tokens held.
@@ -62,6 +76,14 @@ impl TokenCache {
     /// The claims of `token` if it is held, the key that verified it is still in `keys`, and its
     /// claims pass their time checks at `now` under `options`. An entry that fails is dropped.
     pub fn get(&mut self, token: &str, keys: &KeySet, options: &ClaimsOptions, now: u64) -> Option<Claims> {
+        let found = self.find(token, keys, options, now);
+        let counter = if found.is_some() { &mut self.hits } else { &mut self.misses };
+        *counter = counter.saturating_add(1);
+        found
+    }
+
+    /// [`get`](Self::get) without the count.
+    fn find(&mut self, token: &str, keys: &KeySet, options: &ClaimsOptions, now: u64) -> Option<Claims> {
         if self.options.as_ref() != Some(options) {
             return None;
         }

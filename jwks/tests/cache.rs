@@ -185,3 +185,20 @@ fn the_oldest_entry_makes_room_and_zero_keeps_none() {
     }
     assert_eq!((none.cache.borrow().len(), none.checks()), (0, 3));
 }
+
+#[test]
+fn the_cache_counts_its_hits_and_misses() {
+    let key = TestKey::new(1);
+    let keys = KeySet::from_keys([key.public.clone()]);
+    let token = key.sign_claims(&claims(&[]));
+    let setup = Setup::new(16);
+    setup.validate(&token, &keys, NOW).expect("valid");
+    setup.validate(&token, &keys, NOW).expect("valid");
+    setup.validate(&token, &keys, NOW).expect("valid");
+    let mut bad = token.clone();
+    bad.replace_range(bad.len() - 4.., "AAAA");
+    setup.validate(&bad, &keys, NOW).expect_err("a bad signature");
+    let cache = setup.cache.borrow();
+    assert_eq!((cache.hits(), cache.misses()), (2, 2), "one check of each token, then two answers from the cache");
+    assert_eq!(setup.checks(), 2);
+}

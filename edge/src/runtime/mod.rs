@@ -7,15 +7,15 @@ mod keystore;
 mod webcrypto;
 
 use crate::config::{Config, ConfigError};
-use crate::counters::{Allowed, Counters, Lookup};
+use crate::counters::{Allowed, CacheLookups, Counters};
 use crate::decision::{self, Identity, Refusal};
 use crate::reply::{self, Reply};
 use crate::request::{self, ParsedHead, RequestHead, Route};
 use js_sys::futures::JsFuture;
-use jwks::{Access, AsyncEs256Verifier, PublicKey, TokenCache, UntrustedToken};
+use jwks::{Access, TokenCache, UntrustedToken};
 use keystore::KeyStore;
 use serde_json::json;
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast as _, JsValue};
@@ -113,9 +113,12 @@ impl Edge {
         let body = route.forwards_body(head.method);
         match route {
             Route::Status => {
-                let tokens_cached = self.tokens.borrow().len();
+                let (tokens_cached, lookups) = {
+                    let tokens = self.tokens.borrow();
+                    (tokens.len(), CacheLookups::from(&*tokens))
+                };
                 let keys = self.keys.status(now_ms());
-                Action::Answer(reply::status_reply(&self.config, keys, tokens_cached, &self.counters))
+                Action::Answer(reply::status_reply(&self.config, keys, tokens_cached, lookups, &self.counters))
             }
             Route::ReservedUnknown => Action::Answer(reply::not_found_reply()),
             #[cfg(feature = "bench")]
@@ -157,10 +160,8 @@ impl Edge {
             return Err((Refusal::KeysUnavailable, kid()));
         };
         let validator = &self.config.validator;
-        let backend = Noticed { signature_checked: Cell::new(false) };
-        let validate = |keys: Rc<jwks::KeySet>| {
-            let backend = &backend;
-            async move { validator.validate_async_cached(token, &keys, backend, now_ms() / 1000, &self.tokens).await }
+        let validate = |keys: Rc<jwks::KeySet>| async move {
+            validator.validate_async_cached(token, &keys, &WebCrypto, now_ms() / 1000, &self.tokens).await
         };
         let mut verified = validate(keys).await;
         if matches!(&verified, Err(error) if error.is_unknown_kid())
@@ -168,7 +169,6 @@ impl Edge {
         {
             verified = validate(refetched).await;
         }
-        self.counters.token_cache(Lookup::of(verified.is_ok(), backend.signature_checked.get()));
         decision::authorize(access, verified).map_err(|refusal| (refusal, kid()))
     }
 
@@ -177,19 +177,6 @@ impl Edge {
         console_log!("{}", reply::refusal_log(head, refusal, rule, kid));
         self.counters.refused(refusal.code());
         reply::refusal_reply(&self.config, head, refusal)
-    }
-}
-
-/// [`WebCrypto`], noting whether a signature was checked: a token accepted without one came from
-/// the verified-token cache ([`Lookup::of`]).
-struct Noticed {
-    signature_checked: Cell<bool>,
-}
-
-impl AsyncEs256Verifier for Noticed {
-    async fn verify_es256(&self, key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> bool {
-        self.signature_checked.set(true);
-        WebCrypto.verify_es256(key, message, signature).await
     }
 }
 
