@@ -60,11 +60,26 @@ pub(crate) fn run_command(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Builds the workspace's binaries (the issuer, the demo origin) as the tests build the
-/// workspace, so that `dev`, the end-to-end tests and the test step share one set of artifacts.
+/// Builds the workspace's binaries (the issuer, the demo origin) for `cargo xtask dev`.
+///
+/// `cargo xtask test` builds them with the tests instead ([`TEST_BUILD`]): a build that selects
+/// test targets resolves features with the dev-dependencies (proptest turns on more of
+/// regex-syntax's, under tracing-subscriber and so the issuer), so its binaries are other artifacts.
+/// Both stay in `target/` side by side; neither rebuilds the other.
 pub(crate) fn build_binaries(root: &Path) -> Result<()> {
     run(root, "cargo", &["build", "--workspace", "--all-features", "--bins"])
 }
+
+/// Everything `cargo test --workspace --all-features` compiles, in one cargo run: the libraries,
+/// the binaries the end-to-end tests start (tests/tests/e2e.rs finds them beside itself) and the
+/// test targets, with the features the test run resolves, so that the run compiles nothing but
+/// the doctests.
+const TEST_BUILD: &[&str] = &["build", "--workspace", "--all-features", "--lib", "--bins", "--tests"];
+
+/// `libfuzzer-sys` compiles libFuzzer's C++ in its build script unless `CUSTOM_LIBFUZZER_PATH`
+/// names a library to link instead. A `cargo check` links nothing, so the fuzz targets' check
+/// names one that is never read: the C++ (about a third of that step) is only for `cargo xtask fuzz`.
+const FUZZ_CHECK_LIBFUZZER: (&str, &str) = ("CUSTOM_LIBFUZZER_PATH", "/nonexistent/libfuzzer-not-linked-by-check.a");
 
 /// Times named steps and prints a summary at the end.
 struct Steps {
@@ -117,18 +132,6 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         cargo(&[&jwks_wasm[..], &["--no-default-features", "--features", "toml", "--", "-D", "warnings"]].concat())?;
         cargo(&[&jwks_wasm[..], &["--test", "wasm", "--", "-D", "warnings"]].concat())
     })?;
-    steps.run("jwks for wasm32 (as the edge builds it: no p256)", || {
-        cargo(&[
-            "build",
-            "-p",
-            "jwks",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--no-default-features",
-            "--features",
-            "toml",
-        ])
-    })?;
     steps.run("jwks tests under wasm32 (wasm-bindgen-test, Node)", || {
         let runner = worker::tools_dir().join("bin/wasm-bindgen-test-runner");
         run_command(
@@ -138,13 +141,22 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
                 .current_dir(root),
         )
     })?;
+    // Also the core for wasm32 as the edge builds it (no p256, no toml), in full: a separate
+    // `cargo build` of the core for wasm32 would only repeat what clippy (wasm32) checks and this
+    // compiles.
     steps.run("build the Worker", || worker::build_worker(root, &tools))?;
     // What `npx wrangler deploy --env production` would upload, built offline, against its budget.
     steps.run("Worker upload (production, dry run)", || worker::check_worker_size(root, &tools))?;
-    // The end-to-end tests start these binaries (tests/tests/e2e.rs finds them beside itself).
-    steps.run("issuer and demo origin binaries", || build_binaries(root))?;
+    steps.run("build the binaries and the tests", || cargo(TEST_BUILD))?;
     steps.run("tests", || cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
-    steps.run("fuzz targets build", || cargo(&["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"]))?;
+    steps.run("fuzz targets build", || {
+        run_command(
+            Command::new("cargo")
+                .args(["check", "--manifest-path", "jwks/fuzz/Cargo.toml", "--bins"])
+                .env(FUZZ_CHECK_LIBFUZZER.0, FUZZ_CHECK_LIBFUZZER.1)
+                .current_dir(root),
+        )
+    })?;
     Ok(())
 }
 

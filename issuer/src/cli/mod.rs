@@ -91,7 +91,8 @@ pub(crate) enum KeysCommand {
     Rotate,
     /// Emergency revocation: the key leaves the JWKS at once; an active key is replaced.
     Revoke {
-        /// The key id.
+        /// The key id. A kid is base64url, so it may begin with `-` (one in 64 does).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }
@@ -309,5 +310,16 @@ mod tests {
         assert_eq!(ttl, Some(Duration::from_secs(300)));
         assert!(Cli::try_parse_from(["issuer", "token", "mint", "--sub", "s", "--ttl", "5 minutes"]).is_err());
         assert!(Cli::try_parse_from(["issuer", "keys", "revoke"]).is_err());
+    }
+
+    /// A kid is base64url: one in 64 begins with `-`, and must not be read as an option.
+    #[test]
+    fn a_kid_may_begin_with_a_hyphen() {
+        let kid = "-5r5PseIjxKbX7Dv-kM0J_HM4qf-WPpNKknE3bvzUj8";
+        let cli = Cli::try_parse_from(["issuer", "keys", "revoke", kid]).expect("parses");
+        let Command::Keys { command: KeysCommand::Revoke { kid: parsed } } = cli.command else {
+            panic!("revoke");
+        };
+        assert_eq!(parsed, kid);
     }
 }
