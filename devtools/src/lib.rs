@@ -4,9 +4,12 @@
 //! - [`workspace_root`]: the repository's root folder;
 //! - [`WRANGLER_ENV`]: the environment wrangler runs with here;
 //! - [`ProcessGroup`]: a child process in its own process group, stopped with its whole group
-//!   (SIGTERM, then SIGKILL), exactly once, at the latest when it is dropped.
+//!   (SIGTERM, then SIGKILL), exactly once, at the latest when it is dropped;
+//! - [`postgres::PostgresServer`]: a private PostgreSQL server in a temporary folder.
 //!
 //! Only std and nix's `killpg` (the one call std lacks), so `xtask` stays light.
+
+pub mod postgres;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;

@@ -5,18 +5,20 @@
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::domain::accounts::{AccountError, Accounts, User, normalize_email};
+use crate::domain::accounts::{AccountError, Accounts, normalize_email};
 use crate::domain::kek::Kek;
+use crate::domain::keys::SigningKey;
 use crate::domain::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation};
 use crate::domain::published::{Checked, PublishedKeySet};
-use crate::domain::secrets::{PasswordError, PasswordHasher};
-use crate::domain::sessions::{Family, SessionError, Sessions};
+use crate::domain::secrets::{PasswordError, PasswordHasher, random_id};
+use crate::domain::sessions::{SessionError, Sessions};
 use crate::domain::tokens::{self, AccessTokenRequest, MintError, MintedToken};
 use crate::metrics::{Metrics, PoolLabels};
 use crate::store::{Db, DbError, MAX_CONNECTIONS, OpenMode};
 use jwks::{Claims, P256Verifier, Validator, VerifyError};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The role an admin token must carry.
 pub const ADMIN_ROLE: &str = "admin";
@@ -289,10 +291,33 @@ impl AppState {
     /// configuration: audiences among `audiences` (or the admin audience), lifetime at most
     /// `access_token_ttl`.
     pub async fn mint(&self, request: &AccessTokenRequest) -> Result<MintedToken, MintError> {
+        let ttl = self.check(request)?;
+        let (key, now) = self.signer().await?;
+        tokens::sign(&key, &self.inner.config.issuer, request, ttl, now, random_id())
+    }
+
+    /// The lifetime of the token `request` asks for, once checked against the configuration.
+    fn check(&self, request: &AccessTokenRequest) -> Result<Duration, MintError> {
         let config = &self.inner.config;
         let allowed: Vec<&str> =
             config.audiences.iter().map(String::as_str).chain([config.admin_audience.as_str()]).collect();
-        let ttl = tokens::check(request, &allowed, config.access_token_ttl)?;
+        tokens::check(request, &allowed, config.access_token_ttl)
+    }
+
+    /// The active key, published by this process, and the time to sign at. The hot path asks no
+    /// database: the key set compared with the database less than
+    /// [`KEY_SET_CHECK_INTERVAL`](crate::domain::keys::KEY_SET_CHECK_INTERVAL) ago names the
+    /// active key, and the decrypted key kept in memory is that one. So a key revoked or replaced
+    /// by another process stops signing here within that interval, as it leaves this process's
+    /// JWKS.
+    async fn signer(&self) -> Result<(Arc<SigningKey>, u64), MintError> {
+        let now = self.now();
+        let checked = self.inner.jwks.checked(&self.inner.keys, now).await;
+        if checked.fresh
+            && let Some(key) = checked.snapshot.active.as_deref().and_then(|kid| self.inner.keys.cached_signer_for(kid))
+        {
+            return Ok((key, now));
+        }
         let key = self.inner.keys.signer().await?;
         // The clock is read once the signer is known, so that `iat` is never before the moment
         // its key became active (a rotation may land while the signer is read).
@@ -302,21 +327,21 @@ impl AppState {
         if self.inner.jwks.current().keys.get(key.kid()).is_none() {
             self.inner.jwks.refresh(&self.inner.keys, now).await?;
         }
-        tokens::sign(&key, &config.issuer, request, ttl, now)
+        Ok((key, now))
     }
 
-    /// The access token request for `user` at `client_id`: every configured audience, and the
-    /// admin audience for admins.
-    pub fn user_token_request(&self, user: &User, client_id: &str) -> AccessTokenRequest {
+    /// The access token request for the user `subject` with `roles` at `client_id`: every
+    /// configured audience, and the admin audience for admins.
+    pub fn user_token_request(&self, subject: &str, roles: &[String], client_id: &str) -> AccessTokenRequest {
         let config = &self.inner.config;
         let mut audiences = config.audiences.clone();
-        if user.roles.iter().any(|role| role == ADMIN_ROLE) && !audiences.contains(&config.admin_audience) {
+        if roles.iter().any(|role| role == ADMIN_ROLE) && !audiences.contains(&config.admin_audience) {
             audiences.push(config.admin_audience.clone());
         }
         AccessTokenRequest {
-            subject: user.id.clone(),
+            subject: subject.to_owned(),
             audiences,
-            roles: user.roles.clone(),
+            roles: roles.to_vec(),
             client_id: client_id.to_owned(),
             scope: None,
             ttl: None,
@@ -349,7 +374,7 @@ impl AppState {
             LoginError::WrongCredentials
         })?;
         sessions.login_succeeded(attempt, &account).await?;
-        let access = self.mint(&self.user_token_request(&user, client_id)).await?;
+        let access = self.mint(&self.user_token_request(&user.id, &user.roles, client_id)).await?;
         let refresh = sessions.start(&user.id, client_id, &access, now).await?;
         tracing::info!(user = %user.id, client = client_id, "password login");
         Ok((access, refresh))
@@ -359,21 +384,19 @@ impl AppState {
     /// the new access token carries the user's roles as they are now, and a disabled or deleted
     /// user gets none. Returns the access token and the new refresh token.
     pub async fn refresh(&self, refresh: &str, client_id: &str) -> Result<(MintedToken, String), SessionError> {
-        let mint = async |family: &Family| {
-            let user = self.inner.accounts.user(&family.user_id).await.map_err(|error| match error {
-                AccountError::Db(error) => SessionError::Db(error),
-                _ => SessionError::InvalidGrant("unreadable user"),
-            })?;
-            match user {
-                Some(user) if !user.disabled => Ok(self.mint(&self.user_token_request(&user, client_id)).await?),
-                _ => Err(SessionError::InvalidGrant("disabled or deleted user")),
+        // The key first: once the old token is spent, signing must not fail for want of one.
+        let (key, now) = self.signer().await?;
+        let jti = random_id();
+        let rotated = match self.inner.sessions.rotate(refresh, client_id, now, &jti).await {
+            Err(SessionError::Reused) => {
+                self.inner.metrics.refresh_reuse.inc();
+                return Err(SessionError::Reused);
             }
+            rotated => rotated?,
         };
-        let rotated = self.inner.sessions.rotate(refresh, client_id, self.now(), mint).await;
-        if let Err(SessionError::Reused) = rotated {
-            self.inner.metrics.refresh_reuse.inc();
-        }
-        rotated
+        let request = self.user_token_request(&rotated.family.user_id, &rotated.roles, client_id);
+        let ttl = self.check(&request)?;
+        Ok((tokens::sign(&key, &self.inner.config.issuer, &request, ttl, now, jti)?, rotated.refresh))
     }
 
     /// The JWKS to serve: the cached snapshot, compared with the database at most once per

@@ -10,6 +10,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,15 @@ impl Process {
 
     /// Stops the whole group and says how the process ended.
     pub fn stop(mut self) -> Option<ExitStatus> {
+        self.group.stop()
+    }
+
+    /// Kills the whole group at once, as a crash would (SIGKILL, no grace), and says how the
+    /// process ended.
+    pub fn kill(mut self) -> Option<ExitStatus> {
+        let group = i32::try_from(self.group.id()).expect("a process id fits an i32");
+        killpg(Pid::from_raw(group), Signal::SIGKILL).unwrap_or_else(|error| panic!("kill the {}: {error}", self.name));
+        // Waits for the leader; `stop`'s own signals reach a group that is dying or gone.
         self.group.stop()
     }
 }
@@ -292,4 +303,27 @@ impl Client {
     pub async fn get_with_token(&self, path: &str, token: &str) -> Answer {
         self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
     }
+
+    /// `POST path` with `params` as an `application/x-www-form-urlencoded` body; `None` when it
+    /// fails or no whole answer comes within `limit`.
+    pub async fn try_post_form(&self, path: &str, params: &[(&str, &str)], limit: Duration) -> Option<Answer> {
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        self.try_send("POST", path, &headers, form(params), limit).await
+    }
+}
+
+/// `params` as an `application/x-www-form-urlencoded` body (bytes other than ASCII letters,
+/// digits and `-._*` percent-encoded, spaces as `+`).
+fn form(params: &[(&str, &str)]) -> Vec<u8> {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => char::from(byte).to_string(),
+                b' ' => "+".to_owned(),
+                _ => format!("%{byte:02X}"),
+            })
+            .collect()
+    };
+    let pairs: Vec<String> = params.iter().map(|(name, value)| format!("{}={}", encode(name), encode(value))).collect();
+    pairs.join("&").into_bytes()
 }

@@ -13,17 +13,14 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tests::harness::{Answer, Client, Process, Wrangler, free_port, poll, wait_until_serving, workspace_binary};
+use tests::harness::{Answer, Client, Process, Wrangler, free_port, poll, wait_until_serving};
+use tests::issuer::{AUDIENCE, Issuer, OTHER_AUDIENCE};
 
-/// The audience of the edge; the issuer may also mint for [`OTHER_AUDIENCE`].
-const AUDIENCE: &str = "api";
-/// An audience the issuer mints for and the edge does not accept.
-const OTHER_AUDIENCE: &str = "billing";
 /// The edge's refetch cooldown and least key-set lifetime (seconds): small, so that it notices
 /// key changes within seconds.
 const EDGE_JWKS_SECONDS: &str = "1";
@@ -47,140 +44,6 @@ fn bearer(token: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The issuer: `issuer serve` as a process, and its CLI on the same database.
-
-struct Issuer {
-    binary: PathBuf,
-    data: PathBuf,
-    logs: PathBuf,
-    port: u16,
-    client: Client,
-    serving: Option<Process>,
-    starts: usize,
-}
-
-impl Issuer {
-    /// An issuer (not started) with its data in `dir/<name>` and its logs in `dir`.
-    fn new(name: &str, dir: &Path) -> Self {
-        let data = dir.join(name);
-        std::fs::create_dir_all(&data).expect("the issuer's data folder");
-        let port = free_port();
-        Self {
-            binary: workspace_binary("issuer"),
-            data,
-            logs: dir.to_owned(),
-            port,
-            client: Client::new(format!("http://127.0.0.1:{port}")),
-            serving: None,
-            starts: 0,
-        }
-    }
-
-    fn url(&self) -> &str {
-        &self.client.base
-    }
-
-    /// The issuer command with this issuer's settings (and no `PORTCULLIS_*` from outside):
-    /// rotation that takes seconds (`jwks_max_age`, `publish_lead` and `replica_sync` 1 s, so a
-    /// new key signs `publish_lead + 2 * replica_sync` = 3 s after it is published), no scheduled
-    /// rotation during the test.
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.binary);
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PORTCULLIS_")) {
-            command.env_remove(name);
-        }
-        command
-            .env("PORTCULLIS_ISSUER", self.url())
-            .env("PORTCULLIS_BIND", format!("127.0.0.1:{}", self.port))
-            .env("PORTCULLIS_DATA_DIR", &self.data)
-            .env("PORTCULLIS_AUDIENCES", format!("{AUDIENCE},{OTHER_AUDIENCE}"))
-            .env("PORTCULLIS_JWKS_MAX_AGE", "1s")
-            .env("PORTCULLIS_PUBLISH_LEAD", "1s")
-            .env("PORTCULLIS_REPLICA_SYNC", "1s")
-            .env("PORTCULLIS_ROTATION_PERIOD", "1h")
-            // Cheap password hashes: the suite measures the flow, not argon2 (the issuer warns).
-            .env("PORTCULLIS_PASSWORD_HASH_MEMORY", "64")
-            .env("PORTCULLIS_PASSWORD_HASH_ITERATIONS", "1")
-            .env("RUST_LOG", "info,sqlx=warn")
-            .current_dir(&self.data);
-        command
-    }
-
-    /// Starts `issuer serve` and waits until `/healthz` answers 200.
-    async fn serve(&mut self) -> Duration {
-        assert!(self.serving.is_none(), "the issuer is serving already");
-        self.starts += 1;
-        let mut command = self.command();
-        command.arg("serve");
-        let log = self.logs.join(format!("issuer-{}.log", self.starts));
-        let process = self.serving.insert(Process::spawn("issuer", command, log));
-        wait_until_serving(process, &self.client, "/healthz").await
-    }
-
-    /// Stops `issuer serve` (SIGTERM to its group) and checks that it stopped cleanly.
-    fn stop(&mut self) {
-        let process = self.serving.take().expect("the issuer is serving");
-        let status = process.stop().expect("the issuer's exit status");
-        assert!(status.success(), "the issuer stopped with {status}");
-    }
-
-    /// Runs the CLI with `args`; its standard output, or a panic with its standard error.
-    async fn cli(&self, args: &[&str]) -> String {
-        let mut command = self.command();
-        command.args(args);
-        let shown = args.join(" ");
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .expect("the CLI's thread")
-            .unwrap_or_else(|error| panic!("issuer {shown}: {error}"));
-        assert!(
-            output.status.success(),
-            "issuer {shown}: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("UTF-8 output").trim().to_owned()
-    }
-
-    /// `issuer token mint --sub SUB --roles ROLES ...more`.
-    async fn mint(&self, sub: &str, roles: &str, more: &[&str]) -> String {
-        self.cli(&[&["token", "mint", "--sub", sub, "--roles", roles], more].concat()).await
-    }
-
-    async fn cli_json(&self, args: &[&str]) -> Value {
-        let output = self.cli(args).await;
-        serde_json::from_str(&output).unwrap_or_else(|_| panic!("issuer {}: not JSON: {output}", args.join(" ")))
-    }
-
-    /// `issuer keys list --json`: kid to state.
-    async fn key_states(&self) -> Vec<(String, String)> {
-        let list = self.cli_json(&["keys", "list", "--json"]).await;
-        let keys = list["keys"].as_array().unwrap_or_else(|| panic!("no keys in {list}"));
-        let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
-        keys.iter().map(|key| (text(&key["kid"]), text(&key["state"]))).collect()
-    }
-
-    /// The kids of the JWKS the issuer serves.
-    async fn jwks_kids(&self) -> Result<Vec<String>, String> {
-        let answer = self
-            .client
-            .try_send("GET", "/.well-known/jwks.json", &[], Vec::new(), Duration::from_secs(5))
-            .await
-            .ok_or("no answer")?;
-        if answer.status != 200 {
-            return Err(format!("{}: {}", answer.status, answer.text()));
-        }
-        let jwks = answer.json();
-        Ok(jwks["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|key| key["kid"].as_str().map(str::to_owned))
-            .collect())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The stack.
 
 struct Stack {
@@ -194,7 +57,7 @@ struct Stack {
 impl Stack {
     async fn start(dir: &Path) -> Self {
         let started = Instant::now();
-        let mut issuer = Issuer::new("issuer", dir);
+        let mut issuer = Issuer::new("issuer", dir, None);
         let origin_port = free_port();
         let mut origin_command = Command::new(env!("CARGO_BIN_EXE_demo-origin"));
         origin_command.arg(format!("127.0.0.1:{origin_port}"));
@@ -567,18 +430,8 @@ async fn session_login_refresh_logout(stack: &Stack) {
         .expect("the password on stdin");
     assert!(child.wait().expect("issuer users add").success(), "issuer users add");
 
-    let form = |pairs: &[(&str, &str)]| {
-        let body: Vec<String> =
-            pairs.iter().map(|(name, value)| format!("{name}={}", value.replace(' ', "+"))).collect();
-        body.join("&").into_bytes()
-    };
-    let form_headers = [("content-type", "application/x-www-form-urlencoded")];
-    let grant = async |pairs: &[(&str, &str)]| {
-        let answer = issuer.client.send("POST", "/oauth/token", &form_headers, form(pairs)).await;
-        (answer.status, answer.json())
-    };
-
-    let (status, login) = grant(&[("grant_type", "password"), ("username", email), ("password", password)]).await;
+    let (status, login) =
+        issuer.grant(&[("grant_type", "password"), ("username", email), ("password", password)]).await;
     assert_eq!(status, 200, "login: {login}");
     let access = login["access_token"].as_str().expect("an access token");
     let refresh = login["refresh_token"].as_str().expect("a refresh token");
@@ -586,7 +439,7 @@ async fn session_login_refresh_logout(stack: &Stack) {
     assert_eq!((me.status, me.json()["roles"].clone()), (200, json!(["reader"])), "after login: {}", me.text());
     let user_id = me.json()["subject"].clone();
 
-    let (status, refreshed) = grant(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+    let (status, refreshed) = issuer.grant(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
     assert_eq!(status, 200, "refresh: {refreshed}");
     let access2 = refreshed["access_token"].as_str().expect("a new access token");
     let refresh2 = refreshed["refresh_token"].as_str().expect("a new refresh token");
@@ -598,7 +451,7 @@ async fn session_login_refresh_logout(stack: &Stack) {
     let logout = issuer.client.send("POST", "/logout", &[("authorization", &bearer2)], Vec::new()).await;
     assert!(matches!(logout.status, 200 | 204), "logout: {} {}", logout.status, logout.text());
     for (what, spent) in [("after logout", refresh2), ("the first, spent", refresh)] {
-        let (status, body) = grant(&[("grant_type", "refresh_token"), ("refresh_token", spent)]).await;
+        let (status, body) = issuer.grant(&[("grant_type", "refresh_token"), ("refresh_token", spent)]).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{what}: {body}");
     }
     eprintln!("session: login, edge, refresh, edge, logout; the refresh tokens are dead");
@@ -610,7 +463,7 @@ async fn whole_stack_end_to_end() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut stack = Stack::start(dir.path()).await;
-    let foreign = Issuer::new("foreign-issuer", dir.path());
+    let foreign = Issuer::new("foreign-issuer", dir.path(), None);
     let bad = BadTokens::mint(&stack.issuer, &foreign).await;
 
     let alice = token_reaches_the_origin(&stack).await;

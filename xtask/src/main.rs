@@ -9,6 +9,7 @@
 //! - `fuzz [SECONDS]`: runs each fuzz target of `jwks` for SECONDS (default 60).
 
 mod dev;
+mod postgres;
 mod worker;
 
 use anyhow::{Context as _, Result, bail};
@@ -81,6 +82,11 @@ const TEST_BUILD: &[&str] = &["build", "--workspace", "--all-features", "--lib",
 /// names one that is never read: the C++ (about a third of that step) is only for `cargo xtask fuzz`.
 const FUZZ_CHECK_LIBFUZZER: (&str, &str) = ("CUSTOM_LIBFUZZER_PATH", "/nonexistent/libfuzzer-not-linked-by-check.a");
 
+/// The variable that gives the tests a PostgreSQL server (`postgres://user@host:port`, no
+/// database): the issuer's integration suite then runs each test on a new database there, and the
+/// suites that need PostgreSQL run.
+const TEST_POSTGRES: &str = "PORTCULLIS_TEST_POSTGRES";
+
 /// Times named steps and prints a summary at the end.
 struct Steps {
     done: Vec<(&'static str, Duration)>,
@@ -148,7 +154,34 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     // What `npx wrangler deploy --env production` would upload, built offline, against its budget.
     steps.run("Worker upload (production, dry run)", || worker::check_worker_size(root, &tools))?;
     steps.run("build the binaries and the tests", || cargo(TEST_BUILD))?;
-    steps.run("tests", || cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
+    let server = {
+        let mut server = None;
+        steps.run("PostgreSQL (a private server)", || {
+            server = Some(postgres::start()?);
+            Ok(())
+        })?;
+        server.context("PostgreSQL did not start")?
+    };
+    // Everything, with the suites that need a PostgreSQL server on this one; the issuer's
+    // integration suite runs on it here, and on SQLite files in the next step.
+    let tests = steps.run("tests (the issuer's integration suite on PostgreSQL)", || {
+        run_command(
+            Command::new("cargo")
+                .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
+                .env(TEST_POSTGRES, server.url())
+                .current_dir(root),
+        )
+    });
+    let sqlite = steps.run("the issuer's integration suite on SQLite", || {
+        run_command(
+            Command::new("cargo")
+                .args(["test", "-p", "issuer", "--all-features", "--test", "integration"])
+                .env_remove(TEST_POSTGRES)
+                .current_dir(root),
+        )
+    });
+    drop(server);
+    tests.and(sqlite)?;
     steps.run("fuzz targets build", || {
         run_command(
             Command::new("cargo")

@@ -9,6 +9,7 @@ use issuer::clock::{Clock as _, SystemClock};
 use issuer::config::Config;
 use issuer::domain::kek::Kek;
 use issuer::domain::keys::SigningKey;
+use issuer::domain::secrets::random_id;
 use issuer::domain::tokens::{self, AccessTokenRequest};
 use issuer::{AppState, app};
 use std::sync::Arc;
@@ -158,12 +159,12 @@ pub(crate) fn sign(duration: Duration) -> anyhow::Result<()> {
     };
     let ttl = Duration::from_secs(300);
     let now = SystemClock.now();
-    let token = tokens::sign(&key, "https://issuer.example", &request, ttl, now)?;
+    let token = tokens::sign(&key, "https://issuer.example", &request, ttl, now, random_id())?;
     let start = Instant::now();
     let mut count: u64 = 0;
     while start.elapsed() < duration {
         for _ in 0..100 {
-            tokens::sign(&key, "https://issuer.example", &request, ttl, now)?;
+            tokens::sign(&key, "https://issuer.example", &request, ttl, now, random_id())?;
         }
         count += 100;
     }

@@ -29,6 +29,8 @@ pub(crate) struct PublishedSnapshot {
     pub(crate) etag: String,
     /// The body as a verifier reads it.
     pub(crate) keys: KeySet,
+    /// The kid of the active key at that version, if there was one.
+    pub(crate) active: Option<String>,
 }
 
 impl PublishedSnapshot {
@@ -41,7 +43,7 @@ impl PublishedSnapshot {
             return Err(KeyStoreError::Jwks(format!("{} of its keys are unusable", keys.skipped().len())));
         }
         let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&body)));
-        Ok(Self { version: published.version, body: Bytes::from(body), etag, keys })
+        Ok(Self { version: published.version, body: Bytes::from(body), etag, keys, active: published.active.clone() })
     }
 }
 

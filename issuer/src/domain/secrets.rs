@@ -140,7 +140,7 @@ fn hash_with(params: &Params, password: &[u8]) -> Result<String, PasswordError> 
 }
 
 /// 128 random bits, base64url: a `jti`, a user id, a refresh-token family id.
-pub(crate) fn random_id() -> String {
+pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)

@@ -2,7 +2,6 @@
 //! roles client_id` and an optional `scope`, signed ES256 with the active key.
 
 use crate::domain::keys::{KeyStoreError, SigningKey};
-use crate::domain::secrets::random_id;
 use crate::duration::show;
 use jwt_simple::claims::{Audiences, JWTClaims};
 use jwt_simple::prelude::Duration as JwtTime;
@@ -124,17 +123,19 @@ pub(crate) fn check(
     Ok(ttl)
 }
 
-/// Signs an access token for `request` with `key` at `now`, valid for `ttl`, without checking the
-/// request against any configuration: [`AppState::mint`](crate::AppState::mint) is the checked way.
+/// Signs an access token for `request` with `key` at `now`, valid for `ttl`, with the `jti` `id`
+/// (fresh and random: [`random_id`](crate::domain::secrets::random_id)), without checking the request against any configuration:
+/// [`AppState::mint`](crate::AppState::mint) is the checked way.
 pub fn sign(
     key: &SigningKey,
     issuer: &str,
     request: &AccessTokenRequest,
     ttl: Duration,
     now: u64,
+    id: String,
 ) -> Result<MintedToken, MintError> {
     let expires_at = now.saturating_add(ttl.as_secs());
-    let jti = random_id();
+    let jti = id;
     let audiences = match request.audiences.as_slice() {
         [one] => Audiences::AsString(one.clone()),
         many => Audiences::AsSet(many.iter().cloned().collect::<HashSet<_>>()),

@@ -7,9 +7,12 @@
 //! (`crate::domain`) decides what they mean.
 
 pub(crate) mod accounts;
+mod group_commit;
 pub(crate) mod keys;
 pub(crate) mod sessions;
 
+use group_commit::GroupCommit;
+use sessions::{RotatedRow, Rotation};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Transaction};
 use std::path::Path;
@@ -55,6 +58,8 @@ pub enum OpenMode {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// SQLite only: the writer that commits refresh rotations in groups.
+    group_commit: Option<GroupCommit>,
 }
 
 /// A storage failure. The message may name tables, columns and the redacted database URL (see
@@ -88,6 +93,13 @@ pub enum DbError {
         /// The database, redacted.
         database: String,
     },
+    /// The writer that commits SQLite's refresh rotations has stopped.
+    #[error("the database writer has stopped")]
+    WriterGone,
+    /// SQLite's writer of refresh rotations failed to start, or the transaction that held this
+    /// write (with others) failed.
+    #[error("database writer: {0}")]
+    Writer(String),
     /// The database did not answer in time.
     #[error("the database did not answer within {0:?}")]
     TimedOut(Duration),
@@ -129,17 +141,17 @@ impl Db {
             .acquire_timeout(Duration::from_secs(10))
             .acquire_time_level(tracing::log::LevelFilter::Debug);
         if mode == OpenMode::Existing {
-            let pool = match backend {
+            return match backend {
                 Backend::Sqlite => {
                     let path = sqlite_path(url);
                     if !path.is_empty() && path != ":memory:" && !Path::new(path).exists() {
                         return Err(DbError::Missing { database: redact_url(url) });
                     }
-                    options.connect(&sqlite_url_without_create(url)).await?
+                    let pool = options.connect(&sqlite_url_without_create(url)).await?;
+                    Ok(Self { pool, group_commit: Some(GroupCommit::start(Path::new(path))?) })
                 }
-                Backend::Postgres => options.connect(url).await?,
+                Backend::Postgres => Ok(Self { pool: options.connect(url).await?, group_commit: None }),
             };
-            return Ok(Self { pool });
         }
         if backend == Backend::Sqlite {
             create_sqlite_folder(url)?;
@@ -159,7 +171,21 @@ impl Db {
                 Err(error) => return Err(error),
             }
         }
-        Ok(Self { pool })
+        let group_commit = match backend {
+            Backend::Sqlite => Some(GroupCommit::start(Path::new(sqlite_path(url)))?),
+            Backend::Postgres => None,
+        };
+        Ok(Self { pool, group_commit })
+    }
+
+    /// Runs a refresh rotation: on SQLite through the group-committing writer, on PostgreSQL in
+    /// one statement. `None` when the presented token was not spent; the outcome is durable
+    /// before it is returned.
+    pub(crate) async fn rotate_refresh(&self, rotation: Rotation) -> DbResult<Option<RotatedRow>> {
+        match &self.group_commit {
+            Some(writer) => writer.rotate(rotation).await,
+            None => sessions::rotate_in_one_statement(self, &rotation).await,
+        }
     }
 
     /// The pool, for the store's functions.

@@ -3,6 +3,78 @@
 
 use super::{Db, DbResult, to_db_time};
 use sqlx::{AnyConnection, FromRow};
+use std::sync::LazyLock;
+
+/// A rotation's write: spend the presented token and store its successor, both or neither, when
+/// the presented token is spendable (unexpired; unspent, or spent after `spent_after`, the reuse
+/// grace floor; `None`: never spent), its family alive, unexpired and `client_id`'s, and its user
+/// enabled. Of concurrent rotations of one token exactly one wins (without a grace window).
+#[derive(Clone, Debug)]
+pub(crate) struct Rotation {
+    /// The SHA-256 of the presented token.
+    pub(crate) hash: String,
+    pub(crate) client_id: String,
+    pub(crate) now: u64,
+    pub(crate) spent_after: Option<u64>,
+    /// The SHA-256 of the successor.
+    pub(crate) successor_hash: String,
+    /// The `jti` of the access token issued with the successor.
+    pub(crate) access_jti: String,
+    /// The successor's idle expiry (capped here at its family's expiry).
+    pub(crate) idle_until: u64,
+}
+
+/// What a rotation that won reads: the family, and its user's roles as they are now (a JSON list).
+#[derive(Clone, Debug, FromRow, PartialEq, Eq)]
+pub(crate) struct RotatedRow {
+    pub(crate) family_id: String,
+    pub(crate) user_id: String,
+    pub(crate) roles: String,
+}
+
+/// Spends the presented token if [`Rotation`]'s conditions hold, returning its family id: the one
+/// statement that decides which of concurrent uses wins.
+pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(spent_at, $1) \
+     WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3) \
+     AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
+     WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $4 AND u.disabled_at IS NULL) \
+     RETURNING family_id";
+
+/// A rotation in one statement and one round trip (PostgreSQL: data-modifying `WITH`, which
+/// SQLite lacks): spend, read the family and the roles, insert the successor (its idle expiry
+/// `$7` capped at the family's).
+static ROTATION_IN_ONE_STATEMENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH spent AS ({SPEND}), \
+         family AS (SELECT f.id AS family_id, f.user_id, u.roles, \
+           CASE WHEN f.expires_at < $7 THEN f.expires_at ELSE $7 END AS successor_expires_at \
+           FROM spent JOIN refresh_families f ON f.id = spent.family_id JOIN users u ON u.id = f.user_id), \
+         successor AS (INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) \
+           SELECT $5, family_id, $6, $1, successor_expires_at FROM family) \
+         SELECT family_id, user_id, roles FROM family"
+    )
+});
+
+/// Rotates in one statement on PostgreSQL (its own implicit transaction); `None` when the
+/// presented token was not spent. (SQLite's rotations go through its writer: `group_commit`.)
+pub(crate) async fn rotate_in_one_statement(db: &Db, rotation: &Rotation) -> DbResult<Option<RotatedRow>> {
+    Ok(bind_rotation(sqlx::query_as(&ROTATION_IN_ONE_STATEMENT), rotation).fetch_optional(db.pool()).await?)
+}
+
+/// Binds `$1`–`$7` as [`ROTATION_IN_ONE_STATEMENT`] numbers them.
+fn bind_rotation<'q>(
+    query: sqlx::query::QueryAs<'q, sqlx::Any, RotatedRow, sqlx::any::AnyArguments<'q>>,
+    rotation: &'q Rotation,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, RotatedRow, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(to_db_time(rotation.now))
+        .bind(&rotation.hash)
+        .bind(rotation.spent_after.map_or(i64::MAX, to_db_time))
+        .bind(&rotation.client_id)
+        .bind(&rotation.successor_hash)
+        .bind(&rotation.access_jti)
+        .bind(to_db_time(rotation.idle_until))
+}
 
 /// A refresh token with its family, as a rotation or introspection reads it.
 #[derive(Clone, Debug, FromRow, PartialEq, Eq)]
@@ -61,18 +133,20 @@ pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFa
     Ok(())
 }
 
+/// Inserts a refresh token: hash, family, access token `jti`, issued, expires.
+pub(crate) const INSERT_TOKEN: &str =
+    "INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+
 /// Inserts a refresh token.
 pub(crate) async fn insert_token(connection: &mut AnyConnection, token: &NewRefreshToken<'_>) -> DbResult<()> {
-    sqlx::query(
-        "INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(token.hash)
-    .bind(token.family_id)
-    .bind(token.access_jti)
-    .bind(to_db_time(token.issued_at))
-    .bind(to_db_time(token.expires_at))
-    .execute(&mut *connection)
-    .await?;
+    sqlx::query(INSERT_TOKEN)
+        .bind(token.hash)
+        .bind(token.family_id)
+        .bind(token.access_jti)
+        .bind(to_db_time(token.issued_at))
+        .bind(to_db_time(token.expires_at))
+        .execute(&mut *connection)
+        .await?;
     Ok(())
 }
 
@@ -86,37 +160,6 @@ pub(crate) async fn token(db: &Db, hash: &str) -> DbResult<Option<RefreshTokenRo
     .bind(hash)
     .fetch_optional(db.pool())
     .await?)
-}
-
-/// Spends the token with this hash at `now` if it is still spendable: unexpired, its family alive
-/// and unexpired, and unspent or spent after `spent_after` (the reuse grace floor; `None`: never
-/// spent). True when this call spent it: of concurrent calls exactly one sees a row change.
-pub(crate) async fn spend(
-    connection: &mut AnyConnection,
-    hash: &str,
-    now: u64,
-    spent_after: Option<u64>,
-) -> DbResult<bool> {
-    let spent = sqlx::query(
-        "UPDATE refresh_tokens SET spent_at = COALESCE(spent_at, $1) \
-         WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3) \
-         AND family_id IN (SELECT id FROM refresh_families WHERE revoked_at IS NULL AND expires_at > $1)",
-    )
-    .bind(to_db_time(now))
-    .bind(hash)
-    .bind(spent_after.map_or(i64::MAX, to_db_time))
-    .execute(&mut *connection)
-    .await?;
-    Ok(spent.rows_affected() == 1)
-}
-
-/// Whether the token with this hash was spent: `None` when there is no such token.
-pub(crate) async fn is_spent(connection: &mut AnyConnection, hash: &str) -> DbResult<Option<bool>> {
-    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT spent_at FROM refresh_tokens WHERE hash = $1")
-        .bind(hash)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(row.map(|(spent_at,)| spent_at.is_some()))
 }
 
 /// Revokes a family (idempotent).

@@ -142,6 +142,7 @@ async fn admin_endpoints_need_a_valid_admin_token() {
             &request,
             Duration::from_secs(60),
             issuer.now(),
+            issuer::domain::secrets::random_id(),
         )
         .expect("signs")
         .token

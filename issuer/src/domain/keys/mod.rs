@@ -197,6 +197,8 @@ pub struct PublishedKeys {
     pub version: i64,
     /// The keys.
     pub keys: Vec<PublicKey>,
+    /// The kid of the active key, if there is one.
+    pub active: Option<String>,
 }
 
 /// The signing keys in the database.
@@ -290,7 +292,8 @@ impl KeyStore {
         let version = rows::version(&mut connection).await?;
         let mut keys = load(&mut connection, Which::Published).await?;
         keys.sort_by(|a, b| a.state.cmp(&b.state).then(b.published_at.cmp(&a.published_at)));
-        Ok(PublishedKeys { version, keys: keys.into_iter().map(|key| key.public_key).collect() })
+        let active = keys.iter().find(|key| key.state == KeyState::Active).map(|key| key.kid.clone());
+        Ok(PublishedKeys { version, keys: keys.into_iter().map(|key| key.public_key).collect(), active })
     }
 
     /// The scheduled step at `now` (see [`Plan::for_tick`]). Does nothing (and takes no lock)
@@ -415,6 +418,12 @@ impl KeyStore {
 
     fn cached_signer(&self) -> Option<Arc<SigningKey>> {
         self.signer.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The decrypted key `kid` if it is the one kept in memory (the active key when it was last
+    /// read), without asking the database: for a caller that knows `kid` is active.
+    pub fn cached_signer_for(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        self.cached_signer().filter(|key| key.kid() == kid)
     }
 
     async fn insert_new(

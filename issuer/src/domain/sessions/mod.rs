@@ -2,19 +2,19 @@
 //! logins the brute-force limit counts. Everything lives in the database, so it survives
 //! restarts and is shared by every issuer process on it.
 //!
-//! A password login starts a family. Each refresh is decided by the pure [`refresh::decide`],
-//! then spends the presented token with one conditional update (see
-//! [`crate::store::sessions::spend`]) inside the transaction that also inserts its successor: of
-//! several concurrent uses exactly one sees a row change; every other use is a reuse, which
-//! revokes the family.
+//! A password login starts a family. Each refresh spends the presented token with one
+//! conditional update in the transaction that also inserts its successor (see
+//! [`Db::rotate_refresh`]): of several concurrent uses exactly one sees a row change. A use that
+//! spends nothing is explained by the pure [`refresh::decide`] from the token's row: a reuse
+//! (which revokes the family) or a refusal.
 
 pub(crate) mod refresh;
 
 use crate::domain::secrets::{random_id, random_token, secret_hash};
 use crate::domain::tokens::{MintError, MintedToken};
-use crate::store::sessions::{self as rows, NewFamily, NewRefreshToken};
+use crate::store::accounts::decode_list;
+use crate::store::sessions::{self as rows, NewFamily, NewRefreshToken, Rotation};
 use crate::store::{Db, DbError, from_db_time};
-use refresh::Decision;
 use sqlx::AnyConnection;
 use std::time::Duration;
 
@@ -72,6 +72,17 @@ pub struct Family {
     pub user_id: String,
     /// The client it was issued to.
     pub client_id: String,
+}
+
+/// A refresh that won: what the new access token is made of, and the new refresh token.
+#[derive(Debug)]
+pub struct Rotated {
+    /// The family.
+    pub family: Family,
+    /// The user's roles as they are now.
+    pub roles: Vec<String>,
+    /// The new refresh token (shown once; only its hash is stored).
+    pub refresh: String,
 }
 
 /// A refresh token as introspection reports it.
@@ -150,48 +161,42 @@ impl Sessions {
         Ok(refresh)
     }
 
-    /// Rotates `refresh`, presented by `client_id`: lets `mint` sign the access token for the
-    /// family (and refuse, e.g. for a disabled user), then spends the token and stores its
-    /// successor in one transaction. A spent token (past the grace window) revokes its family.
-    /// Returns the access token and the new refresh token.
-    ///
-    /// The access token is signed before the transaction starts, so that the transaction needs
-    /// no other connection than its own (signing reads the active key): concurrent uses that wait
-    /// for the write lock while holding the pool's connections cannot starve the one that holds it.
+    /// Rotates `refresh`, presented by `client_id` at `now`: spends it and stores its successor,
+    /// issued with the access token `access_jti`, durably and in one step (see
+    /// [`Db::rotate_refresh`]), when it is spendable and its user is enabled. Otherwise says why;
+    /// a token spent before (past the grace window) revokes its family. Returns the family, the
+    /// user's roles as they are now, and the new refresh token.
     pub async fn rotate(
         &self,
         refresh: &str,
         client_id: &str,
         now: u64,
-        mint: impl AsyncFnOnce(&Family) -> Result<MintedToken, SessionError>,
-    ) -> Result<(MintedToken, String), SessionError> {
+        access_jti: &str,
+    ) -> Result<Rotated, SessionError> {
         let hash = secret_hash(refresh);
         let floor = refresh::grace_floor(now, self.policy.reuse_grace);
-        let row = rows::token(&self.db, &hash).await?.ok_or(SessionError::InvalidGrant("unknown refresh token"))?;
-        let family =
-            Family { id: row.family_id.clone(), user_id: row.user_id.clone(), client_id: row.client_id.clone() };
-        let access = match refresh::decide(&row, client_id, now, floor) {
-            Decision::Rotate => Some(mint(&family).await?),
-            Decision::Reused => None,
-            Decision::Refuse(refusal) => return Err(SessionError::InvalidGrant(refusal.reason())),
+        let successor = random_token();
+        let rotation = Rotation {
+            hash: hash.clone(),
+            client_id: client_id.to_owned(),
+            now,
+            spent_after: floor,
+            successor_hash: secret_hash(&successor),
+            access_jti: access_jti.to_owned(),
+            idle_until: now.saturating_add(self.policy.idle_timeout.as_secs()),
         };
-        let mut tx = self.db.begin().await?;
-        if let Some(access) = access {
-            // The one statement that decides which of concurrent uses wins; it also sees a family
-            // revoked since the read above.
-            if rows::spend(&mut tx, &hash, now, floor).await? {
-                let family_expires_at = from_db_time(row.family_expires_at);
-                let refresh = self.insert_token(&mut tx, &family.id, &access.jti, now, family_expires_at).await?;
-                tx.commit().await?;
-                return Ok((access, refresh));
-            }
-            if let Some(refusal) = refresh::after_lost_spend(rows::is_spent(&mut tx, &hash).await?) {
-                return Err(SessionError::InvalidGrant(refusal.reason()));
-            }
+        if let Some(rotated) = self.db.rotate_refresh(rotation).await? {
+            let family = Family { id: rotated.family_id, user_id: rotated.user_id, client_id: client_id.to_owned() };
+            let roles = decode_list("users", &rotated.roles)?;
+            return Ok(Rotated { family, roles, refresh: successor });
         }
-        rows::revoke_family(&mut tx, &family.id, now).await?;
-        tx.commit().await?;
-        tracing::warn!(family = %family.id, user = %family.user_id, "refresh token reused: family revoked");
+        // Not spent: the token as it is now says why (a concurrent use that won has spent it).
+        let row = rows::token(&self.db, &hash).await?.ok_or(SessionError::InvalidGrant("unknown refresh token"))?;
+        if let Some(refusal) = refresh::unspent(&row, client_id, now, floor) {
+            return Err(SessionError::InvalidGrant(refusal.reason()));
+        }
+        self.revoke_family(&row.family_id, now).await?;
+        tracing::warn!(family = %row.family_id, user = %row.user_id, "refresh token reused: family revoked");
         Err(SessionError::Reused)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// What to do with a presented refresh token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Spendable: mint, then spend it and store its successor (if the spend still wins).
+    /// Spendable: spend it and store its successor.
     Rotate,
     /// Spent before, outside the grace window: a reuse, which revokes the whole family.
     Reused,
@@ -25,8 +25,8 @@ pub(crate) enum Refusal {
     Expired,
     /// It was issued to another client.
     AnotherClient,
-    /// Another use spent it first, or it expired or was revoked between the read and the spend.
-    LostRace,
+    /// Its user is disabled (a deleted user's tokens are gone with it).
+    DisabledUser,
 }
 
 impl Refusal {
@@ -36,7 +36,7 @@ impl Refusal {
             Self::RevokedFamily => "revoked family",
             Self::Expired => "expired refresh token",
             Self::AnotherClient => "refresh token of another client",
-            Self::LostRace => "refresh token expired or revoked meanwhile",
+            Self::DisabledUser => "disabled or deleted user",
         }
     }
 }
@@ -67,11 +67,16 @@ pub(crate) fn decide(token: &RefreshTokenRow, client_id: &str, now: u64, grace_f
     Decision::Rotate
 }
 
-/// When the conditional spend changed no row: `None` when the token is spent by now (another use
-/// won: a reuse, as without the race), else the refusal (it expired or its family was revoked
-/// meanwhile).
-pub(crate) fn after_lost_spend(spent: Option<bool>) -> Option<Refusal> {
-    (spent != Some(true)).then_some(Refusal::LostRace)
+/// Why a rotation spent nothing, from the token's row as it is after the attempt: `None` for a
+/// reuse (a concurrent use that won has spent it, too), else the refusal. A token the row says is
+/// spendable was refused for the one condition of the spend that the row does not show: its user
+/// is disabled.
+pub(crate) fn unspent(token: &RefreshTokenRow, client_id: &str, now: u64, grace_floor: Option<u64>) -> Option<Refusal> {
+    match decide(token, client_id, now, grace_floor) {
+        Decision::Reused => None,
+        Decision::Refuse(refusal) => Some(refusal),
+        Decision::Rotate => Some(Refusal::DisabledUser),
+    }
 }
 
 #[cfg(test)]
@@ -144,9 +149,12 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_spend_is_a_reuse_only_when_the_token_is_spent() {
-        assert_eq!(after_lost_spend(Some(true)), None, "a reuse");
-        assert_eq!(after_lost_spend(Some(false)), Some(Refusal::LostRace));
-        assert_eq!(after_lost_spend(None), Some(Refusal::LostRace));
+    fn an_unspent_rotation_is_explained_by_the_row() {
+        let spent = RefreshTokenRow { spent_at: Some(999_999), ..token() };
+        assert_eq!(unspent(&spent, "web", NOW, None), None, "another use won: a reuse");
+        assert_eq!(unspent(&token(), "web", NOW, None), Some(Refusal::DisabledUser));
+        let revoked = RefreshTokenRow { family_revoked_at: Some(999_999), ..token() };
+        assert_eq!(unspent(&revoked, "web", NOW, None), Some(Refusal::RevokedFamily));
+        assert_eq!(unspent(&token(), "other", NOW, None), Some(Refusal::AnotherClient));
     }
 }
