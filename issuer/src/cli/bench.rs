@@ -1,10 +1,13 @@
-//! `issuer bench-oauth` (the token endpoint through the router, no sockets, on a temporary SQLite
-//! database with the configured password-hash cost) and `issuer bench-sign` (ES256 signatures).
+//! `issuer bench-oauth` (the token endpoint through a real socket, on a temporary SQLite database
+//! or a PostgreSQL database given by URL, with the configured password-hash cost) and
+//! `issuer bench-sign` (ES256 signatures).
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::body::Body;
+use axum::body::Bytes;
 use axum::http::{Request, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use issuer::clock::{Clock as _, SystemClock};
 use issuer::config::Config;
 use issuer::domain::kek::Kek;
@@ -12,27 +15,40 @@ use issuer::domain::keys::SigningKey;
 use issuer::domain::secrets::random_id;
 use issuer::domain::tokens::{self, AccessTokenRequest};
 use issuer::{AppState, app};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt as _;
+use tokio::sync::Mutex;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// Runs the measurements and prints them.
-pub(crate) async fn oauth(config: Config, duration: Duration, clients: usize) -> anyhow::Result<()> {
+/// Runs the measurements and prints them: the issuer serves on a loopback port, and `clients`
+/// tasks of this process drive it, each over its own keep-alive connection.
+pub(crate) async fn oauth(
+    config: Config,
+    duration: Duration,
+    clients: usize,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    // The configured settings, on a temporary database: never the configured one.
+    // The configured settings, on a temporary or the given database: never the configured one.
     let mut config = config;
-    config.database_url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
+    config.database_url =
+        database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()));
+    // Every client logs in from 127.0.0.1 at once: the per-address limit would refuse them.
+    config.login_max_failures = u32::MAX;
     let cost = config.password_hashing;
+    let database = issuer::store::redact_url(&config.database_url);
     let state = AppState::open(config, Kek::generate(), Arc::new(SystemClock)).await?;
-    let router = app(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, service).await });
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
-        "bench-oauth: {cores} cores, argon2id m={} KiB t={} p=1, {clients} concurrent clients, SQLite in {}",
-        cost.memory_kib,
-        cost.iterations,
-        dir.path().display()
+        "bench-oauth: {cores} cores, argon2id m={} KiB t={} p=1, {clients} concurrent clients over \
+         http://{address}, {database}",
+        cost.memory_kib, cost.iterations,
     );
 
     let hasher = state.accounts().hasher().clone();
@@ -42,15 +58,24 @@ pub(crate) async fn oauth(config: Config, duration: Duration, clients: usize) ->
     }
     println!("argon2id: {:.1} ms per hash (10 hashes, one at a time)", start.elapsed().as_secs_f64() * 100.0);
 
-    for index in 0..clients {
-        state.accounts().create_user(&format!("user{index}@bench.example"), PASSWORD, &[], 0).await?;
+    // A prefix of its own, so that a run on a database used before finds no user of its own.
+    let run_id = random_id();
+    let emails: Arc<Vec<String>> =
+        Arc::new((0..clients).map(|index| format!("{run_id}-{index}@bench.example")).collect());
+    for email in emails.iter() {
+        state.accounts().create_user(email, PASSWORD, &[], 0).await?;
     }
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connections.push(Mutex::new(connect(address).await?));
+    }
+    let connections = Arc::new(connections);
 
-    let shared = router.clone();
+    let (shared, names) = (connections.clone(), emails.clone());
     let logins = run(clients, duration, move |index| {
-        let router = shared.clone();
+        let (connections, emails) = (shared.clone(), names.clone());
         async move {
-            let (status, _) = login(&router, index).await?;
+            let (status, _) = login(&mut *connections[index].lock().await, &emails[index]).await?;
             anyhow::ensure!(status == StatusCode::OK, "password grant answered {status}");
             Ok(())
         }
@@ -59,18 +84,16 @@ pub(crate) async fn oauth(config: Config, duration: Duration, clients: usize) ->
     report("password grant", &logins, duration);
 
     let mut tokens = Vec::with_capacity(clients);
-    for index in 0..clients {
-        tokens.push(login(&router, index).await?.1);
+    for (connection, email) in connections.iter().zip(emails.iter()) {
+        tokens.push(Mutex::new(login(&mut *connection.lock().await, email).await?.1));
     }
-    let tokens: Arc<Vec<tokio::sync::Mutex<String>>> =
-        Arc::new(tokens.into_iter().map(tokio::sync::Mutex::new).collect());
-    let shared = router.clone();
+    let tokens = Arc::new(tokens);
     let refreshes = run(clients, duration, move |index| {
-        let (router, tokens) = (shared.clone(), tokens.clone());
+        let (connections, tokens) = (connections.clone(), tokens.clone());
         async move {
             let mut token = tokens[index].lock().await;
             let body = format!("grant_type=refresh_token&refresh_token={token}");
-            let (status, answer) = post_form(&router, body).await?;
+            let (status, answer) = post_form(&mut *connections[index].lock().await, body).await?;
             anyhow::ensure!(status == StatusCode::OK, "refresh grant answered {status}");
             *token = answer["refresh_token"].as_str().context("a refresh token")?.to_owned();
             Ok(())
@@ -78,24 +101,39 @@ pub(crate) async fn oauth(config: Config, duration: Duration, clients: usize) ->
     })
     .await?;
     report("refresh grant", &refreshes, duration);
+    server.abort();
     state.close().await;
     Ok(())
 }
 
-async fn login(router: &Router, index: usize) -> anyhow::Result<(StatusCode, String)> {
+/// A keep-alive HTTP/1.1 connection to `address`.
+async fn connect(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn login(connection: &mut SendRequest<Full<Bytes>>, email: &str) -> anyhow::Result<(StatusCode, String)> {
     let body =
-        format!("grant_type=password&username=user{index}%40bench.example&password={}", PASSWORD.replace(' ', "+"));
-    let (status, answer) = post_form(router, body).await?;
+        format!("grant_type=password&username={}&password={}", email.replace('@', "%40"), PASSWORD.replace(' ', "+"));
+    let (status, answer) = post_form(connection, body).await?;
     Ok((status, answer["refresh_token"].as_str().unwrap_or_default().to_owned()))
 }
 
-async fn post_form(router: &Router, body: String) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+async fn post_form(
+    connection: &mut SendRequest<Full<Bytes>>,
+    body: String,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    connection.ready().await?;
     let request = Request::post("/oauth/token")
+        .header(header::HOST, "127.0.0.1")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(body))?;
-    let response = router.clone().oneshot(request).await?;
+        .body(Full::new(Bytes::from(body)))?;
+    let response = connection.send_request(request).await?;
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+    let bytes = response.into_body().collect().await?.to_bytes();
     Ok((status, serde_json::from_slice(&bytes).unwrap_or_default()))
 }
 

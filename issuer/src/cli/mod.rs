@@ -69,6 +69,10 @@ pub(crate) enum Command {
         /// Concurrent clients.
         #[arg(long, default_value_t = 50)]
         clients: usize,
+        /// Measure on this PostgreSQL database (e.g. `postgres://user@host/bench`; users are
+        /// added to it) instead of a temporary SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Measures ES256 access-token signatures per second on one core.
     #[command(hide = true)]
@@ -240,7 +244,9 @@ pub(crate) async fn run(command: Command, config: Config, recorder: DbEventRecor
         }
         Command::Users { command } => users::run(command, &config).await,
         Command::Clients { command } => clients::run(command, &config).await,
-        Command::BenchOauth { seconds, clients } => bench::oauth(config, Duration::from_secs(seconds), clients).await,
+        Command::BenchOauth { seconds, clients, database_url } => {
+            bench::oauth(config, Duration::from_secs(seconds), clients, database_url).await
+        }
         Command::BenchSign { .. } => unreachable!("bench-sign runs before the configuration is read"),
     }
 }

@@ -58,8 +58,8 @@ pub enum OpenMode {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
-    /// SQLite only: the writer that commits refresh rotations in groups.
-    group_commit: Option<GroupCommit>,
+    /// The writer that commits refresh rotations in groups.
+    group_commit: GroupCommit,
 }
 
 /// A storage failure. The message may name tables, columns and the redacted database URL (see
@@ -148,9 +148,11 @@ impl Db {
                         return Err(DbError::Missing { database: redact_url(url) });
                     }
                     let pool = options.connect(&sqlite_url_without_create(url)).await?;
-                    Ok(Self { pool, group_commit: Some(GroupCommit::start(Path::new(path))?) })
+                    Ok(Self { pool, group_commit: GroupCommit::sqlite(Path::new(path))? })
                 }
-                Backend::Postgres => Ok(Self { pool: options.connect(url).await?, group_commit: None }),
+                Backend::Postgres => {
+                    Ok(Self { pool: options.connect(url).await?, group_commit: GroupCommit::postgres(url) })
+                }
             };
         }
         if backend == Backend::Sqlite {
@@ -172,20 +174,17 @@ impl Db {
             }
         }
         let group_commit = match backend {
-            Backend::Sqlite => Some(GroupCommit::start(Path::new(sqlite_path(url)))?),
-            Backend::Postgres => None,
+            Backend::Sqlite => GroupCommit::sqlite(Path::new(sqlite_path(url)))?,
+            Backend::Postgres => GroupCommit::postgres(url),
         };
         Ok(Self { pool, group_commit })
     }
 
-    /// Runs a refresh rotation: on SQLite through the group-committing writer, on PostgreSQL in
-    /// one statement. `None` when the presented token was not spent; the outcome is durable
-    /// before it is returned.
+    /// Runs a refresh rotation through the writer that commits those of concurrent requests
+    /// together (see `group_commit`). `None` when the presented token was not spent; the outcome
+    /// is durable before it is returned.
     pub(crate) async fn rotate_refresh(&self, rotation: Rotation) -> DbResult<Option<RotatedRow>> {
-        match &self.group_commit {
-            Some(writer) => writer.rotate(rotation).await,
-            None => sessions::rotate_in_one_statement(self, &rotation).await,
-        }
+        self.group_commit.rotate(rotation).await
     }
 
     /// The pool, for the store's functions.

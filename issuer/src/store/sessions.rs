@@ -3,7 +3,6 @@
 
 use super::{Db, DbResult, to_db_time};
 use sqlx::{AnyConnection, FromRow};
-use std::sync::LazyLock;
 
 /// A rotation's write: spend the presented token and store its successor, both or neither, when
 /// the presented token is spendable (unexpired; unspent, or spent after `spent_after`, the reuse
@@ -36,45 +35,36 @@ pub(crate) struct RotatedRow {
 /// statement that decides which of concurrent uses wins.
 pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(spent_at, $1) \
      WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3) \
-     AND family_id IN (SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
-     WHERE f.revoked_at IS NULL AND f.expires_at > $1 AND f.client_id = $4 AND u.disabled_at IS NULL) \
+     AND EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id \
+     WHERE f.id = refresh_tokens.family_id AND f.revoked_at IS NULL AND f.expires_at > $1 \
+     AND f.client_id = $4 AND u.disabled_at IS NULL) \
      RETURNING family_id";
 
-/// A rotation in one statement and one round trip (PostgreSQL: data-modifying `WITH`, which
-/// SQLite lacks): spend, read the family and the roles, insert the successor (its idle expiry
-/// `$7` capped at the family's).
-static ROTATION_IN_ONE_STATEMENT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH spent AS ({SPEND}), \
-         family AS (SELECT f.id AS family_id, f.user_id, u.roles, \
-           CASE WHEN f.expires_at < $7 THEN f.expires_at ELSE $7 END AS successor_expires_at \
-           FROM spent JOIN refresh_families f ON f.id = spent.family_id JOIN users u ON u.id = f.user_id), \
-         successor AS (INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) \
-           SELECT $5, family_id, $6, $1, successor_expires_at FROM family) \
-         SELECT family_id, user_id, roles FROM family"
-    )
-});
-
-/// Rotates in one statement on PostgreSQL (its own implicit transaction); `None` when the
-/// presented token was not spent. (SQLite's rotations go through its writer: `group_commit`.)
-pub(crate) async fn rotate_in_one_statement(db: &Db, rotation: &Rotation) -> DbResult<Option<RotatedRow>> {
-    Ok(bind_rotation(sqlx::query_as(&ROTATION_IN_ONE_STATEMENT), rotation).fetch_optional(db.pool()).await?)
-}
-
-/// Binds `$1`–`$7` as [`ROTATION_IN_ONE_STATEMENT`] numbers them.
-fn bind_rotation<'q>(
-    query: sqlx::query::QueryAs<'q, sqlx::Any, RotatedRow, sqlx::any::AnyArguments<'q>>,
-    rotation: &'q Rotation,
-) -> sqlx::query::QueryAs<'q, sqlx::Any, RotatedRow, sqlx::any::AnyArguments<'q>> {
-    query
-        .bind(to_db_time(rotation.now))
-        .bind(&rotation.hash)
-        .bind(rotation.spent_after.map_or(i64::MAX, to_db_time))
-        .bind(&rotation.client_id)
-        .bind(&rotation.successor_hash)
-        .bind(&rotation.access_jti)
-        .bind(to_db_time(rotation.idle_until))
-}
+/// Rotations in one statement and one round trip on PostgreSQL (data-modifying `WITH`, which
+/// SQLite lacks), over arrays of the [`Rotation`] fields (`$1` hashes, `$2` client ids, `$3`
+/// times, `$4` spent-after floors, `$5` successor hashes, `$6` access token ids, `$7` idle
+/// expiries; each token at most once): spend each as [`SPEND`] does, read the family and the
+/// roles, insert the successor (its idle expiry capped at the family's). Returns, for each
+/// rotation that won, its 1-based position in the arrays, its family id, its user and the roles.
+pub(crate) const ROTATE_MANY: &str = "WITH input AS ( \
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[]) \
+       WITH ORDINALITY AS i(hash, client_id, at_time, spent_after, successor_hash, access_jti, idle_until, position)), \
+     spent AS ( \
+       UPDATE refresh_tokens t SET spent_at = COALESCE(t.spent_at, i.at_time) FROM input i \
+       WHERE t.hash = i.hash AND t.expires_at > i.at_time AND (t.spent_at IS NULL OR t.spent_at > i.spent_after) \
+       AND EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id \
+         WHERE f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > i.at_time \
+         AND f.client_id = i.client_id AND u.disabled_at IS NULL) \
+       RETURNING t.hash, t.family_id), \
+     family AS ( \
+       SELECT i.position, f.id AS family_id, f.user_id, u.roles, i.successor_hash, i.access_jti, i.at_time, \
+         LEAST(f.expires_at, i.idle_until) AS successor_expires_at \
+       FROM spent s JOIN input i ON i.hash = s.hash \
+       JOIN refresh_families f ON f.id = s.family_id JOIN users u ON u.id = f.user_id), \
+     successor AS ( \
+       INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) \
+       SELECT successor_hash, family_id, access_jti, at_time, successor_expires_at FROM family) \
+     SELECT position::int4, family_id, user_id, roles FROM family";
 
 /// A refresh token with its family, as a rotation or introspection reads it.
 #[derive(Clone, Debug, FromRow, PartialEq, Eq)]
