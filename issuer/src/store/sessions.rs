@@ -31,20 +31,26 @@ pub(crate) struct RotatedRow {
     pub(crate) roles: String,
 }
 
-/// Spends the presented token if [`Rotation`]'s conditions hold, returning its family id: the one
-/// statement that decides which of concurrent uses wins.
+/// SQLite's rotation, first half: spends the presented token if [`Rotation`]'s conditions hold
+/// (`$1` now, `$2` its hash, `$3` the spent-after floor, `$4` the client): the one statement that
+/// decides which of concurrent uses wins. Returns its family id, the user, the user's roles and
+/// the family's expiry.
 pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(spent_at, $1) \
      WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3) \
      AND EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id \
      WHERE f.id = refresh_tokens.family_id AND f.revoked_at IS NULL AND f.expires_at > $1 \
      AND f.client_id = $4 AND u.disabled_at IS NULL) \
-     RETURNING family_id";
+     RETURNING family_id, \
+     (SELECT f.user_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id), \
+     (SELECT u.roles FROM refresh_families f JOIN users u ON u.id = f.user_id WHERE f.id = refresh_tokens.family_id), \
+     (SELECT f.expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id)";
 
 /// Rotations in one statement and one round trip on PostgreSQL (data-modifying `WITH`, which
 /// SQLite lacks), over arrays of the [`Rotation`] fields (`$1` hashes, `$2` client ids, `$3`
 /// times, `$4` spent-after floors, `$5` successor hashes, `$6` access token ids, `$7` idle
 /// expiries; each token at most once): spend each as [`SPEND`] does, read the family and the
-/// roles, insert the successor (its idle expiry capped at the family's). Returns, for each
+/// roles, insert the successor (its idle expiry capped at the family's), as [`SPEND`] and
+/// [`INSERT_TOKEN`] do on SQLite. Returns, for each
 /// rotation that won, its 1-based position in the arrays, its family id, its user and the roles.
 pub(crate) const ROTATE_MANY: &str = "WITH input AS ( \
        SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[]) \
