@@ -395,6 +395,8 @@ impl AppState {
             rotated => rotated?,
         };
         let request = self.user_token_request(&rotated.family.user_id, &rotated.roles, client_id);
+        // Checked after the spend, since it needs the roles; it holds by construction (the
+        // configured audiences, the stored id and roles, checked when they were written).
         let ttl = self.check(&request)?;
         Ok((tokens::sign(&key, &self.inner.config.issuer, &request, ttl, now, jti)?, rotated.refresh))
     }

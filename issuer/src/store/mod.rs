@@ -1,6 +1,7 @@
 //! The store layer: the connection pool, the migrations, and the SQL of each table with its rows as
 //! types. SQLite (embedded, the default) or PostgreSQL, through `sqlx::Any` with SQL that both
-//! accept (`$n` parameters, `BIGINT` Unix seconds, `TEXT`, partial unique indexes). Migrations in
+//! accept (`$n` parameters, `BIGINT` Unix seconds, `TEXT`, partial unique indexes); the refresh
+//! rotation, the hot path, is each backend's own (`group_commit`). Migrations in
 //! `issuer/migrations/` are applied at open.
 //!
 //! The store knows nothing of the domain: it reads and writes rows, and the domain layer

@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, FromRow};
 /// the presented token is spendable (unexpired; unspent, or spent after `spent_after`, the reuse
 /// grace floor; `None`: never spent), its family alive, unexpired and `client_id`'s, and its user
 /// enabled. Of concurrent rotations of one token exactly one wins (without a grace window).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Rotation {
     /// The SHA-256 of the presented token.
     pub(crate) hash: String,
@@ -24,7 +24,7 @@ pub(crate) struct Rotation {
 }
 
 /// What a rotation that won reads: the family, and its user's roles as they are now (a JSON list).
-#[derive(Clone, Debug, FromRow, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct RotatedRow {
     pub(crate) family_id: String,
     pub(crate) user_id: String,
