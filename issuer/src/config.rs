@@ -6,6 +6,7 @@ use crate::domain::kek::Kek;
 use crate::domain::keys::RotationPolicy;
 pub use crate::domain::secrets::PasswordHashing;
 use crate::domain::sessions::SessionPolicy;
+use crate::domain::signin::SignInPolicy;
 use crate::duration::{parse_duration, show};
 use crate::store::Backend;
 use jwks::ClaimsOptions;
@@ -83,6 +84,17 @@ pub struct Config {
     /// `Cache-Control: max-age` of `GET /revoked`. At most `access_token_ttl`; default 30 s (or
     /// `access_token_ttl` if shorter).
     pub revoked_max_age: Duration,
+    /// A browser session (the issuer's own, for single sign-on) unused this long ends: 1m to 1d,
+    /// default 1h.
+    pub session_idle_timeout: Duration,
+    /// No browser session outlives this, counted from its login: at least
+    /// `session_idle_timeout`, at most 30d, default 10h.
+    pub session_max_lifetime: Duration,
+    /// The SMTP server that sends sign-in links (`smtp://` or `smtps://`, lettre's syntax); unset:
+    /// they are written to the development outbox, `data_dir/outbox`.
+    pub smtp_url: Option<String>,
+    /// The sender of sign-in links; default `Portcullis <portcullis@localhost>`.
+    pub mail_from: String,
     /// What loading noticed and ignored, for the caller to log once logging is set up.
     warnings: Vec<ConfigWarning>,
 }
@@ -174,6 +186,10 @@ impl fmt::Debug for Config {
             .field("login_failure_window", &self.login_failure_window)
             .field("password_hashing", &self.password_hashing)
             .field("revoked_max_age", &self.revoked_max_age)
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("session_max_lifetime", &self.session_max_lifetime)
+            .field("smtp_url", &self.smtp_url.as_deref().map(crate::store::redact_url))
+            .field("mail_from", &self.mail_from)
             .finish()
     }
 }
@@ -232,6 +248,25 @@ impl Config {
             failure_window: self.login_failure_window,
             access_token_lifetime: self.access_token_ttl + self.leeway,
         }
+    }
+
+    /// The browser session lifetimes these settings describe.
+    pub fn sign_in_policy(&self) -> SignInPolicy {
+        SignInPolicy { idle_timeout: self.session_idle_timeout, max_lifetime: self.session_max_lifetime }
+    }
+
+    /// Where sign-in links are written when no `smtp_url` is set.
+    pub fn outbox(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+
+    /// How the issuer checks its own ID tokens for `client_id` (an `id_token_hint`): `typ` JWT,
+    /// `aud` the client.
+    pub fn id_token_claims(&self, client_id: &str) -> ClaimsOptions {
+        ClaimsOptions::new(self.issuer.clone(), [client_id])
+            .with_token_type(crate::domain::tokens::ID_TOKEN_TYPE)
+            .with_leeway(self.leeway.as_secs())
+            .with_max_lifetime(self.access_token_ttl.as_secs())
     }
 
     /// How the issuer checks admin tokens: its own issuer, the admin audience.
@@ -315,6 +350,14 @@ impl Origin {
     }
 }
 
+/// The browser sign-in settings, validated.
+struct SignInSettings {
+    session_idle_timeout: Duration,
+    session_max_lifetime: Duration,
+    smtp_url: Option<String>,
+    mail_from: String,
+}
+
 /// The settings as written, every one optional: deserialized from the configuration file, and
 /// from the environment (each variable a string). Unknown names are refused by serde.
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +388,10 @@ struct Settings {
     password_hash_memory: Option<Whole>,
     password_hash_iterations: Option<Whole>,
     revoked_max_age: Option<Seconds>,
+    session_idle_timeout: Option<Seconds>,
+    session_max_lifetime: Option<Seconds>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
 }
 
 /// A duration: a whole number of seconds, or a string such as `"5m"` (see [`parse_duration`]).
@@ -524,6 +571,7 @@ impl Raw {
                 origin: "combined".to_owned(),
                 rule: error.message().to_owned(),
             })?;
+        let sign_in = self.sign_in(&settings)?;
         let origin = |setting: &str| self.origin(setting);
         let seconds = |value: Option<Seconds>, default: Duration| value.map_or(default, |Seconds(value)| value);
         let text = |value: Option<String>, default: &str| {
@@ -667,8 +715,41 @@ impl Raw {
             login_failure_window,
             password_hashing: PasswordHashing { memory_kib, iterations },
             revoked_max_age,
+            session_idle_timeout: sign_in.session_idle_timeout,
+            session_max_lifetime: sign_in.session_max_lifetime,
+            smtp_url: sign_in.smtp_url,
+            mail_from: sign_in.mail_from,
             warnings: Vec::new(),
         })
+    }
+
+    /// The browser sign-in settings: session lifetimes, and how sign-in links are sent.
+    fn sign_in(&self, settings: &Settings) -> Result<SignInSettings, ConfigError> {
+        let origin = |setting: &str| self.origin(setting);
+        let seconds = |value: Option<Seconds>, default: Duration| value.map_or(default, |Seconds(value)| value);
+        let session_idle_timeout = seconds(settings.session_idle_timeout, HOUR);
+        let setting = "session_idle_timeout";
+        within(setting, origin(setting), session_idle_timeout, Duration::from_secs(60), DAY)?;
+        let session_max_lifetime = seconds(settings.session_max_lifetime, 10 * HOUR);
+        let floor = ("session_idle_timeout", session_idle_timeout);
+        let setting = "session_max_lifetime";
+        at_least(setting, origin(setting), session_max_lifetime, floor, 30 * DAY, "")?;
+        let smtp_url = settings.smtp_url.as_deref().map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned);
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            // Not the value: it may hold a password.
+            return Err(ConfigError::invalid("smtp_url", origin("smtp_url"), "must be an smtp:// or smtps:// URL"));
+        }
+        let mail_from = settings.mail_from.as_deref().map_or("Portcullis <portcullis@localhost>", str::trim).to_owned();
+        if mail_from.is_empty() || mail_from.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "mail_from",
+                origin("mail_from"),
+                "must be an address such as \"Name <a@b.example>\"",
+            ));
+        }
+        Ok(SignInSettings { session_idle_timeout, session_max_lifetime, smtp_url, mail_from })
     }
 }
 

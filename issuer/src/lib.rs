@@ -38,4 +38,4 @@ mod state;
 pub mod store;
 
 pub use http::{ApiError, MAX_BODY_BYTES, REQUEST_TIMEOUT, app};
-pub use state::{ADMIN_ROLE, AppState, LoginError, StartError, TokenError, list_keys};
+pub use state::{ADMIN_ROLE, AppState, CodeTokens, LoginError, StartError, TokenError, list_keys};

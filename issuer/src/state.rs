@@ -5,6 +5,7 @@
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::domain::accounts::User;
 use crate::domain::accounts::{AccountError, Accounts, normalize_email};
 use crate::domain::kek::Kek;
 use crate::domain::keys::SigningKey;
@@ -12,6 +13,8 @@ use crate::domain::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revoca
 use crate::domain::published::{Checked, PublishedKeySet};
 use crate::domain::secrets::{PasswordError, PasswordHasher, random_id};
 use crate::domain::sessions::{SessionError, Sessions};
+use crate::domain::signin::mail::{MailError, Mailer};
+use crate::domain::signin::{SignIn, SignInError};
 use crate::domain::tokens::{self, AccessTokenRequest, MintError, MintedToken};
 use crate::metrics::{Metrics, PoolLabels};
 use crate::store::{Db, DbError, MAX_CONNECTIONS, OpenMode};
@@ -19,6 +22,10 @@ use jwks::{Claims, P256Verifier, Validator, VerifyError};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod signin;
+
+pub use signin::CodeTokens;
 
 /// The role an admin token must carry.
 pub const ADMIN_ROLE: &str = "admin";
@@ -58,6 +65,8 @@ struct Inner {
     access: Validator,
     accounts: Accounts,
     sessions: Sessions,
+    signin: SignIn,
+    mailer: Mailer,
     metrics: Metrics,
 }
 
@@ -92,6 +101,9 @@ pub enum LoginError {
     /// The access token could not be minted.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// Starting the browser session or issuing the code failed.
+    #[error(transparent)]
+    SignIn(#[from] SignInError),
 }
 
 /// Why the issuer could not start.
@@ -106,6 +118,9 @@ pub enum StartError {
     /// The configured password-hash cost is refused by argon2.
     #[error("password hashing: {0}")]
     Password(#[from] PasswordError),
+    /// `smtp_url` or `mail_from` cannot be used.
+    #[error(transparent)]
+    Mail(#[from] MailError),
     /// The active key does not open under the configured KEK.
     #[error("{0}; is PORTCULLIS_KEK (or kek_file) the key-encryption key this database was created with?")]
     WrongKek(KeyStoreError),
@@ -177,6 +192,8 @@ impl AppState {
         let access = Validator::new(config.access_claims());
         let accounts = Accounts::new(db.clone(), PasswordHasher::new(config.password_hashing).await?);
         let sessions = Sessions::new(db.clone(), config.session_policy());
+        let signin = SignIn::new(db.clone(), config.sign_in_policy());
+        let mailer = Mailer::new(config.smtp_url.as_deref(), &config.mail_from, config.outbox())?;
         let metrics = Metrics::default();
         let inner = Inner {
             config,
@@ -188,6 +205,8 @@ impl AppState {
             access,
             accounts,
             sessions,
+            signin,
+            mailer,
             metrics,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -348,10 +367,8 @@ impl AppState {
         }
     }
 
-    /// A password login at `client_id` from `peer`: the attempt counts against the limits of the
-    /// account and of the address before the password is checked; a success forgets the
-    /// account's failures and starts a session. Returns the access token and the first refresh
-    /// token.
+    /// A password login at `client_id` from `peer` (see [`authenticate`](Self::authenticate)),
+    /// which starts a session. Returns the access token and the first refresh token.
     pub async fn password_login(
         &self,
         username: &str,
@@ -359,6 +376,17 @@ impl AppState {
         client_id: &str,
         peer: Option<IpAddr>,
     ) -> Result<(MintedToken, String), LoginError> {
+        let user = self.authenticate(username, password, peer).await?;
+        let access = self.mint(&self.user_token_request(&user.id, &user.roles, client_id)).await?;
+        let refresh = self.inner.sessions.start(&user.id, client_id, &access, self.now()).await?;
+        tracing::info!(user = %user.id, client = client_id, "password login");
+        Ok((access, refresh))
+    }
+
+    /// Checks a password, for the password grant and the login page alike: the attempt counts
+    /// against the limits of the account and of the address `peer` before the password is
+    /// checked; a success forgets the account's failures.
+    pub async fn authenticate(&self, username: &str, password: &str, peer: Option<IpAddr>) -> Result<User, LoginError> {
         let sessions = &self.inner.sessions;
         let account = format!("account:{}", normalize_email(username).unwrap_or_else(|_| username.to_lowercase()));
         let mut subjects = vec![account.clone()];
@@ -374,10 +402,7 @@ impl AppState {
             LoginError::WrongCredentials
         })?;
         sessions.login_succeeded(attempt, &account).await?;
-        let access = self.mint(&self.user_token_request(&user.id, &user.roles, client_id)).await?;
-        let refresh = sessions.start(&user.id, client_id, &access, now).await?;
-        tracing::info!(user = %user.id, client = client_id, "password login");
-        Ok((access, refresh))
+        Ok(user)
     }
 
     /// Rotates the refresh token `refresh` presented by `client_id` (see [`Sessions::rotate`]):

@@ -135,16 +135,26 @@ pub(crate) enum UsersCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientsCommand {
-    /// Register a client; prints its secret, once.
+    /// Register a client; prints its secret, once (a public client has none).
     Add {
         /// The client id.
         client_id: String,
-        /// An audience of its tokens (repeat); default: the first configured audience.
+        /// An audience of its service tokens (repeat); default: the first configured audience.
         #[arg(long = "audience")]
         audiences: Vec<String>,
-        /// A role of its tokens (repeat, or comma-separated).
+        /// A role of its service tokens (repeat, or comma-separated).
         #[arg(long = "role", value_delimiter = ',')]
         roles: Vec<String>,
+        /// Where `/authorize` may send a browser back to, matched exactly (repeat): https, or
+        /// http on localhost, 127.0.0.1 or [::1].
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Where `/session/end` may send a browser back to after a logout, matched exactly (repeat).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// A public client (a single-page or native app): no secret, PKCE only, no service tokens.
+        #[arg(long)]
+        public: bool,
     },
     /// Every client.
     List {

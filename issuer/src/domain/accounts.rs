@@ -1,5 +1,6 @@
-//! Users (email, argon2id password hash, roles, disabled flag) and service clients (client id,
-//! hashed secret, the audiences and roles of their tokens), stored in the database.
+//! Users (email, argon2id password hash, roles, disabled flag) and clients (client id, hashed
+//! secret or none for a public client, the audiences and roles of their service tokens, the exact
+//! redirect URIs of their browser sign-ins), stored in the database.
 
 use crate::domain::secrets::{PasswordError, PasswordHasher, random_id, random_token, same_hash, secret_hash};
 use crate::domain::tokens::{self, MintError};
@@ -7,6 +8,7 @@ use crate::store::accounts::{self as rows, ClientRow, UserKey, UserRow, decode_l
 use crate::store::{Db, DbError, from_db_time, to_db_time};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use url::Url;
 
 /// The `client_id` of tokens issued without client authentication (a public client). No
 /// registered client may take this id.
@@ -29,17 +31,40 @@ pub struct User {
     pub last_login_at: Option<u64>,
 }
 
-/// A service client.
+/// A registered client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Client {
     /// Its id, `sub` and `client_id` of its tokens.
     pub client_id: String,
-    /// The audiences of its tokens.
+    /// The audiences of its service tokens (client credentials).
     pub audiences: Vec<String>,
-    /// The roles of its tokens.
+    /// The roles of its service tokens.
     pub roles: Vec<String>,
     /// When it was registered (Unix seconds).
     pub created_at: u64,
+    /// Where `/authorize` may send a browser back to, matched exactly; none: no browser sign-in.
+    pub redirect_uris: Vec<String>,
+    /// Where `/session/end` may send a browser back to, matched exactly.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A public client has no secret: it signs users in with PKCE only, and gets no service tokens.
+    pub public: bool,
+}
+
+/// What a new client is registered with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewClient {
+    /// Its id.
+    pub client_id: String,
+    /// The audiences of its service tokens: checked by the caller against the configuration.
+    pub audiences: Vec<String>,
+    /// The roles of its service tokens.
+    pub roles: Vec<String>,
+    /// Its exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Its exact post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// No secret: PKCE only.
+    pub public: bool,
 }
 
 /// Why an account operation failed.
@@ -91,6 +116,24 @@ pub fn normalize_email(email: &str) -> Result<String, AccountError> {
     if valid { Ok(email) } else { Err(AccountError::InvalidEmail) }
 }
 
+/// The rule for a redirect URI at registration (RFC 6749 §3.1.2, OAuth 2.1 §2.3.1): absolute,
+/// no fragment, no credentials; `https`, or `http` only on a loopback host. Matching is exact.
+pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    let parsed = Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URL"))?;
+    if parsed.fragment().is_some() {
+        return Err(format!("{uri:?} must not have a fragment"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("{uri:?} must not carry credentials"));
+    }
+    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!("{uri:?} must be https (http only for localhost, 127.0.0.1 and [::1])")),
+    }
+}
+
 /// A set of roles: checked, sorted, without duplicates.
 pub(crate) fn role_set(roles: &[String]) -> Result<Vec<String>, AccountError> {
     tokens::check_roles(roles)?;
@@ -125,6 +168,9 @@ impl TryFrom<&ClientRow> for Client {
             audiences: decode_list("clients", &row.audiences)?,
             roles: decode_list("clients", &row.roles)?,
             created_at: from_db_time(row.created_at),
+            redirect_uris: decode_list("clients", &row.redirect_uris)?,
+            post_logout_redirect_uris: decode_list("clients", &row.post_logout_redirect_uris)?,
+            public: row.public_client != 0,
         })
     }
 }
@@ -221,34 +267,43 @@ impl Accounts {
         self.user(&id).await
     }
 
-    /// Registers a client with a new random secret, returned once (only its hash is kept).
-    /// `audiences` must be checked by the caller against the configuration.
-    pub async fn create_client(
-        &self,
-        client_id: &str,
-        audiences: &[String],
-        roles: &[String],
-        now: u64,
-    ) -> Result<(Client, String), AccountError> {
-        if client_id == PUBLIC_CLIENT_ID {
+    /// Registers a client. A confidential client gets a new random secret, returned once (only
+    /// its hash is kept); a public client gets none. Redirect URIs must follow
+    /// [`check_redirect_uri`]; a public client must have one (it has no other use).
+    pub async fn create_client(&self, new: &NewClient, now: u64) -> Result<(Client, Option<String>), AccountError> {
+        if new.client_id == PUBLIC_CLIENT_ID {
             return Err(AccountError::ClientTaken);
         }
-        tokens::check_text("client_id", client_id, 256)?;
-        if audiences.is_empty() {
-            return Err(
-                MintError::Invalid { field: "aud", rule: "at least one audience is required".to_owned() }.into()
-            );
+        tokens::check_text("client_id", &new.client_id, 256)?;
+        let invalid = |field, rule: String| AccountError::Invalid(MintError::Invalid { field, rule });
+        if new.audiences.is_empty() && !new.public {
+            return Err(invalid("aud", "at least one audience is required".to_owned()));
         }
-        let secret = random_token();
+        if new.public && new.redirect_uris.is_empty() {
+            return Err(invalid("redirect_uri", "a public client needs at least one".to_owned()));
+        }
+        for uri in new.redirect_uris.iter().chain(&new.post_logout_redirect_uris) {
+            check_redirect_uri(uri).map_err(|rule| invalid("redirect_uri", rule))?;
+        }
+        let secret = (!new.public).then(random_token);
         let row = ClientRow {
-            client_id: client_id.to_owned(),
-            secret_hash: secret_hash(&secret),
-            audiences: encode_list(&sorted_set(audiences)),
-            roles: encode_list(&role_set(roles)?),
+            client_id: new.client_id.clone(),
+            // No secret hashes to this: a public client cannot authenticate with one.
+            secret_hash: secret.as_deref().map(secret_hash).unwrap_or_default(),
+            audiences: encode_list(&sorted_set(&new.audiences)),
+            roles: encode_list(&role_set(&new.roles)?),
             created_at: to_db_time(now),
+            redirect_uris: encode_list(&sorted_set(&new.redirect_uris)),
+            post_logout_redirect_uris: encode_list(&sorted_set(&new.post_logout_redirect_uris)),
+            public_client: i64::from(new.public),
         };
         rows::insert_client(&self.db, &row).await.map_err(|error| taken(error, AccountError::ClientTaken))?;
         Ok((Client::try_from(&row)?, secret))
+    }
+
+    /// The client with this id, if registered.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Client>, AccountError> {
+        rows::client(&self.db, client_id).await?.as_ref().map(Client::try_from).transpose()
     }
 
     /// Every client, by id.
@@ -269,7 +324,9 @@ impl Accounts {
     ) -> Result<Option<Client>, AccountError> {
         let presented = secret_hash(secret);
         match rows::client(&self.db, client_id).await? {
-            Some(row) if same_hash(&row.secret_hash, &presented) => Ok(Some(Client::try_from(&row)?)),
+            Some(row) if row.public_client == 0 && same_hash(&row.secret_hash, &presented) => {
+                Ok(Some(Client::try_from(&row)?))
+            }
             _ => Ok(None),
         }
     }
@@ -286,6 +343,19 @@ mod tests {
             assert!(matches!(normalize_email(bad), Err(AccountError::InvalidEmail)), "{bad:?}");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn redirect_uris_are_registered_only_when_safe() {
+        for good in ["https://site.example/cb", "http://127.0.0.1:8787/cb", "http://localhost/cb", "http://[::1]:9/cb"]
+        {
+            assert!(check_redirect_uri(good).is_ok(), "{good}");
+        }
+        for bad in
+            ["http://site.example/cb", "https://site.example/cb#x", "/cb", "https://u:p@site.example/", "ftp://x/"]
+        {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! | --- | --- |
 //! | [`keys`] | signing keys, their lifecycle, the pure rotation planner ([`keys::rotation`]) |
 //! | [`published`] | the JWKS as served, rebuilt when the key set moves |
-//! | [`tokens`] | what an access token holds and the rules it is minted under |
+//! | [`tokens`] | what an access token and an ID token hold, and the rules they are minted under |
 //! | [`accounts`] | users and service clients |
 //! | [`sessions`] | refresh-token families, the pure refresh decision, revocations, failed logins |
+//! | [`signin`] | browser sign-in: browser sessions, sign-in links, authorization codes, PKCE, mail |
 //! | [`secrets`] | password hashing, random secrets and their stored hashes |
 //! | [`kek`] | the key-encryption key that seals private keys at rest |
 
@@ -17,4 +18,5 @@ pub mod keys;
 pub(crate) mod published;
 pub mod secrets;
 pub mod sessions;
+pub mod signin;
 pub mod tokens;

@@ -142,19 +142,28 @@ async fn create_user(
     responses((status = 200, description = "The account", content_type = "application/json"), (status = 401, description = "No valid access token"))
 )]
 async fn userinfo(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Response, ApiError> {
+    // A token from a browser sign-in carries its scopes: it reads userinfo only with `openid`,
+    // and the email only with `email` (OpenID Connect Core §5.4). Tokens of the password grant
+    // carry none and read the whole account, as before.
+    let scopes: Option<Vec<&str>> = claims.scope.as_deref().map(|scope| scope.split(' ').collect());
+    if scopes.as_ref().is_some_and(|scopes| !scopes.contains(&"openid")) {
+        return Err(ApiError::InsufficientScope);
+    }
     let sub = claims.sub.as_deref().unwrap_or_default();
     let user = state.accounts().user(sub).await?.ok_or(AccountError::UnknownUser)?;
     if user.disabled {
         return Err(ApiError::InvalidToken("the user is disabled".to_owned()));
     }
-    Ok(Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "sub": user.id,
-        "email": user.email,
         "roles": user.roles,
         "created_at": user.created_at,
         "last_login_at": user.last_login_at,
-    }))
-    .into_response())
+    });
+    if scopes.as_ref().is_none_or(|scopes| scopes.contains(&"email")) {
+        body["email"] = user.email.into();
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `GET /admin/users`.

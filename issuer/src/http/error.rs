@@ -7,6 +7,7 @@ use crate::domain::accounts::AccountError;
 use crate::domain::keys::KeyStoreError;
 use crate::domain::secrets::PasswordError;
 use crate::domain::sessions::SessionError;
+use crate::domain::signin::SignInError;
 use crate::domain::tokens::MintError;
 use crate::state::{LoginError, TokenError};
 use axum::Json;
@@ -23,6 +24,9 @@ pub enum ApiError {
     /// The bearer token was refused (malformed, bad signature, wrong audience, expired, revoked).
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// The request is understood and refused: the code names why (`csrf`, ...).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// The token is good but lacks the `admin` role.
     #[error("the token lacks the admin role")]
     InsufficientScope,
@@ -85,11 +89,12 @@ impl ApiError {
         self.status_and_code().1
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            Self::Forbidden(code) => (StatusCode::FORBIDDEN, code),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::UnknownResource(code) => (StatusCode::NOT_FOUND, code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -183,6 +188,21 @@ impl From<LoginError> for ApiError {
             LoginError::Accounts(error) => error.into(),
             LoginError::Sessions(error) => error.into(),
             LoginError::Mint(error) => error.into(),
+            LoginError::SignIn(error) => error.into(),
+        }
+    }
+}
+
+impl From<SignInError> for ApiError {
+    fn from(error: SignInError) -> Self {
+        match error {
+            SignInError::InvalidGrant(reason) => Self::InvalidGrant(reason),
+            SignInError::Reused => Self::InvalidGrant("reused authorization code"),
+            SignInError::DisabledUser => Self::InvalidGrant("the user is disabled"),
+            SignInError::Sessions(error) => error.into(),
+            SignInError::Accounts(error) => error.into(),
+            SignInError::Mint(error) => error.into(),
+            _ => Self::Internal(error.to_string()),
         }
     }
 }
@@ -274,6 +294,10 @@ mod tests {
             (TokenError::Unconfirmed.into(), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             (LoginError::RateLimited { retry_after: 3 }.into(), StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             (LoginError::WrongCredentials.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (SignInError::Reused.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (SignInError::InvalidGrant("expired").into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (SignInError::DisabledUser.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (SignInError::Db(DbError::Duplicate).into(), StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         ];
         for (error, status, code) in cases {
             let shown = format!("{error:?}");

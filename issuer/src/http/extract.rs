@@ -78,6 +78,18 @@ impl FromRequestParts<AppState> for Bearer {
     }
 }
 
+/// The TCP peer's address, when the server records it (`serve` does; `oneshot` tests may).
+#[derive(Debug)]
+pub(crate) struct Peer(pub(crate) Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())))
+    }
+}
+
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// The parameters of an `application/x-www-form-urlencoded` body, each present at most once
@@ -151,13 +163,21 @@ impl OAuthForm {
         self.optional(name).ok_or_else(|| ApiError::InvalidRequest(format!("missing {name}")))
     }
 
-    /// Who is calling: a registered client that authenticated (by Basic or by the form), or the
-    /// public client (no credentials, or `client_id=public`). Wrong credentials, an unknown
-    /// client, or two methods at once are refused.
+    /// Who is calling: a registered client that authenticated (by Basic or by the form), a
+    /// registered public client (its `client_id` alone), or the public client (no credentials,
+    /// or `client_id=public`). Wrong credentials, an unknown client, or two methods at once are
+    /// refused.
     pub(crate) async fn caller(&self, state: &AppState) -> Result<Caller, ApiError> {
         let form = match (self.optional("client_id"), self.optional("client_secret")) {
             (Some(id), Some(secret)) => Some((id, secret)),
             (None, None) | (Some(PUBLIC_CLIENT_ID), None) => None,
+            // A registered public client names itself and proves nothing (PKCE does, for codes).
+            (Some(id), None) if self.basic.is_none() => {
+                return match state.accounts().client(id).await? {
+                    Some(client) if client.public => Ok(Caller::Client(client)),
+                    _ => Err(ApiError::InvalidClient),
+                };
+            }
             _ => return Err(ApiError::InvalidClient),
         };
         let (id, secret) = match (&self.basic, form) {
@@ -180,7 +200,7 @@ impl OAuthForm {
 pub(crate) enum Caller {
     /// No client authentication.
     Public,
-    /// A registered client that authenticated.
+    /// A registered client: confidential and authenticated, or public (`client.public`).
     Client(Client),
 }
 

@@ -8,6 +8,7 @@
 //! | [`keys`] | `/admin/keys`, `/admin/keys/rotate`, `/admin/keys/{kid}/revoke` |
 //! | [`oauth`] | `/oauth/token`, `/oauth/revoke`, `/oauth/introspect` |
 //! | [`accounts`] | `/users`, `/userinfo`, `/admin/users...`, `/logout`, `/logout-all`, `/revoked` |
+//! | [`signin`] | `/authorize`, `/login`, `/login/email`, `/login/email/continue`, `/session/end` (HTML pages from [`pages`]) |
 //! | [`observe`] | `/metrics` (here, or on its own listener: the `metrics_bind` setting) |
 //! | this module | `/openapi.json`: the OpenAPI 3.1 description of all of the above |
 //!
@@ -20,9 +21,12 @@ mod extract;
 mod keys;
 mod oauth;
 mod observe;
+mod pages;
+mod signin;
 mod well_known;
 
 pub use error::ApiError;
+pub use signin::{CSRF_COOKIE, SESSION_COOKIE};
 
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
@@ -61,6 +65,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
         (name = "oauth", description = "The token, revocation and introspection endpoints"),
         (name = "accounts", description = "Registration and the bearer's account"),
         (name = "sessions", description = "Logout and the revoked access tokens"),
+        (name = "signin", description = "Browser sign-in: the authorization endpoint, the login page, sign-in links, RP-initiated logout"),
         (name = "admin", description = "Keys and users, with an admin token for the admin audience"),
         (name = "operations", description = "Health, metrics and this document"),
     )
@@ -101,6 +106,7 @@ fn described_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(keys::routes())
         .merge(oauth::routes())
         .merge(accounts::routes())
+        .merge(signin::routes())
         .routes(routes!(openapi_document));
     if state.config().metrics_bind.is_some() { routes } else { routes.merge(observe::routes()) }
 }
@@ -158,8 +164,8 @@ fn with_middleware(routes: Router) -> Router {
 }
 
 /// The one place errors are logged: a server error as an error with its detail, a refusal as
-/// info with its reason. Error answers that are not JSON yet (those made by tower layers: 408,
-/// 413, ...) get the JSON body `{"error": code}`, keeping their status and headers.
+/// info with its reason. Error answers that are neither JSON nor a page (those made by tower
+/// layers: 408, 413, ...) get the JSON body `{"error": code}`, keeping their status and headers.
 async fn log_errors(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let status = response.status();
@@ -174,8 +180,8 @@ async fn log_errors(request: Request, next: Next) -> Response {
     } else {
         tracing::info!(reason, code, status = status.as_u16(), "request refused");
     }
-    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|value| value == "application/json");
-    if is_json {
+    let content_type = response.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+    if content_type == b"application/json" || content_type.starts_with(b"text/html") {
         return response;
     }
     let (mut parts, _) = response.into_parts();

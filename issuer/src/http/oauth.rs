@@ -1,8 +1,10 @@
-//! The OAuth 2.0 endpoints: the token endpoint (RFC 6749: `password`, `refresh_token`,
-//! `client_credentials`), revocation (RFC 7009) and introspection (RFC 7662).
+//! The OAuth 2.0 endpoints: the token endpoint (RFC 6749: `authorization_code` with PKCE,
+//! `password`, `refresh_token`, `client_credentials`), revocation (RFC 7009) and introspection
+//! (RFC 7662).
 
 use super::ApiError;
 use super::extract::{Caller, OAuthForm};
+use crate::domain::accounts::Client;
 use crate::domain::tokens::{AccessTokenRequest, MintedToken};
 use crate::metrics::GrantLabels;
 use crate::state::{AppState, TokenError};
@@ -29,15 +31,26 @@ struct TokenResponse {
     expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    /// OpenID Connect Core §3.1.3.3, when `openid` was granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+    /// The granted scopes, when the grant had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 fn token_response(access: MintedToken, refresh: Option<String>) -> Response {
-    let body = TokenResponse {
+    tokens_response(TokenResponse {
         expires_in: access.expires_at.saturating_sub(access.issued_at),
         access_token: access.token,
         token_type: "Bearer",
         refresh_token: refresh,
-    };
+        id_token: None,
+        scope: None,
+    })
+}
+
+fn tokens_response(body: TokenResponse) -> Response {
     ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
 }
 
@@ -57,6 +70,7 @@ fn token_response(access: MintedToken, refresh: Option<String>) -> Response {
 async fn token(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
     let grant_type = form.required("grant_type")?;
     let (grant_type, answer) = match grant_type {
+        "authorization_code" => ("authorization_code", authorization_code_grant(&state, &form).await),
         "password" => ("password", password_grant(&state, &form).await),
         "refresh_token" => ("refresh_token", refresh_grant(&state, &form).await),
         "client_credentials" => ("client_credentials", client_credentials_grant(&state, &form).await),
@@ -65,6 +79,24 @@ async fn token(State(state): State<AppState>, form: OAuthForm) -> Result<Respons
     let outcome = answer.as_ref().map_or_else(ApiError::code, |_| "issued");
     state.metrics().grants.get_or_create(&GrantLabels { grant_type, outcome }).inc();
     answer
+}
+
+/// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.5): a registered client (a public one by its
+/// `client_id` alone) exchanges its code.
+async fn authorization_code_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
+    let (code, verifier) = (form.required("code")?, form.required("code_verifier")?);
+    let Caller::Client(client) = form.caller(state).await? else {
+        return Err(ApiError::InvalidClient);
+    };
+    let issued = state.exchange_code(&client.client_id, code, form.optional("redirect_uri"), verifier).await?;
+    Ok(tokens_response(TokenResponse {
+        expires_in: issued.access.expires_at.saturating_sub(issued.access.issued_at),
+        access_token: issued.access.token,
+        token_type: "Bearer",
+        refresh_token: Some(issued.refresh),
+        id_token: issued.id_token,
+        scope: Some(issued.scope).filter(|scope| !scope.is_empty()),
+    }))
 }
 
 async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
@@ -83,8 +115,9 @@ async fn refresh_grant(state: &AppState, form: &OAuthForm) -> Result<Response, A
 }
 
 async fn client_credentials_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
-    let Caller::Client(client) = form.caller(state).await? else {
-        return Err(ApiError::InvalidClient);
+    let client = match form.caller(state).await? {
+        Caller::Client(client) if !client.public => client,
+        _ => return Err(ApiError::InvalidClient),
     };
     let request = AccessTokenRequest {
         subject: client.client_id.clone(),
@@ -160,7 +193,7 @@ pub(super) async fn revoke_access(state: &AppState, claims: &Claims) -> Result<(
 )]
 async fn introspect(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
     let token = form.required("token")?;
-    let Caller::Client(_) = form.caller(&state).await? else {
+    let Caller::Client(Client { public: false, .. }) = form.caller(&state).await? else {
         return Err(ApiError::InvalidClient);
     };
     let inactive = || Json(serde_json::json!({ "active": false })).into_response();

@@ -3,6 +3,7 @@
 use super::ApiError;
 use crate::domain::keys::KEY_SET_CHECK_INTERVAL;
 use crate::domain::published::Checked;
+use crate::domain::signin::request::SCOPES;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -61,33 +62,38 @@ fn if_none_match(headers: &HeaderMap, ours: &[u8]) -> bool {
 }
 
 /// The OAuth 2.0 grant types the token endpoint serves.
-const GRANT_TYPES: &[&str] = &["password", "refresh_token", "client_credentials"];
+const GRANT_TYPES: &[&str] = &["authorization_code", "password", "refresh_token", "client_credentials"];
 
-/// How clients authenticate at the token, revocation and introspection endpoints (`none`: the
-/// public client, for the password and refresh grants).
+/// How clients authenticate at the token, revocation and introspection endpoints (`none`: a
+/// public client, with PKCE for codes).
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
 
 /// The discovery document (RFC 8414, OpenID Connect Discovery 1.0): the fields that apply.
-///
 /// RFC 8414 §3.2: a claim with zero elements MUST be omitted, so no empty array is published.
-/// `response_types_supported` (REQUIRED by §2) is omitted: it lists what the authorization
-/// endpoint answers, and there is none, nor do the grants served use one; the OAuth working
-/// group's direction for such servers is to omit it (as OpenID4VCI does). Servers with an
-/// authorization endpoint (Ory Hydra, Keycloak, Dex) list only the flows they really serve.
 #[derive(Serialize)]
 struct Discovery<'a> {
     issuer: &'a str,
+    authorization_endpoint: String,
     jwks_uri: String,
     token_endpoint: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
     userinfo_endpoint: String,
+    end_session_endpoint: String,
+    response_types_supported: &'a [&'a str],
+    response_modes_supported: &'a [&'a str],
     grant_types_supported: &'a [&'a str],
+    code_challenge_methods_supported: &'a [&'a str],
+    scopes_supported: &'a [&'a str],
     token_endpoint_auth_methods_supported: &'a [&'a str],
     revocation_endpoint_auth_methods_supported: &'a [&'a str],
     introspection_endpoint_auth_methods_supported: &'a [&'a str],
     subject_types_supported: &'a [&'a str],
+    id_token_signing_alg_values_supported: &'a [&'a str],
     claims_supported: &'a [&'a str],
+    prompt_values_supported: &'a [&'a str],
+    /// RFC 9207: the authorization response names the issuer (`iss`).
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// `GET /.well-known/openid-configuration`.
@@ -101,17 +107,42 @@ async fn discovery(State(state): State<AppState>) -> Response {
     let config = state.config();
     let document = Discovery {
         issuer: &config.issuer,
+        authorization_endpoint: format!("{}/authorize", config.issuer),
         jwks_uri: config.jwks_uri(),
         token_endpoint: format!("{}/oauth/token", config.issuer),
         revocation_endpoint: format!("{}/oauth/revoke", config.issuer),
         introspection_endpoint: format!("{}/oauth/introspect", config.issuer),
         userinfo_endpoint: format!("{}/userinfo", config.issuer),
+        end_session_endpoint: format!("{}/session/end", config.issuer),
+        response_types_supported: &["code"],
+        response_modes_supported: &["query"],
         grant_types_supported: GRANT_TYPES,
+        code_challenge_methods_supported: &["S256"],
+        scopes_supported: SCOPES,
         token_endpoint_auth_methods_supported: AUTH_METHODS,
         revocation_endpoint_auth_methods_supported: AUTH_METHODS,
         introspection_endpoint_auth_methods_supported: &AUTH_METHODS[..2],
         subject_types_supported: &["public"],
-        claims_supported: &["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "roles", "client_id", "scope"],
+        id_token_signing_alg_values_supported: &["ES256"],
+        claims_supported: &[
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "roles",
+            "client_id",
+            "scope",
+            "auth_time",
+            "nonce",
+            "sid",
+            "at_hash",
+            "email",
+        ],
+        prompt_values_supported: &["none", "login", "consent", "select_account"],
+        authorization_response_iss_parameter_supported: true,
     };
     ([(header::CACHE_CONTROL, public_cache(config.jwks_max_age))], Json(document)).into_response()
 }

@@ -35,9 +35,16 @@ pub(crate) struct ClientRow {
     /// A JSON array of strings.
     pub(crate) roles: String,
     pub(crate) created_at: i64,
+    /// A JSON array of exact URIs.
+    pub(crate) redirect_uris: String,
+    /// A JSON array of exact URIs.
+    pub(crate) post_logout_redirect_uris: String,
+    /// 1 for a public client (no secret: PKCE only), 0 otherwise.
+    pub(crate) public_client: i64,
 }
 
-const CLIENT_COLUMNS: &str = "client_id, secret_hash, audiences, roles, created_at";
+const CLIENT_COLUMNS: &str =
+    "client_id, secret_hash, audiences, roles, created_at, redirect_uris, post_logout_redirect_uris, public_client";
 
 /// A list column's text.
 pub(crate) fn encode_list(items: &[String]) -> String {
@@ -125,16 +132,17 @@ pub(crate) async fn disable(db: &Db, id: &str, now: u64) -> DbResult<()> {
 
 /// Inserts a client; [`DbError::Duplicate`] when the id is taken.
 pub(crate) async fn insert_client(db: &Db, row: &ClientRow) -> DbResult<()> {
-    sqlx::query(
-        "INSERT INTO clients (client_id, secret_hash, audiences, roles, created_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&row.client_id)
-    .bind(&row.secret_hash)
-    .bind(&row.audiences)
-    .bind(&row.roles)
-    .bind(row.created_at)
-    .execute(db.pool())
-    .await?;
+    sqlx::query(&format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        .bind(&row.client_id)
+        .bind(&row.secret_hash)
+        .bind(&row.audiences)
+        .bind(&row.roles)
+        .bind(row.created_at)
+        .bind(&row.redirect_uris)
+        .bind(&row.post_logout_redirect_uris)
+        .bind(row.public_client)
+        .execute(db.pool())
+        .await?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod accounts;
 mod group_commit;
 pub(crate) mod keys;
 pub(crate) mod sessions;
+pub(crate) mod signin;
 
 use group_commit::GroupCommit;
 use sessions::{RotatedRow, Rotation};

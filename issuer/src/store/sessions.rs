@@ -278,15 +278,20 @@ pub(crate) async fn clear_login_failures(db: &Db, subject: &str) -> DbResult<()>
     Ok(())
 }
 
-/// Deletes expired revocations, failed logins at or before `failures_until`, and the refresh
-/// tokens and families that are revoked or expired, in one transaction. Returns the rows deleted.
-pub(crate) async fn purge(db: &Db, now: u64, failures_until: u64) -> DbResult<u64> {
-    let (now, failures_until) = (to_db_time(now), to_db_time(failures_until));
+/// Deletes expired revocations, failed logins at or before `failures_until`, expired sign-in
+/// links, authorization codes that expired at or before `codes_until`, ended or expired browser
+/// sessions, and the refresh tokens and families that are revoked or expired, in one transaction.
+/// Returns the rows deleted.
+pub(crate) async fn purge(db: &Db, now: u64, failures_until: u64, codes_until: u64) -> DbResult<u64> {
+    let (now, failures_until, codes_until) = (to_db_time(now), to_db_time(failures_until), to_db_time(codes_until));
     let mut tx = db.pool().begin().await?;
     let mut deleted = 0;
     for (sql, bound) in [
         ("DELETE FROM revoked_access_tokens WHERE expires_at <= $1", now),
         ("DELETE FROM login_failures WHERE failed_at <= $1", failures_until),
+        ("DELETE FROM sign_in_links WHERE expires_at <= $1", now),
+        ("DELETE FROM authorization_codes WHERE expires_at <= $1", codes_until),
+        ("DELETE FROM browser_sessions WHERE expires_at <= $1 OR ended_at IS NOT NULL", now),
         (
             "DELETE FROM refresh_tokens WHERE family_id IN \
              (SELECT id FROM refresh_families WHERE expires_at <= $1 OR revoked_at IS NOT NULL)",

@@ -76,13 +76,13 @@ async fn discovery_and_health() {
     assert_eq!(document["jwks_uri"], "https://auth.example.com/.well-known/jwks.json");
     assert_eq!(document["subject_types_supported"], serde_json::json!(["public"]));
     assert!(document["claims_supported"].as_array().expect("claims").contains(&"roles".into()));
-    // RFC 8414 §3.2: no zero-element arrays. No authorization endpoint: no response types.
+    // RFC 8414 §3.2: no zero-element arrays.
     let members = document.as_object().expect("an object");
     assert!(members.values().all(|value| value.as_array().is_none_or(|array| !array.is_empty())), "{document}");
-    assert!(!members.contains_key("response_types_supported"));
+    assert_eq!(document["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(
         document["grant_types_supported"],
-        serde_json::json!(["password", "refresh_token", "client_credentials"])
+        serde_json::json!(["authorization_code", "password", "refresh_token", "client_credentials"])
     );
     assert_eq!(document["token_endpoint"], "https://auth.example.com/oauth/token");
     assert_eq!(document["revocation_endpoint"], "https://auth.example.com/oauth/revoke");

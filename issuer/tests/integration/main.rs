@@ -11,4 +11,5 @@ mod operations;
 mod pyjwt;
 mod restart;
 mod rotation;
+mod signin;
 mod users;

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use issuer::AppState;
 use issuer::clock::ManualClock;
-use issuer::domain::accounts::User;
+use issuer::domain::accounts::{NewClient, User};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,9 @@ impl TestIssuer {
     pub(crate) async fn client(&self, id: &str, roles: &[&str]) -> String {
         let roles: Vec<String> = roles.iter().map(|role| (*role).to_owned()).collect();
         let audiences = vec![self.state.config().audiences[0].clone()];
-        self.state.accounts().create_client(id, &audiences, &roles, self.now()).await.expect("creates the client").1
+        let new = NewClient { client_id: id.to_owned(), audiences, roles, ..NewClient::default() };
+        let (_, secret) = self.state.accounts().create_client(&new, self.now()).await.expect("creates the client");
+        secret.expect("a confidential client's secret")
     }
 }
 
@@ -109,7 +111,8 @@ async fn token_endpoint_errors_are_rfc_6749_bodies() {
     let app = issuer.app();
     let token = |body: &'static str| post_form(&app, "/oauth/token", body, None, None);
     for (body, status, code) in [
-        ("grant_type=authorization_code&code=x", StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        ("grant_type=authorization_code&code=x", StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=implicit", StatusCode::BAD_REQUEST, "unsupported_grant_type"),
         ("grant_type=", StatusCode::BAD_REQUEST, "invalid_request"),
         ("username=alice%40example.com", StatusCode::BAD_REQUEST, "invalid_request"),
         ("grant_type=password&password=x", StatusCode::BAD_REQUEST, "invalid_request"),

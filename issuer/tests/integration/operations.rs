@@ -98,6 +98,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/users/{id}/disable"),
     ("POST", "/logout"),
     ("POST", "/logout-all"),
+    ("GET", "/authorize"),
+    ("POST", "/login"),
+    ("POST", "/login/email"),
+    ("GET", "/login/email"),
+    ("POST", "/login/email/continue"),
+    ("GET", "/session/end"),
+    ("POST", "/session/end"),
     ("GET", "/revoked"),
 ];
 

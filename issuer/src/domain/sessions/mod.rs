@@ -18,6 +18,10 @@ use crate::store::{Db, DbError, from_db_time};
 use sqlx::AnyConnection;
 use std::time::Duration;
 
+/// How long a spent or expired authorization code is kept, so that a second use still revokes
+/// what the first issued.
+const CODE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How often `serve` purges expired revocations, failed logins and dead refresh tokens.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
@@ -135,14 +139,24 @@ impl Sessions {
         access: &MintedToken,
         now: u64,
     ) -> Result<String, SessionError> {
-        let family_id = random_id();
-        let expires_at = now.saturating_add(self.policy.max_lifetime.as_secs());
         let mut tx = self.db.begin().await?;
-        let family = NewFamily { id: &family_id, user_id, client_id, created_at: now, expires_at };
-        rows::insert_family(&mut tx, &family).await?;
-        let refresh = self.insert_token(&mut tx, &family_id, &access.jti, now, expires_at).await?;
+        let family = NewFamily { id: &random_id(), user_id, client_id, created_at: now, expires_at: 0 };
+        let refresh = self.start_in(&mut tx, family, &access.jti).await?;
         tx.commit().await?;
         Ok(refresh)
+    }
+
+    /// Starts the family `family` (its expiry set here, from the policy) in the transaction of
+    /// `connection`, with its first refresh token issued with the access token `access_jti`.
+    pub(crate) async fn start_in(
+        &self,
+        connection: &mut AnyConnection,
+        mut family: NewFamily<'_>,
+        access_jti: &str,
+    ) -> Result<String, SessionError> {
+        family.expires_at = family.created_at.saturating_add(self.policy.max_lifetime.as_secs());
+        rows::insert_family(connection, &family).await?;
+        self.insert_token(connection, family.id, access_jti, family.created_at, family.expires_at).await
     }
 
     async fn insert_token(
@@ -277,17 +291,29 @@ impl Sessions {
     /// recorded and the answer is the seconds until the oldest that counts leaves the window.
     /// An attempt whose password turns out wrong stays recorded as a failure.
     pub async fn begin_login(&self, subjects: &[String], now: u64) -> Result<Result<LoginAttempt, u64>, SessionError> {
-        let attempts: Vec<(String, String)> = subjects.iter().map(|subject| (random_id(), subject.clone())).collect();
+        let limited: Vec<(String, u32)> =
+            subjects.iter().map(|subject| (subject.clone(), self.policy.max_failures)).collect();
+        self.begin_attempt(&limited, now).await
+    }
+
+    /// Records an attempt for each `(subject, limit)`, unless it would make more than `limit`
+    /// within the failure window for one of them: then nothing stays recorded and the answer is
+    /// the seconds until the oldest that counts leaves the window.
+    pub(crate) async fn begin_attempt(
+        &self,
+        subjects: &[(String, u32)],
+        now: u64,
+    ) -> Result<Result<LoginAttempt, u64>, SessionError> {
+        let attempts: Vec<(String, String)> =
+            subjects.iter().map(|(subject, _)| (random_id(), subject.clone())).collect();
         rows::insert_login_attempts(&self.db, &attempts, now).await?;
         let attempt = LoginAttempt { ids: attempts.into_iter().map(|(id, _)| id).collect() };
         let window = self.policy.failure_window.as_secs();
         let mut retry_after = None;
-        for subject in subjects {
+        for (subject, limit) in subjects {
             // The attempt that would be one too many, counting this one.
             let since = now.saturating_sub(window);
-            if let Some(failed_at) =
-                rows::nth_recent_attempt(&self.db, subject, since, self.policy.max_failures).await?
-            {
+            if let Some(failed_at) = rows::nth_recent_attempt(&self.db, subject, since, *limit).await? {
                 let wait = failed_at.saturating_add(window).saturating_sub(now).max(1);
                 retry_after = Some(retry_after.map_or(wait, |other: u64| other.max(wait)));
             }
@@ -308,10 +334,13 @@ impl Sessions {
     }
 
     /// Deletes what can no longer matter: expired revocations, failed logins out of the window,
-    /// and the refresh tokens and families that are revoked or past their lifetime. Returns the
-    /// number of rows deleted.
+    /// expired sign-in links, browser sessions that ended, authorization codes a day after they
+    /// expired (until then a second use still revokes what the first issued), and the refresh
+    /// tokens and families that are revoked or past their lifetime. Returns the number of rows
+    /// deleted.
     pub async fn purge(&self, now: u64) -> Result<u64, SessionError> {
         let failures_until = now.saturating_sub(self.policy.failure_window.as_secs());
-        Ok(rows::purge(&self.db, now, failures_until).await?)
+        let codes_until = now.saturating_sub(CODE_MEMORY.as_secs());
+        Ok(rows::purge(&self.db, now, failures_until, codes_until).await?)
     }
 }
