@@ -960,6 +960,22 @@ mod tests {
                 "`access_token_ttl` (from PORTCULLIS_ACCESS_TOKEN_TTL): must be between 1s and 1h; got 2h",
             ),
             (None, &[("PORTCULLIS_ACCESS_TOKEN_TTL", "5 minutes")], "is not a duration"),
+            (
+                None,
+                &[("PORTCULLIS_SESSION_IDLE_TIMEOUT", "10s")],
+                "`session_idle_timeout` (from PORTCULLIS_SESSION_IDLE_TIMEOUT)",
+            ),
+            (
+                None,
+                &[("PORTCULLIS_SESSION_IDLE_TIMEOUT", "2h"), ("PORTCULLIS_SESSION_MAX_LIFETIME", "1h")],
+                "must be at least session_idle_timeout (2h)",
+            ),
+            (
+                None,
+                &[("PORTCULLIS_SMTP_URL", "http://user:hunter2@mail.example")],
+                "`smtp_url` (from PORTCULLIS_SMTP_URL): must be an smtp:// or smtps:// URL",
+            ),
+            (Some("mail_from = \"\""), &[], "`mail_from` (from the configuration file)"),
             (Some("leeway = -1"), &[], "`leeway` (from the configuration file): must not be negative"),
             (
                 None,

@@ -1,6 +1,8 @@
 //! `cargo xtask dev`: the whole stack on this machine. The issuer on SQLite, the demo origin, and
 //! the edge Worker under `wrangler dev` in front of it, each in its own process group, with their
-//! logs in `.dev/`. Prints the URLs and example requests; Ctrl-C stops everything it started.
+//! logs in `.dev/`. Registers the edge as an OAuth client, prints the URLs and example requests
+//! (curl, and a browser sign-in), then the sign-in links the issuer writes to its development
+//! outbox as they arrive; Ctrl-C stops everything it started.
 
 use crate::worker::{self, Tools};
 use anyhow::{Context as _, Result, bail};
@@ -21,6 +23,12 @@ const ORIGIN_ADDR: &str = "127.0.0.1:3000";
 const EDGE_ADDR: &str = "127.0.0.1:8787";
 /// wrangler's inspector (it defaults to 9229, which another Node process may hold).
 const INSPECTOR_PORT: &str = "9239";
+/// Where the issuer sends a browser back to after a sign-in for the edge (the edge's callback).
+const EDGE_CALLBACK: &str = "http://127.0.0.1:8787/_portcullis/callback";
+/// The PKCE pair of the printed browser example: RFC 7636 Appendix B's (a real client makes a
+/// new one for each sign-in).
+const EXAMPLE_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const EXAMPLE_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 /// How long each part may take to answer after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -51,8 +59,10 @@ pub(crate) fn dev(root: &Path) -> Result<()> {
     stack.wait_until_ready()?;
     let demo = stack.demo()?;
     demo.print(&stack);
+    let mut outbox = Outbox { folder: stack.issuer_data.join("outbox"), shown: Vec::new() };
 
     loop {
+        outbox.print_new_links();
         if stopped.recv_timeout(Duration::from_millis(250)).is_ok() {
             println!("\nstopping...");
             return Ok(());
@@ -186,12 +196,29 @@ impl Stack {
         Ok(())
     }
 
-    /// Creates the demo users, then runs the example requests the banner shows, for real.
+    /// Registers the edge as a confidential client of browser sign-in; returns its secret.
+    fn add_edge_client(&self) -> Result<String> {
+        let mut command = Command::new(self.binaries.join("issuer"));
+        command.args(["clients", "add", "edge", "--redirect-uri", EDGE_CALLBACK]);
+        command.args(["--post-logout-redirect-uri", &format!("http://{EDGE_ADDR}/")]);
+        self.issuer_env(&mut command);
+        let output = command.stderr(Stdio::null()).output().context("cannot run issuer clients add")?;
+        if !output.status.success() {
+            bail!("issuer clients add edge failed ({})", output.status);
+        }
+        let printed: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("issuer clients add printed no JSON")?;
+        printed["client_secret"].as_str().map(str::to_owned).context("issuer clients add printed no client_secret")
+    }
+
+    /// Creates the demo users and the edge's client, then runs the example requests the banner
+    /// shows, for real.
     fn demo(&self) -> Result<Demo> {
         let users = [DemoUser::new("alice@example.com", "reader")?, DemoUser::new("admin@example.com", "admin")?];
         for user in &users {
             self.add_user(user)?;
         }
+        let edge_secret = self.add_edge_client()?;
         let login = http_request(ISSUER_ADDR, "POST", "/oauth/token", None, Some(&users[0].login_form()))?;
         let token = serde_json::from_str::<serde_json::Value>(&login.1)
             .ok()
@@ -200,7 +227,35 @@ impl Stack {
         let me = http_request(EDGE_ADDR, "GET", "/api/me", Some(&token), None)?;
         let admin_route = http_request(EDGE_ADDR, "GET", "/api/admin/messages", Some(&token), None)?;
         let no_token = http_request(EDGE_ADDR, "GET", "/api/me", None, None)?;
-        Ok(Demo { users, login, me, admin_route, no_token })
+        Ok(Demo { users, edge_secret, login, me, admin_route, no_token })
+    }
+}
+
+/// The issuer's development outbox: the sign-in links it writes, printed once each.
+struct Outbox {
+    folder: PathBuf,
+    shown: Vec<PathBuf>,
+}
+
+impl Outbox {
+    /// Prints the link of each message not shown yet, oldest first.
+    fn print_new_links(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.folder) else { return };
+        let mut messages: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|extension| extension == "eml"))
+            .filter(|path| !self.shown.contains(path))
+            .collect();
+        messages.sort();
+        for message in messages {
+            let text = std::fs::read_to_string(&message).unwrap_or_default();
+            let to = text.lines().find_map(|line| line.strip_prefix("To: ")).unwrap_or("?");
+            if let Some(link) = text.split_whitespace().find(|word| word.contains("/login/email?token=")) {
+                println!("\nsign-in link for {to} (from the issuer's outbox, {}):\n  {link}", message.display());
+            }
+            self.shown.push(message);
+        }
     }
 }
 
@@ -228,6 +283,7 @@ impl DemoUser {
 /// Answers to the example requests: status and body.
 struct Demo {
     users: [DemoUser; 2],
+    edge_secret: String,
     login: (u16, String),
     me: (u16, String),
     admin_route: (u16, String),
@@ -267,6 +323,14 @@ Try it:
   # without a token: {no_token_status}; log in as {admin_email} for the admin route
   # public: curl -s http://{EDGE_ADDR}/public/hello
 
+In a browser: sign in at the issuer (authorization code with PKCE; the edge is client `edge`):
+  http://{ISSUER_ADDR}/authorize?response_type=code&client_id=edge&redirect_uri={callback}&scope=openid%20email&state=demo&code_challenge={EXAMPLE_CHALLENGE}&code_challenge_method=S256
+  Sign in as alice (or choose "Email me a sign-in link": the link is printed below). The browser
+  lands on {EDGE_CALLBACK}?code=...; exchange the code within 60 s:
+  curl -s -u edge:{edge_secret} -d grant_type=authorization_code -d code=CODE -d redirect_uri={EDGE_CALLBACK} -d code_verifier={EXAMPLE_VERIFIER} http://{ISSUER_ADDR}/oauth/token
+  A second visit to the first URL signs in without a password (the issuer's session); sign out
+  at http://{ISSUER_ADDR}/session/end
+
 Ctrl-C stops everything."#,
             logs = stack.root.join(".dev").display(),
             issuer = stack.binaries.join("issuer").display(),
@@ -284,6 +348,8 @@ Ctrl-C stops everything."#,
             admin_status = self.admin_route.0,
             admin_body = self.admin_route.1.trim(),
             no_token_status = self.no_token.0,
+            callback = "http%3A%2F%2F127.0.0.1%3A8787%2F_portcullis%2Fcallback",
+            edge_secret = self.edge_secret,
         );
     }
 }

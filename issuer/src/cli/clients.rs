@@ -17,6 +17,11 @@ pub(super) async fn run(command: super::ClientsCommand, config: &Config) -> anyh
             post_logout_redirect_uris,
             public,
         } => {
+            // An ID token's `aud` is its client's id: no client may be named like an audience,
+            // so that an ID token can never pass for an access token by its audience.
+            if config.audiences.contains(&client_id) || client_id == config.admin_audience {
+                anyhow::bail!("{client_id:?} is a configured audience; a client id must differ from every audience");
+            }
             if audiences.is_empty() && !public {
                 audiences = config.audiences.iter().take(1).cloned().collect();
             }

@@ -125,6 +125,23 @@ fn users_and_clients_from_the_command_line() {
     assert_eq!(client["client"]["audiences"], serde_json::json!(["api"]));
     let foreign = issuer_with_stdin(&data, &["clients", "add", "other", "--audience", "elsewhere"], "");
     assert!(stderr(&foreign).contains("not a configured audience"), "{}", stderr(&foreign));
+    let named_like_an_audience =
+        issuer_with_stdin(&data, &["clients", "add", "api", "--redirect-uri", "https://a.example/"], "");
+    assert!(
+        stderr(&named_like_an_audience).contains("is a configured audience"),
+        "{}",
+        stderr(&named_like_an_audience)
+    );
+    let bad_uri = issuer_with_stdin(&data, &["clients", "add", "site", "--redirect-uri", "http://site.example/cb"], "");
+    assert!(stderr(&bad_uri).contains("http only for localhost"), "{}", stderr(&bad_uri));
+    let spa = issuer_with_stdin(
+        &data,
+        &["clients", "add", "spa", "--public", "--redirect-uri", "http://localhost:5173/cb"],
+        "",
+    );
+    assert!(spa.status.success(), "{}", stderr(&spa));
+    let spa: serde_json::Value = serde_json::from_slice(&spa.stdout).expect("JSON");
+    assert_eq!((spa["client_secret"].is_null(), &spa["client"]["public"]), (true, &serde_json::json!(true)));
     let table = issuer_with_stdin(&data, &["clients", "list"], "");
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     assert!(table.contains("worker") && !table.contains(client["client_secret"].as_str().unwrap_or("-")), "{table}");
