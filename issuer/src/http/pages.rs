@@ -143,7 +143,7 @@ pub(super) fn link_sent() -> Response {
 
 /// The page a sign-in link opens: one button, so that a mail scanner fetching the link does not
 /// spend it.
-pub(super) fn continue_link(token: &str, csrf: &str) -> Response {
+pub(super) fn continue_link(token: &str, csrf: &str, targets: FormTargets<'_>) -> Response {
     let body = html! {
         h1 { "Continue signing in" }
         form method="post" action="/login/email/continue" {
@@ -152,8 +152,7 @@ pub(super) fn continue_link(token: &str, csrf: &str) -> Response {
             button type="submit" { "Continue" }
         }
     };
-    // The answer redirects to a client that is only known once the link is spent.
-    page(StatusCode::OK, "Continue signing in", FormTargets(Some("*")), body)
+    page(StatusCode::OK, "Continue signing in", targets, body)
 }
 
 /// The logout confirmation: a form, so that a link from another site cannot sign anyone out.

@@ -41,6 +41,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(end_session_page, end_session))
 }
 
+/// What a page says when the database does not answer (the detail goes to the log).
+const UNAVAILABLE: &str = "The sign-in service cannot answer now. Try again later.";
+
 /// A `__Host-` cookie: Secure, Path=/, no Domain; HttpOnly.
 fn host_cookie(name: &'static str, value: String, same_site: SameSite, max_age: Option<Duration>) -> Cookie<'static> {
     let mut cookie = Cookie::build((name, value)).http_only(true).secure(true).path("/").same_site(same_site);
@@ -109,17 +112,14 @@ async fn checked_request(state: &AppState, query: &str) -> Result<AuthorizationR
     match state.authorization_request(query).await {
         Ok(Ok(request)) => Ok(request),
         Ok(Err(error)) => Err(refuse(state, error)),
-        Err(error) => Err(pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later.")),
+        Err(error) => Err(pages::error_page(error.into(), UNAVAILABLE)),
     }
 }
 
 /// The live browser session of this browser, if any.
 async fn current_session(state: &AppState, jar: &CookieJar) -> Result<Option<BrowserSession>, Response> {
     let Some(cookie) = jar.get(SESSION_COOKIE) else { return Ok(None) };
-    state
-        .browser_session(cookie.value())
-        .await
-        .map_err(|error| pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later."))
+    state.browser_session(cookie.value()).await.map_err(|error| pages::error_page(error.into(), UNAVAILABLE))
 }
 
 /// The redirect with a new code for `request` and `session`, setting `cookies`.
@@ -131,7 +131,7 @@ async fn redirect_with_code(
 ) -> Response {
     match state.authorization_redirect(request, session).await {
         Ok(location) => (jar, Redirect::to(&location)).into_response(),
-        Err(error) => pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later."),
+        Err(error) => pages::error_page(error.into(), UNAVAILABLE),
     }
 }
 
@@ -251,7 +251,7 @@ async fn password_login(
             return pages::error_page(error.into(), &message);
         }
         Err(error) => {
-            return pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later.");
+            return pages::error_page(error.into(), UNAVAILABLE);
         }
     };
     start_session_and_redirect(&state, &request, &user, jar).await
@@ -270,7 +270,7 @@ async fn start_session_and_redirect(
             let jar = jar.add(session_cookie(state, &session, secret));
             redirect_with_code(state, request, &session, jar).await
         }
-        Err(error) => pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later."),
+        Err(error) => pages::error_page(error.into(), UNAVAILABLE),
     }
 }
 
@@ -317,26 +317,45 @@ async fn request_link(
         Err(error @ LoginError::RateLimited { .. }) => {
             pages::error_page(error.into(), "Too many sign-in links were asked for. Try again later.")
         }
-        Err(error) => pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later."),
+        Err(error) => pages::error_page(error.into(), UNAVAILABLE),
     }
 }
 
 /// `GET /login/email?token=...`: the page a sign-in link opens. Nothing is spent until its
-/// button is pressed.
+/// button is pressed; a link that can no longer be used says so at once.
 #[utoipa::path(
     get,
     path = "/login/email",
     tag = "signin",
     params(("token" = String, Query, description = "The link's token")),
-    responses((status = 200, description = "A page with one button: continue", content_type = "text/html"))
+    responses(
+        (status = 200, description = "A page with one button: continue", content_type = "text/html"),
+        (status = 400, description = "The link is unknown, used or expired", content_type = "text/html"),
+    )
 )]
-async fn open_link(RawQuery(query): RawQuery, jar: CookieJar) -> Response {
+async fn open_link(State(state): State<AppState>, RawQuery(query): RawQuery, jar: CookieJar) -> Response {
     let params = request::parameters(query.as_deref().unwrap_or_default()).unwrap_or_default();
     let Some((_, token)) = params.into_iter().find(|(name, _)| name == "token") else {
         return pages::error_page(ApiError::InvalidRequest("no token".to_owned()), "This sign-in link is incomplete.");
     };
+    let query = match state.pending_sign_in_link(&token).await {
+        Ok(Some(query)) => query,
+        Ok(None) => return link_refused(),
+        Err(error) => return pages::error_page(error.into(), UNAVAILABLE),
+    };
+    let request = match checked_request(&state, &query).await {
+        Ok(request) => request,
+        Err(answer) => return answer,
+    };
     let (jar, csrf) = csrf_token(jar);
-    (jar, pages::continue_link(&token, &csrf)).into_response()
+    let origin = origin_of(&request.redirect_uri);
+    (jar, pages::continue_link(&token, &csrf, FormTargets(origin.as_deref()))).into_response()
+}
+
+/// The page for a sign-in link that cannot be used.
+fn link_refused() -> Response {
+    let error = ApiError::InvalidGrant("unknown, used or expired sign-in link");
+    pages::error_page(error, "This sign-in link has expired or was used already. Ask for a new one.")
 }
 
 /// The form of the page a sign-in link opens.
@@ -372,12 +391,9 @@ async fn continue_link(
     }
     let (user, query) = match state.redeem_sign_in_link(&form.token).await {
         Ok(Some(redeemed)) => redeemed,
-        Ok(None) => {
-            let error = ApiError::InvalidGrant("unknown, used or expired sign-in link");
-            return pages::error_page(error, "This sign-in link has expired or was used already. Ask for a new one.");
-        }
+        Ok(None) => return link_refused(),
         Err(error) => {
-            return pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later.");
+            return pages::error_page(error.into(), UNAVAILABLE);
         }
     };
     let request = match checked_request(&state, &query).await {
@@ -413,7 +429,7 @@ async fn logout_target(state: &AppState, params: &LogoutParams) -> Result<Option
     };
     let client = match state.accounts().client(client_id).await {
         Ok(client) => client,
-        Err(error) => return Err(pages::error_page(error.into(), "The sign-in service cannot answer now.")),
+        Err(error) => return Err(pages::error_page(error.into(), UNAVAILABLE)),
     };
     if !client.is_some_and(|client| client.post_logout_redirect_uris.iter().any(|registered| registered == uri)) {
         return Err(refusal("post_logout_redirect_uri is not registered for this client"));
@@ -431,7 +447,7 @@ async fn sign_out(state: &AppState, jar: CookieJar, target: Option<String>) -> R
     match current_session(state, &jar).await {
         Ok(Some(session)) => {
             if let Err(error) = state.end_browser_session(&session).await {
-                return pages::error_page(error.into(), "The sign-in service cannot answer now. Try again later.");
+                return pages::error_page(error.into(), UNAVAILABLE);
             }
         }
         Ok(None) => {}

@@ -131,6 +131,12 @@ impl AppState {
         Ok(())
     }
 
+    /// The authorization request (a query string) the sign-in link `token` would resume, while
+    /// the link can be used; nothing is spent.
+    pub async fn pending_sign_in_link(&self, token: &str) -> Result<Option<String>, SignInError> {
+        self.inner.signin.pending_link(token, self.now()).await
+    }
+
     /// Spends the sign-in link `token`: its enabled user and the authorization request it
     /// resumes (a query string), or `None` when the link is unknown, spent or expired, or its
     /// user disabled.

@@ -177,9 +177,9 @@ pub(crate) async fn family_of_access_token(db: &Db, jti: &str) -> DbResult<Optio
     Ok(row.map(|(family,)| family))
 }
 
-/// Revokes every family of `user_id` and lists the access tokens issued with them that may still
-/// be accepted (issued less than `access_lifetime` seconds ago), in one transaction. Returns the
-/// number of families revoked.
+/// Revokes every family of `user_id`, lists the access tokens issued with them that may still be
+/// accepted (issued less than `access_lifetime` seconds ago), and ends the user's browser
+/// sessions, in one transaction. Returns the number of families revoked.
 pub(crate) async fn revoke_user(db: &Db, user_id: &str, access_lifetime: u64, now: u64) -> DbResult<u64> {
     let mut tx = db.pool().begin().await?;
     sqlx::query(
@@ -195,6 +195,12 @@ pub(crate) async fn revoke_user(db: &Db, user_id: &str, access_lifetime: u64, no
     .execute(&mut *tx)
     .await?;
     let done = sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(to_db_time(now))
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    // The issuer's own browser sessions end too: no single sign-on without a new login.
+    sqlx::query("UPDATE browser_sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL")
         .bind(to_db_time(now))
         .bind(user_id)
         .execute(&mut *tx)

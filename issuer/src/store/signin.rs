@@ -101,6 +101,17 @@ pub(crate) async fn insert_link(db: &Db, link: &NewSignInLink<'_>) -> DbResult<(
     Ok(())
 }
 
+/// The request of the link `hash` while it is unspent and unexpired at `now`; nothing changes.
+pub(crate) async fn pending_link(db: &Db, hash: &str, now: u64) -> DbResult<Option<String>> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT request FROM sign_in_links WHERE hash = $1 AND spent_at IS NULL AND expires_at > $2")
+            .bind(hash)
+            .bind(to_db_time(now))
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.map(|(request,)| request))
+}
+
 /// What a spent sign-in link resumes.
 #[derive(Debug, FromRow)]
 pub(crate) struct SpentLinkRow {

@@ -458,6 +458,15 @@ async fn single_sign_on_prompt_login_and_max_age() {
     let (status, headers, _) = browser.get(&format!("/authorize?{}", query("site", "&prompt=none"))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(params(&location(&headers)).contains_key("code"));
+    // Logging out everywhere (with an access token of this sign-in) ends the browser session too.
+    let (status, headers, _) = browser.get(&format!("/authorize?{}", query("site", ""))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, tokens) = exchange(&issuer.app(), &secret, &params(&location(&headers))["code"], VERIFIER).await;
+    let (status, _, _) = crate::common::post(&issuer.app(), "/logout-all", Some(&text(&tokens, "access_token"))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = browser.get(&format!("/authorize?{}", query("site", ""))).await;
+    assert_eq!(status, StatusCode::OK, "logout-all ended the browser session");
+    browser.sign_in(&query("site", "")).await;
     // After the idle timeout, no session.
     issuer.advance(issuer.state.config().session_idle_timeout);
     let (status, _, _) = browser.get(&format!("/authorize?{}", query("site", ""))).await;
@@ -551,8 +560,12 @@ async fn a_sign_in_link_resumes_the_request_once_within_ten_minutes() {
     let link = newest_link(&issuer, 1).await;
 
     // Opening the link spends nothing; its button does.
-    let (status, _, page) = browser.get(&link).await;
+    let (status, headers, page) = browser.get(&link).await;
     assert_eq!(status, StatusCode::OK);
+    let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().expect("ASCII");
+    assert!(policy.contains("form-action 'self' https://site.example;"), "the client's origin only: {policy}");
+    let (status, _, _) = browser.get(&link).await;
+    assert_eq!(status, StatusCode::OK, "opened twice: still unspent");
     let (token, csrf) = (hidden(&page, "token"), hidden(&page, "csrf"));
     let (status, _, _) = browser.post("/login/email/continue", &[("token", &token)]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token");
@@ -564,6 +577,8 @@ async fn a_sign_in_link_resumes_the_request_once_within_ten_minutes() {
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = browser.post("/login/email/continue", &[("csrf", &csrf), ("token", &token)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "used once");
+    let (status, _, _) = browser.get(&link).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a used link says so when opened");
 
     // A second link, too late.
     let (status, _, _) =

@@ -263,7 +263,8 @@ impl Sessions {
 
     /// Ends every session of `user_id`: its refresh-token families are revoked, and so are the
     /// access tokens issued with them that may still be accepted (so that `/revoked` lists them
-    /// for verifiers). Returns the number of families revoked.
+    /// for verifiers); the issuer's browser sessions of the user end. Returns the number of
+    /// families revoked.
     pub async fn revoke_user(&self, user_id: &str, now: u64) -> Result<u64, SessionError> {
         let lifetime = self.policy.access_token_lifetime.as_secs();
         Ok(rows::revoke_user(&self.db, user_id, lifetime, now).await?)

@@ -215,6 +215,11 @@ impl SignIn {
         Ok(token)
     }
 
+    /// The request the link `token` would resume, while it can be used; spends nothing.
+    pub async fn pending_link(&self, token: &str, now: u64) -> Result<Option<String>, SignInError> {
+        Ok(rows::pending_link(&self.db, &secret_hash(token), now).await?)
+    }
+
     /// Spends the link `token`: its user and the request it resumes, or `None` when it is
     /// unknown, spent or expired (the same answer for each).
     pub async fn redeem_link(&self, token: &str, now: u64) -> Result<Option<(String, String)>, SignInError> {
