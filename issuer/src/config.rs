@@ -350,6 +350,50 @@ impl Origin {
     }
 }
 
+/// A duration setting, or its default.
+fn seconds(value: Option<Seconds>, default: Duration) -> Duration {
+    value.map_or(default, |Seconds(value)| value)
+}
+
+/// A text setting, trimmed, or its default.
+fn text(value: Option<String>, default: &str) -> String {
+    value.map_or_else(|| default.to_owned(), |text| text.trim().to_owned())
+}
+
+/// The token and key settings, validated.
+struct TokenSettings {
+    issuer: String,
+    audiences: Vec<String>,
+    admin_audience: String,
+    access_token_ttl: Duration,
+    leeway: Duration,
+    jwks_max_age: Duration,
+    publish_lead: Duration,
+    replica_sync: Duration,
+    retire_delay: Duration,
+    rotation_period: Duration,
+}
+
+/// The listener and storage settings, validated.
+struct StorageSettings {
+    bind: SocketAddr,
+    metrics_bind: Option<SocketAddr>,
+    data_dir: PathBuf,
+    database_url: String,
+    kek: KekSource,
+}
+
+/// The account and session settings, validated.
+struct SessionSettings {
+    refresh_idle_timeout: Duration,
+    refresh_max_lifetime: Duration,
+    refresh_reuse_grace: Duration,
+    login_max_failures: u32,
+    login_failure_window: Duration,
+    password_hashing: PasswordHashing,
+    revoked_max_age: Duration,
+}
+
 /// The browser sign-in settings, validated.
 struct SignInSettings {
     session_idle_timeout: Duration,
@@ -565,131 +609,36 @@ impl Raw {
 
     /// The typed settings with their defaults, checked against each other.
     fn validate(self) -> Result<Config, ConfigError> {
-        let settings: Settings =
+        let mut settings: Settings =
             self.values.clone().try_into().map_err(|error: toml::de::Error| ConfigError::Invalid {
                 setting: "?".to_owned(),
                 origin: "combined".to_owned(),
                 rule: error.message().to_owned(),
             })?;
         let sign_in = self.sign_in(&settings)?;
-        let origin = |setting: &str| self.origin(setting);
-        let seconds = |value: Option<Seconds>, default: Duration| value.map_or(default, |Seconds(value)| value);
-        let text = |value: Option<String>, default: &str| {
-            value.map_or_else(|| default.to_owned(), |text| text.trim().to_owned())
-        };
-
-        let issuer = text(settings.issuer, "http://127.0.0.1:8080");
-        check_issuer(&issuer).map_err(|rule| ConfigError::invalid("issuer", origin("issuer"), rule))?;
-
-        let audiences = settings.audiences.map_or_else(|| vec!["api".to_owned()], |List(items)| items);
-        if audiences.is_empty() {
-            return Err(ConfigError::invalid("audiences", origin("audiences"), "must name at least one audience"));
-        }
-        for (index, audience) in audiences.iter().enumerate() {
-            check_identifier(audience).map_err(|rule| ConfigError::invalid("audiences", origin("audiences"), rule))?;
-            if audiences[..index].contains(audience) {
-                let rule = format!("{audience:?} is listed twice");
-                return Err(ConfigError::invalid("audiences", origin("audiences"), rule));
-            }
-        }
-        let admin_audience = text(settings.admin_audience, &issuer);
-        check_identifier(&admin_audience)
-            .map_err(|rule| ConfigError::invalid("admin_audience", origin("admin_audience"), rule))?;
-
-        let access_token_ttl = seconds(settings.access_token_ttl, Duration::from_secs(5 * 60));
-        within("access_token_ttl", origin("access_token_ttl"), access_token_ttl, Duration::from_secs(1), HOUR)?;
-        let leeway = seconds(settings.leeway, Duration::from_secs(60));
-        within("leeway", origin("leeway"), leeway, Duration::ZERO, Duration::from_secs(5 * 60))?;
-        let jwks_max_age = seconds(settings.jwks_max_age, Duration::from_secs(5 * 60));
-        within("jwks_max_age", origin("jwks_max_age"), jwks_max_age, Duration::ZERO, DAY)?;
-        let publish_lead = seconds(settings.publish_lead, jwks_max_age);
-        let why = " so that every verifier has a key before it signs";
-        let floor = ("jwks_max_age", jwks_max_age);
-        at_least("publish_lead", origin("publish_lead"), publish_lead, floor, 7 * DAY, why)?;
-        let replica_sync = seconds(settings.replica_sync, crate::domain::keys::REPLICA_SYNC);
-        let (one_second, one_minute) = (Duration::from_secs(1), Duration::from_secs(60));
-        within("replica_sync", origin("replica_sync"), replica_sync, one_second, one_minute)?;
-        let longest_token = access_token_ttl + leeway;
-        let retire_delay = seconds(settings.retire_delay, longest_token);
-        let why = " so that no key leaves the JWKS before the tokens it signed expire";
-        let floor = ("access_token_ttl + leeway", longest_token);
-        at_least("retire_delay", origin("retire_delay"), retire_delay, floor, 30 * DAY, why)?;
-        let rotation_period = seconds(settings.rotation_period, DAY);
-        let floor = ("publish_lead and at least 1m", publish_lead.max(one_minute));
-        at_least("rotation_period", origin("rotation_period"), rotation_period, floor, 365 * DAY, "")?;
-
-        let bind = text(settings.bind, "127.0.0.1:8080");
-        let bind: SocketAddr = bind.parse().map_err(|_| {
-            let rule = format!("{bind:?} is not an address and port such as 127.0.0.1:8080");
-            ConfigError::invalid("bind", origin("bind"), rule)
-        })?;
-
-        let metrics_bind = match settings.metrics_bind.map(|text| text.trim().to_owned()) {
-            None => None,
-            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
-                let rule = format!("{text:?} is not an address and port such as 127.0.0.1:9090");
-                ConfigError::invalid("metrics_bind", origin("metrics_bind"), rule)
-            })?),
-        };
-        if metrics_bind == Some(bind) {
-            let rule = "must differ from `bind` (leave it unset to serve /metrics there)";
-            return Err(ConfigError::invalid("metrics_bind", origin("metrics_bind"), rule));
-        }
-
-        let data_dir = text(settings.data_dir, "data");
-        if data_dir.is_empty() {
-            return Err(ConfigError::invalid("data_dir", origin("data_dir"), "must not be empty"));
-        }
-        let data_dir = PathBuf::from(data_dir);
-        let database_url = match settings.database_url {
-            Some(url) => {
-                let url = url.trim().to_owned();
-                check_database_url(&url)
-                    .map_err(|rule| ConfigError::invalid("database_url", origin("database_url"), rule))?;
-                url
-            }
-            None => {
-                let file = data_dir.join("issuer.db");
-                let file = file
-                    .to_str()
-                    .ok_or_else(|| ConfigError::invalid("data_dir", origin("data_dir"), "must be UTF-8"))?;
-                format!("sqlite://{file}?mode=rwc")
-            }
-        };
-
-        let kek = match (&self.kek, settings.kek_file.map(|path| path.trim().to_owned())) {
-            (Some(value), _) => KekSource::Env(Kek::from_base64(value).map_err(|error| ConfigError::Invalid {
-                setting: "kek".to_owned(),
-                origin: format!("from {KEK_ENV}"),
-                rule: error.to_string(),
-            })?),
-            (None, Some(path)) if path.is_empty() => {
-                return Err(ConfigError::invalid("kek_file", origin("kek_file"), "must not be empty"));
-            }
-            (None, Some(path)) => KekSource::File(PathBuf::from(path)),
-            (None, None) => KekSource::DevFile(data_dir.join("kek")),
-        };
-
-        let refresh_idle_timeout = seconds(settings.refresh_idle_timeout, 14 * DAY);
-        let setting = "refresh_idle_timeout";
-        within(setting, origin(setting), refresh_idle_timeout, one_minute, 365 * DAY)?;
-        let refresh_max_lifetime = seconds(settings.refresh_max_lifetime, 30 * DAY);
-        let floor = ("refresh_idle_timeout", refresh_idle_timeout);
-        let setting = "refresh_max_lifetime";
-        at_least(setting, origin(setting), refresh_max_lifetime, floor, 365 * DAY, "")?;
-        let refresh_reuse_grace = seconds(settings.refresh_reuse_grace, Duration::ZERO);
-        let setting = "refresh_reuse_grace";
-        within(setting, origin(setting), refresh_reuse_grace, Duration::ZERO, one_minute)?;
-        let login_max_failures = whole(&self, "login_max_failures", settings.login_max_failures, 5, 1, 1000)?;
-        let login_failure_window = seconds(settings.login_failure_window, Duration::from_secs(15 * 60));
-        let setting = "login_failure_window";
-        within(setting, origin(setting), login_failure_window, one_second, DAY)?;
-        let memory_kib = whole(&self, "password_hash_memory", settings.password_hash_memory, 19_456, 8, 1 << 20)?;
-        let iterations = whole(&self, "password_hash_iterations", settings.password_hash_iterations, 2, 1, 16)?;
-        let revoked_max_age = seconds(settings.revoked_max_age, Duration::from_secs(30).min(access_token_ttl));
-        let ceiling = ("access_token_ttl", access_token_ttl);
-        at_most("revoked_max_age", origin("revoked_max_age"), revoked_max_age, ceiling)?;
-
+        let TokenSettings {
+            issuer,
+            audiences,
+            admin_audience,
+            access_token_ttl,
+            leeway,
+            jwks_max_age,
+            publish_lead,
+            replica_sync,
+            retire_delay,
+            rotation_period,
+        } = self.tokens_and_keys(&mut settings)?;
+        let StorageSettings { bind, metrics_bind, data_dir, database_url, kek } =
+            self.listeners_and_storage(&mut settings)?;
+        let SessionSettings {
+            refresh_idle_timeout,
+            refresh_max_lifetime,
+            refresh_reuse_grace,
+            login_max_failures,
+            login_failure_window,
+            password_hashing,
+            revoked_max_age,
+        } = self.accounts_and_sessions(&mut settings, access_token_ttl)?;
         Ok(Config {
             issuer,
             audiences,
@@ -706,14 +655,14 @@ impl Raw {
             data_dir,
             database_url,
             kek,
-            log_format: settings.log_format.unwrap_or(LogFormat::Text),
-            registration: settings.registration.unwrap_or(Registration::Closed),
+            log_format: settings.log_format.take().unwrap_or(LogFormat::Text),
+            registration: settings.registration.take().unwrap_or(Registration::Closed),
             refresh_idle_timeout,
             refresh_max_lifetime,
             refresh_reuse_grace,
             login_max_failures,
             login_failure_window,
-            password_hashing: PasswordHashing { memory_kib, iterations },
+            password_hashing,
             revoked_max_age,
             session_idle_timeout: sign_in.session_idle_timeout,
             session_max_lifetime: sign_in.session_max_lifetime,
@@ -723,10 +672,159 @@ impl Raw {
         })
     }
 
+    /// The token and key settings: who the issuer is, for whom it signs, and when keys change.
+    fn tokens_and_keys(&self, settings: &mut Settings) -> Result<TokenSettings, ConfigError> {
+        let issuer = text(settings.issuer.take(), "http://127.0.0.1:8080");
+        check_issuer(&issuer).map_err(|rule| ConfigError::invalid("issuer", self.origin("issuer"), rule))?;
+
+        let audiences = settings.audiences.take().map_or_else(|| vec!["api".to_owned()], |List(items)| items);
+        if audiences.is_empty() {
+            return Err(ConfigError::invalid("audiences", self.origin("audiences"), "must name at least one audience"));
+        }
+        for (index, audience) in audiences.iter().enumerate() {
+            check_identifier(audience)
+                .map_err(|rule| ConfigError::invalid("audiences", self.origin("audiences"), rule))?;
+            if audiences[..index].contains(audience) {
+                let rule = format!("{audience:?} is listed twice");
+                return Err(ConfigError::invalid("audiences", self.origin("audiences"), rule));
+            }
+        }
+        let admin_audience = text(settings.admin_audience.take(), &issuer);
+        check_identifier(&admin_audience)
+            .map_err(|rule| ConfigError::invalid("admin_audience", self.origin("admin_audience"), rule))?;
+
+        let access_token_ttl = seconds(settings.access_token_ttl.take(), Duration::from_secs(5 * 60));
+        within("access_token_ttl", self.origin("access_token_ttl"), access_token_ttl, Duration::from_secs(1), HOUR)?;
+        let leeway = seconds(settings.leeway.take(), Duration::from_secs(60));
+        within("leeway", self.origin("leeway"), leeway, Duration::ZERO, Duration::from_secs(5 * 60))?;
+        let jwks_max_age = seconds(settings.jwks_max_age.take(), Duration::from_secs(5 * 60));
+        within("jwks_max_age", self.origin("jwks_max_age"), jwks_max_age, Duration::ZERO, DAY)?;
+        let publish_lead = seconds(settings.publish_lead.take(), jwks_max_age);
+        let why = " so that every verifier has a key before it signs";
+        let floor = ("jwks_max_age", jwks_max_age);
+        at_least("publish_lead", self.origin("publish_lead"), publish_lead, floor, 7 * DAY, why)?;
+        let replica_sync = seconds(settings.replica_sync.take(), crate::domain::keys::REPLICA_SYNC);
+        let (one_second, one_minute) = (Duration::from_secs(1), Duration::from_secs(60));
+        within("replica_sync", self.origin("replica_sync"), replica_sync, one_second, one_minute)?;
+        let longest_token = access_token_ttl + leeway;
+        let retire_delay = seconds(settings.retire_delay.take(), longest_token);
+        let why = " so that no key leaves the JWKS before the tokens it signed expire";
+        let floor = ("access_token_ttl + leeway", longest_token);
+        at_least("retire_delay", self.origin("retire_delay"), retire_delay, floor, 30 * DAY, why)?;
+        let rotation_period = seconds(settings.rotation_period.take(), DAY);
+        let floor = ("publish_lead and at least 1m", publish_lead.max(one_minute));
+        at_least("rotation_period", self.origin("rotation_period"), rotation_period, floor, 365 * DAY, "")?;
+        Ok(TokenSettings {
+            issuer,
+            audiences,
+            admin_audience,
+            access_token_ttl,
+            leeway,
+            jwks_max_age,
+            publish_lead,
+            replica_sync,
+            retire_delay,
+            rotation_period,
+        })
+    }
+
+    /// Where the issuer listens and keeps its data and its key-encryption key.
+    fn listeners_and_storage(&self, settings: &mut Settings) -> Result<StorageSettings, ConfigError> {
+        let bind = text(settings.bind.take(), "127.0.0.1:8080");
+        let bind: SocketAddr = bind.parse().map_err(|_| {
+            let rule = format!("{bind:?} is not an address and port such as 127.0.0.1:8080");
+            ConfigError::invalid("bind", self.origin("bind"), rule)
+        })?;
+
+        let metrics_bind = match settings.metrics_bind.take().map(|text| text.trim().to_owned()) {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                let rule = format!("{text:?} is not an address and port such as 127.0.0.1:9090");
+                ConfigError::invalid("metrics_bind", self.origin("metrics_bind"), rule)
+            })?),
+        };
+        if metrics_bind == Some(bind) {
+            let rule = "must differ from `bind` (leave it unset to serve /metrics there)";
+            return Err(ConfigError::invalid("metrics_bind", self.origin("metrics_bind"), rule));
+        }
+
+        let data_dir = text(settings.data_dir.take(), "data");
+        if data_dir.is_empty() {
+            return Err(ConfigError::invalid("data_dir", self.origin("data_dir"), "must not be empty"));
+        }
+        let data_dir = PathBuf::from(data_dir);
+        let database_url = match settings.database_url.take() {
+            Some(url) => {
+                let url = url.trim().to_owned();
+                check_database_url(&url)
+                    .map_err(|rule| ConfigError::invalid("database_url", self.origin("database_url"), rule))?;
+                url
+            }
+            None => {
+                let file = data_dir.join("issuer.db");
+                let file = file
+                    .to_str()
+                    .ok_or_else(|| ConfigError::invalid("data_dir", self.origin("data_dir"), "must be UTF-8"))?;
+                format!("sqlite://{file}?mode=rwc")
+            }
+        };
+
+        let kek = match (&self.kek, settings.kek_file.take().map(|path| path.trim().to_owned())) {
+            (Some(value), _) => KekSource::Env(Kek::from_base64(value).map_err(|error| ConfigError::Invalid {
+                setting: "kek".to_owned(),
+                origin: format!("from {KEK_ENV}"),
+                rule: error.to_string(),
+            })?),
+            (None, Some(path)) if path.is_empty() => {
+                return Err(ConfigError::invalid("kek_file", self.origin("kek_file"), "must not be empty"));
+            }
+            (None, Some(path)) => KekSource::File(PathBuf::from(path)),
+            (None, None) => KekSource::DevFile(data_dir.join("kek")),
+        };
+        Ok(StorageSettings { bind, metrics_bind, data_dir, database_url, kek })
+    }
+
+    /// Refresh tokens, login limits, password hashing and the revocation list's cache time.
+    fn accounts_and_sessions(
+        &self,
+        settings: &mut Settings,
+        access_token_ttl: Duration,
+    ) -> Result<SessionSettings, ConfigError> {
+        let one_minute = Duration::from_secs(60);
+        let one_second = Duration::from_secs(1);
+        let refresh_idle_timeout = seconds(settings.refresh_idle_timeout.take(), 14 * DAY);
+        let setting = "refresh_idle_timeout";
+        within(setting, self.origin(setting), refresh_idle_timeout, one_minute, 365 * DAY)?;
+        let refresh_max_lifetime = seconds(settings.refresh_max_lifetime.take(), 30 * DAY);
+        let floor = ("refresh_idle_timeout", refresh_idle_timeout);
+        let setting = "refresh_max_lifetime";
+        at_least(setting, self.origin(setting), refresh_max_lifetime, floor, 365 * DAY, "")?;
+        let refresh_reuse_grace = seconds(settings.refresh_reuse_grace.take(), Duration::ZERO);
+        let setting = "refresh_reuse_grace";
+        within(setting, self.origin(setting), refresh_reuse_grace, Duration::ZERO, one_minute)?;
+        let login_max_failures = whole(self, "login_max_failures", settings.login_max_failures.take(), 5, 1, 1000)?;
+        let login_failure_window = seconds(settings.login_failure_window.take(), Duration::from_secs(15 * 60));
+        let setting = "login_failure_window";
+        within(setting, self.origin(setting), login_failure_window, one_second, DAY)?;
+        let memory_kib = whole(self, "password_hash_memory", settings.password_hash_memory.take(), 19_456, 8, 1 << 20)?;
+        let iterations = whole(self, "password_hash_iterations", settings.password_hash_iterations.take(), 2, 1, 16)?;
+        let revoked_max_age = seconds(settings.revoked_max_age.take(), Duration::from_secs(30).min(access_token_ttl));
+        let ceiling = ("access_token_ttl", access_token_ttl);
+        at_most("revoked_max_age", self.origin("revoked_max_age"), revoked_max_age, ceiling)?;
+        Ok(SessionSettings {
+            refresh_idle_timeout,
+            refresh_max_lifetime,
+            refresh_reuse_grace,
+            login_max_failures,
+            login_failure_window,
+            password_hashing: PasswordHashing { memory_kib, iterations },
+            revoked_max_age,
+        })
+    }
+
     /// The browser sign-in settings: session lifetimes, and how sign-in links are sent.
     fn sign_in(&self, settings: &Settings) -> Result<SignInSettings, ConfigError> {
         let origin = |setting: &str| self.origin(setting);
-        let seconds = |value: Option<Seconds>, default: Duration| value.map_or(default, |Seconds(value)| value);
         let session_idle_timeout = seconds(settings.session_idle_timeout, HOUR);
         let setting = "session_idle_timeout";
         within(setting, origin(setting), session_idle_timeout, Duration::from_secs(60), DAY)?;
