@@ -197,9 +197,9 @@ async fn authorize(State(state): State<AppState>, RawQuery(query): RawQuery, jar
     }
 }
 
-/// The login form.
+/// The login page's two forms: email and password, or email alone for a sign-in link.
 #[derive(Debug, Deserialize)]
-struct PasswordForm {
+struct LoginForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
@@ -230,7 +230,7 @@ async fn password_login(
     Peer(peer): Peer,
     jar: CookieJar,
     headers: HeaderMap,
-    Form(form): Form<PasswordForm>,
+    Form(form): Form<LoginForm>,
 ) -> Response {
     if !csrf_ok(&jar, &headers, &form.csrf) {
         return csrf_refused();
@@ -274,17 +274,6 @@ async fn start_session_and_redirect(
     }
 }
 
-/// The sign-in link form.
-#[derive(Debug, Deserialize)]
-struct LinkForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    request: String,
-    #[serde(default)]
-    email: String,
-}
-
 /// `POST /login/email`: sends a sign-in link that resumes this authorization request, when the
 /// address has an account; the same page either way. Limited per address and per email.
 #[utoipa::path(
@@ -303,7 +292,7 @@ async fn request_link(
     Peer(peer): Peer,
     jar: CookieJar,
     headers: HeaderMap,
-    Form(form): Form<LinkForm>,
+    Form(form): Form<LoginForm>,
 ) -> Response {
     if !csrf_ok(&jar, &headers, &form.csrf) {
         return csrf_refused();
