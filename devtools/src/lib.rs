@@ -5,10 +5,13 @@
 //! - [`WRANGLER_ENV`]: the environment wrangler runs with here;
 //! - [`ProcessGroup`]: a child process in its own process group, stopped with its whole group
 //!   (SIGTERM, then SIGKILL), exactly once, at the latest when it is dropped;
-//! - [`postgres::PostgresServer`]: a private PostgreSQL server in a temporary folder.
+//! - [`postgres::PostgresServer`]: a private PostgreSQL server in a temporary folder;
+//! - [`chromedriver::ChromeDriver`]: a private chromedriver (WebDriver for headless Chromium).
 //!
-//! Only std and nix's `killpg` (the one call std lacks), so `xtask` stays light.
+//! Only std, nix's `killpg` (the one call std lacks) and serde_json (which `xtask` already
+//! uses, to read chromedriver's status), so `xtask` stays light.
 
+pub mod chromedriver;
 pub mod postgres;
 
 use nix::sys::signal::{Signal, killpg};

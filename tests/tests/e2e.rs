@@ -3,12 +3,14 @@
 //! origin, each on a free port and in its own process group (killed on drop, also when a step
 //! fails). Tokens come from the issuer's CLI (`issuer token mint`), key changes from `issuer keys
 //! rotate | revoke` against the same database, as an operator would do them; the session scenario
-//! logs in, refreshes and logs out at the issuer's OAuth endpoints.
+//! logs in, refreshes and logs out at the issuer's OAuth endpoints, and the last one signs a user
+//! in to a registered client by the authorization-code flow (`tests::signin`).
 //!
 //! One stack serves every scenario, in order (a `wrangler dev` costs seconds to start): tokens to
 //! the origin, refusals, rotation under load, emergency revocation, the issuer down, the issuer
-//! back, a session from login to logout. Needs the Worker (`cargo xtask build-worker`) and the
-//! binaries (`cargo build -p issuer -p tests --bins`); `cargo xtask test` builds both.
+//! back, a session from login to logout, an ID token refused where its access token is accepted.
+//! Needs the Worker (`cargo xtask build-worker`) and the binaries (`cargo build -p issuer -p tests
+//! --bins`); `cargo xtask test` builds both.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tests::harness::{Answer, Client, Process, Wrangler, free_port, poll, wait_until_serving};
 use tests::issuer::{AUDIENCE, Issuer, OTHER_AUDIENCE};
+use tests::signin::{add_user, sign_in};
 
 /// The edge's refetch cooldown and least key-set lifetime (seconds): small, so that it notices
 /// key changes within seconds.
@@ -423,12 +426,7 @@ async fn issuer_back(stack: &mut Stack, before: &IssuerKeys, good: &[&str], bad:
 async fn session_login_refresh_logout(stack: &Stack) {
     let issuer = &stack.issuer;
     let (email, password) = ("carol@example.com", "correct horse battery staple");
-    let mut add = issuer.command();
-    add.args(["users", "add", email, "--role", "reader"]).stdin(std::process::Stdio::piped());
-    let mut child = add.stdout(std::process::Stdio::null()).spawn().expect("issuer users add");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), format!("{password}\n").as_bytes())
-        .expect("the password on stdin");
-    assert!(child.wait().expect("issuer users add").success(), "issuer users add");
+    add_user(issuer, email, password, "reader");
 
     let (status, login) =
         issuer.grant(&[("grant_type", "password"), ("username", email), ("password", password)]).await;
@@ -457,7 +455,37 @@ async fn session_login_refresh_logout(stack: &Stack) {
     eprintln!("session: login, edge, refresh, edge, logout; the refresh tokens are dead");
 }
 
-/// Scenarios 1 to 7 of the end-to-end suite, on one stack.
+/// 8. An ID token is not an access token: a user signs in by the authorization-code flow
+///    (`scope=openid`, PKCE) to a client registered with `issuer clients add`. The ID token of the
+///    exchange, signed by this issuer with the key of its access token but typed `JWT` and for the
+///    client (`aud`), is refused at the edge like any invalid token, before and after the access
+///    token of the same exchange is accepted on the same route.
+async fn an_id_token_is_not_an_access_token_at_the_edge(stack: &Stack) {
+    let issuer = &stack.issuer;
+    let (client_id, redirect_uri) = ("edge-app", "http://127.0.0.1:9/cb");
+    let (email, password) = ("dave@example.com", "correct horse battery staple");
+    add_user(issuer, email, password, "reader");
+    let added = issuer.cli_json(&["clients", "add", client_id, "--redirect-uri", redirect_uri]).await;
+    let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret in {added}"));
+    let tokens = sign_in(issuer.url(), client_id, secret, redirect_uri, email, password, "openid").await;
+    let access = tokens["access_token"].as_str().unwrap_or_else(|| panic!("no access_token: {tokens}"));
+    let id_token = tokens["id_token"].as_str().unwrap_or_else(|| panic!("no id_token: {tokens}"));
+
+    // A genuine ID token of this sign-in, which the edge must still not take for an access token.
+    let (header, claims) = (segment(id_token, 0), segment(id_token, 1));
+    assert_eq!(header["typ"], "JWT", "the ID token's header: {header}");
+    assert_eq!(kid_of(id_token), kid_of(access), "one key signs both tokens");
+    assert_eq!(claims["iss"], issuer.identifier(), "{claims}");
+    assert_eq!(claims["sub"], segment(access, 1)["sub"], "{claims}");
+    assert!(claims["aud"] == json!(client_id) || claims["aud"] == json!([client_id]), "the ID token's aud: {claims}");
+
+    stack.assert_refused(&[("an ID token", id_token)]).await;
+    stack.assert_accepted("the access token of the same sign-in", &[access]).await;
+    stack.assert_refused(&[("the ID token, its access token accepted", id_token)]).await;
+    eprintln!("ID token: refused at the edge; the access token of the same sign-in accepted");
+}
+
+/// Scenarios 1 to 8 of the end-to-end suite, on one stack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_stack_end_to_end() {
     let started = Instant::now();
@@ -477,6 +505,7 @@ async fn whole_stack_end_to_end() {
     let before = issuer_down(&mut stack, &good, &refused).await;
     issuer_back(&mut stack, &before, &good, &refused).await;
     session_login_refresh_logout(&stack).await;
+    an_id_token_is_not_an_access_token_at_the_edge(&stack).await;
     stack.edge.process.assert_running();
     eprintln!("end to end in {:.1} s", started.elapsed().as_secs_f64());
 }

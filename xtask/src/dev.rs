@@ -324,7 +324,7 @@ Try it:
   # public: curl -s http://{EDGE_ADDR}/public/hello
 
 In a browser: sign in at the issuer (authorization code with PKCE; the edge is client `edge`):
-  http://{ISSUER_ADDR}/authorize?response_type=code&client_id=edge&redirect_uri={callback}&scope=openid%20email&state=demo&code_challenge={EXAMPLE_CHALLENGE}&code_challenge_method=S256
+  http://{ISSUER_ADDR}/authorize?response_type=code&client_id=edge&redirect_uri=http%3A%2F%2F127.0.0.1%3A8787%2F_portcullis%2Fcallback&scope=openid%20email&state=demo&code_challenge={EXAMPLE_CHALLENGE}&code_challenge_method=S256
   Sign in as alice (or choose "Email me a sign-in link": the link is printed below). The browser
   lands on {EDGE_CALLBACK}?code=...; exchange the code within 60 s:
   curl -s -u edge:{edge_secret} -d grant_type=authorization_code -d code=CODE -d redirect_uri={EDGE_CALLBACK} -d code_verifier={EXAMPLE_VERIFIER} http://{ISSUER_ADDR}/oauth/token
@@ -348,7 +348,6 @@ Ctrl-C stops everything."#,
             admin_status = self.admin_route.0,
             admin_body = self.admin_route.1.trim(),
             no_token_status = self.no_token.0,
-            callback = "http%3A%2F%2F127.0.0.1%3A8787%2F_portcullis%2Fcallback",
             edge_secret = self.edge_secret,
         );
     }

@@ -8,6 +8,7 @@
 //! - `bench-edge`: the Worker's size and its cost per verified request inside workerd.
 //! - `fuzz [SECONDS]`: runs each fuzz target of `jwks` for SECONDS (default 60).
 
+mod chromium;
 mod dev;
 mod postgres;
 mod worker;
@@ -59,6 +60,24 @@ pub(crate) fn run_command(command: &mut Command) -> Result<()> {
         bail!("{shown} failed ({status})");
     }
     Ok(())
+}
+
+/// Installs Debian `packages` and what they depend on (not what they only recommend): `apt-get
+/// update`, then `apt-get install`, as root or through `sudo -n`, never asking.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+    let apt = |args: &[&str]| {
+        let mut command = if devtools::postgres::is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        crate::run_command(&mut command)
+    };
+    apt(&["update", "-q"])?;
+    apt(&[&["install", "-y", "-q", "--no-install-recommends"][..], packages].concat())
 }
 
 /// Builds the workspace's binaries (the issuer, the demo origin) for `cargo xtask dev`.
@@ -162,6 +181,9 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         })?;
         server.context("PostgreSQL did not start")?
     };
+    // Debian's Chromium and chromedriver, for the browser tests (tests/tests/browser.rs), which
+    // start their own chromedriver.
+    steps.run("Chromium and chromedriver (Debian's packages)", chromium::ensure_installed)?;
     // Everything, with the suites that need a PostgreSQL server on this one; the issuer's
     // integration suite runs on it here, and on SQLite files in the next step.
     let tests = steps.run("tests (the issuer's integration suite on PostgreSQL)", || {
