@@ -120,6 +120,58 @@ mod tests {
         assert!(text.contains("To: alice@example.com") && text.contains("https://id.example/link?t=1"), "{text}");
     }
 
+    /// A minimal SMTP server for one message: answers each command as RFC 5321 says, and returns
+    /// the message's data.
+    async fn smtp_sink(listener: tokio::net::TcpListener) -> String {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+        let (stream, _) = listener.accept().await.expect("a connection");
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 sink ESMTP\r\n").await.expect("greeting");
+        let mut data = String::new();
+        let mut in_data = false;
+        while let Some(line) = lines.next_line().await.expect("a line") {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    write.write_all(b"250 queued\r\n").await.expect("answer");
+                } else {
+                    data.push_str(&line);
+                    data.push('\n');
+                }
+                continue;
+            }
+            let verb = line.split(' ').next().unwrap_or_default().to_ascii_uppercase();
+            let answer: &[u8] = match verb.as_str() {
+                "EHLO" | "HELO" => b"250 sink\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go on\r\n"
+                }
+                "QUIT" => {
+                    write.write_all(b"221 bye\r\n").await.expect("answer");
+                    break;
+                }
+                _ => b"250 ok\r\n",
+            };
+            write.write_all(answer).await.expect("answer");
+        }
+        data
+    }
+
+    #[tokio::test]
+    async fn smtp_delivers_the_message() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("smtp://{}", listener.local_addr().expect("address"));
+        let sink = tokio::spawn(smtp_sink(listener));
+        let mailer = Mailer::new(Some(&url), "Portcullis <portcullis@localhost>", PathBuf::new()).expect("mailer");
+        mailer.send("alice@example.com", "Sign in", "https://id.example/link?t=1".to_owned()).await.expect("sent");
+        drop(mailer); // closes the pooled connection: the sink sees QUIT or the end
+        let data = sink.await.expect("the sink ran");
+        assert!(data.contains("To: alice@example.com") && data.contains("Subject: Sign in"), "{data}");
+        assert!(data.contains("https://id.example/link?t=1"), "{data}");
+    }
+
     #[test]
     fn a_bad_smtp_url_is_refused_without_repeating_it() {
         let error =
