@@ -4,7 +4,7 @@
 //! trusts the identity headers the edge sets, and nothing else. [`harness`] is what the tests that
 //! start real processes (`tests/edge.rs`, `tests/e2e.rs`, `tests/issuers.rs`) share; [`issuer`]
 //! runs the issuer for `tests/e2e.rs` and `tests/issuers.rs`; [`browser`] drives headless Chromium
-//! through WebDriver (`tests/browser.rs`).
+//! through WebDriver (`tests/browser.rs`, `tests/signin_browser.rs`).
 
 pub mod browser;
 pub mod demo_origin;

@@ -181,7 +181,7 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         })?;
         server.context("PostgreSQL did not start")?
     };
-    // Debian's Chromium and chromedriver, for the browser tests (tests/tests/browser.rs), which
+    // Debian's Chromium and chromedriver, for the browser tests (tests/tests/browser.rs, tests/tests/signin_browser.rs), which
     // start their own chromedriver.
     steps.run("Chromium and chromedriver (Debian's packages)", chromium::ensure_installed)?;
     // Everything, with the suites that need a PostgreSQL server on this one; the issuer's
