@@ -181,8 +181,8 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         })?;
         server.context("PostgreSQL did not start")?
     };
-    // Debian's Chromium and chromedriver, for the browser tests (tests/tests/browser.rs, tests/tests/signin_browser.rs), which
-    // start their own chromedriver.
+    // Debian's Chromium and chromedriver, for the browser tests (tests/tests/browser.rs and
+    // tests/tests/signin_browser.rs), which start their own chromedriver.
     steps.run("Chromium and chromedriver (Debian's packages)", chromium::ensure_installed)?;
     // Everything, with the suites that need a PostgreSQL server on this one; the issuer's
     // integration suite runs on it here, and on SQLite files in the next step.
