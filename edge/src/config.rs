@@ -4,7 +4,9 @@
 //! that names the variable; the Worker then answers every request with a generic 500 rather than
 //! guess (never an open door).
 
+use crate::assertion::{AssertionSettings, parse_keys};
 use crate::keycache::CacheBounds;
+use jwks::assertion::MAX_ASSERTION_LIFETIME;
 use jwks::{ClaimsOptions, Policy, PolicyError, Validator};
 use std::fmt;
 
@@ -26,6 +28,9 @@ pub const VARIABLES: &[&str] = &[
     "JWKS_MAX_STALE_SECONDS",
     "JWKS_TIMEOUT_MS",
     "TOKEN_CACHE_ENTRIES",
+    "ASSERTION_KEYS",
+    "ASSERTION_ISSUER",
+    "ASSERTION_TTL_SECONDS",
 ];
 
 /// The most verified tokens an isolate may keep: an entry (the token and its decoded claims) takes
@@ -59,6 +64,10 @@ pub struct Config {
     /// `TOKEN_CACHE_ENTRIES`: how many verified tokens an isolate keeps, so that a token seen
     /// again skips its signature check (see [`jwks::TokenCache`]); 0 turns the cache off.
     pub token_cache_entries: usize,
+    /// `ASSERTION_KEYS` (a secret), `ASSERTION_ISSUER` (default `portcullis-edge`) and
+    /// `ASSERTION_TTL_SECONDS` (default 60, at most 300): the edge signs an assertion for the
+    /// origin on each request it forwards with an identity. Unset keys: no assertions.
+    pub assertion: Option<AssertionSettings>,
     /// The names of the [`VARIABLES`] that are set (for the status page: names, never values), in
     /// the order of [`VARIABLES`].
     pub variables_set: Vec<&'static str>,
@@ -209,6 +218,20 @@ impl Config {
         )?)
         .map_err(|_| problem("TOKEN_CACHE_ENTRIES", "is too large"))?;
 
+        let assertion = match vars.optional("ASSERTION_KEYS") {
+            None => None,
+            Some(keys) => {
+                let (signer, published) = parse_keys(&keys).map_err(|why| problem("ASSERTION_KEYS", why))?;
+                let edge = vars.optional("ASSERTION_ISSUER").unwrap_or_else(|| "portcullis-edge".to_owned());
+                // The origin tells the edge's assertions from the issuer's tokens by `typ` and by `iss`.
+                if !is_visible_ascii(&edge) || edge == issuer {
+                    return Err(problem("ASSERTION_ISSUER", "must be printable ASCII and differ from ISSUER"));
+                }
+                let ttl_secs = vars.number("ASSERTION_TTL_SECONDS", 60, 1..=MAX_ASSERTION_LIFETIME)?;
+                Some(AssertionSettings { signer, published, issuer: edge, ttl_secs })
+            }
+        };
+
         let validator = Validator::new(ClaimsOptions::new(issuer, audiences).with_leeway(leeway_secs));
         let variables_set = VARIABLES.iter().copied().filter(|name| vars.optional(name).is_some()).collect();
         Ok(Self {
@@ -222,6 +245,7 @@ impl Config {
             cache,
             validator,
             token_cache_entries,
+            assertion,
             variables_set,
         })
     }
@@ -502,6 +526,30 @@ mod tests {
         assert_eq!(fails_on(&[("JWKS_TIMEOUT_MS", "99999999999999999999999")]), "JWKS_TIMEOUT_MS");
         assert_eq!(fails_on(&[("TOKEN_CACHE_ENTRIES", "4097")]), "TOKEN_CACHE_ENTRIES");
         assert_eq!(fails_on(&[("TOKEN_CACHE_ENTRIES", "-1")]), "TOKEN_CACHE_ENTRIES");
+    }
+
+    #[test]
+    fn assertion_settings_are_checked() {
+        const KEYS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "edge-1",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+            "d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}]}"#;
+        assert_eq!(parse(&base()).expect("valid").assertion, None, "off without keys");
+        let config = with(&[("ASSERTION_KEYS", KEYS)]).expect("valid");
+        let assertion = config.assertion.expect("on");
+        assert_eq!(
+            (assertion.issuer.as_str(), assertion.ttl_secs, assertion.signer.kid.as_str()),
+            ("portcullis-edge", 60, "edge-1")
+        );
+        assert!(config.variables_set.contains(&"ASSERTION_KEYS"));
+        assert_eq!(fails_on(&[("ASSERTION_KEYS", "{}")]), "ASSERTION_KEYS");
+        assert_eq!(fails_on(&[("ASSERTION_KEYS", KEYS), ("ASSERTION_TTL_SECONDS", "301")]), "ASSERTION_TTL_SECONDS");
+        assert_eq!(
+            fails_on(&[("ASSERTION_KEYS", KEYS), ("ASSERTION_ISSUER", "https://issuer.example")]),
+            "ASSERTION_ISSUER"
+        );
+        let error = with(&[("ASSERTION_KEYS", &KEYS.replace("\"d\"", "\"dd\""))]).expect_err("no private part");
+        assert!(!error.to_string().contains("jpsQnnGQ"), "{error}");
+        assert!(!format!("{:?}", with(&[("ASSERTION_KEYS", KEYS)])).contains("jpsQnnGQ"), "Debug hides the key");
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct Identity {
     pub issuer: String,
     /// `jti`.
     pub token_id: Option<String>,
+    /// `exp` (Unix seconds): nothing vouching for this identity may outlive it.
+    pub expires_at: u64,
 }
 
 impl Identity {
@@ -30,6 +32,7 @@ impl Identity {
             roles: claims.roles.clone(),
             issuer: claims.iss.clone(),
             token_id: claims.jti.clone(),
+            expires_at: claims.exp,
         })
     }
 

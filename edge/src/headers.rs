@@ -19,7 +19,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Headers that say where a request came from, which only the edge may tell the origin: a
 /// client's are dropped (the edge sets `Host` through the URL and `X-Forwarded-Host`/`-Proto`).
-const EDGE_SET: &[&str] = &["host", "forwarded"];
+const EDGE_SET: &[&str] = &["host", "forwarded", crate::assertion::ASSERTION_HEADER];
 
 /// The prefix of the other such headers (`X-Forwarded-For`, `-Host`, `-Proto`, `-Port`, ...).
 const FORWARDED_PREFIX: &str = "x-forwarded-";
@@ -73,16 +73,17 @@ impl HeaderEdits {
 }
 
 /// The edits that make the client's headers the origin's: it loses the hop-by-hop ones, those
-/// named in `Connection`, any `X-Auth-*`, `Host`, `Forwarded` and any `X-Forwarded-*`, the token
-/// unless `FORWARD_TOKEN`, and
-/// `Content-Length` when the body does not go along; it gets `X-Forwarded-Host`/`-Proto` and the
-/// identity. `client_names` are the names of the headers the client sent; the values it needs
+/// named in `Connection`, any `X-Auth-*`, `Host`, `Forwarded`, any `X-Forwarded-*`, any
+/// `X-Portcullis-Assertion`, the token unless `FORWARD_TOKEN`, and `Content-Length` when the body
+/// does not go along; it gets `X-Forwarded-Host`/`-Proto`, the identity, and the edge's
+/// `assertion` when there is one. `client_names` are the names of the headers the client sent; the values it needs
 /// (`Connection`, `Cookie`) come from `head`.
 pub fn forward_edits(
     config: &Config,
     head: &RequestHead<'_>,
     client_names: &[&str],
     identity: Option<&Identity>,
+    assertion: Option<&str>,
     with_body: bool,
 ) -> HeaderEdits {
     let connection_listed: Vec<String> = head
@@ -128,6 +129,9 @@ pub fn forward_edits(
     if let Some(identity) = identity {
         edits.set.extend(identity.headers().into_iter().map(|(name, value)| (name.to_owned(), value)));
     }
+    if let Some(assertion) = assertion {
+        edits.set.push((crate::assertion::ASSERTION_HEADER.to_owned(), assertion.to_owned()));
+    }
     // A name set anyway need not be deleted first.
     edits.delete.retain(|name| !edits.set.iter().any(|(set, _)| set == name));
     edits
@@ -161,7 +165,7 @@ mod tests {
         with_body: bool,
     ) -> Vec<(String, String)> {
         let names: Vec<&str> = head.headers.iter().map(|(name, _)| name.as_str()).collect();
-        let edits = forward_edits(config, head, &names, identity, with_body);
+        let edits = forward_edits(config, head, &names, identity, None, with_body);
         let mut headers: Vec<(String, String)> =
             head.headers.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect();
         headers.retain(|(name, _)| !edits.delete.contains(name));
@@ -183,6 +187,7 @@ mod tests {
             roles: vec!["reader".to_owned()],
             issuer: "https://issuer.example".to_owned(),
             token_id: Some("t-1".to_owned()),
+            expires_at: 2_000_000_000,
         }
     }
 
@@ -235,6 +240,21 @@ mod tests {
     }
 
     #[test]
+    fn the_assertion_is_the_edges_alone() {
+        let config = config(&[]);
+        let mut headers = pairs(CLIENT);
+        headers.push(("X-Portcullis-Assertion".to_owned(), "forged".to_owned()));
+        let head = RequestHead { method: "GET", url: "https://edge.example/api", headers: &headers };
+        let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
+        let public = forward_edits(&config, &head, &names, None, None, false);
+        assert!(public.delete.contains(&"x-portcullis-assertion".to_owned()), "a client's is removed");
+        assert!(!public.set.iter().any(|(name, _)| name == "x-portcullis-assertion"));
+        let protected = forward_edits(&config, &head, &names, Some(&identity()), Some("signed"), false);
+        assert!(protected.set.contains(&("x-portcullis-assertion".to_owned(), "signed".to_owned())));
+        assert!(!protected.delete.contains(&"x-portcullis-assertion".to_owned()), "set replaces it");
+    }
+
+    #[test]
     fn public_requests_get_no_identity_and_still_lose_spoofed_ones() {
         let config = config(&[]);
         let headers = pairs(CLIENT);
@@ -267,7 +287,7 @@ mod tests {
         let without = forward_headers(&config, &head, None, false);
         assert_eq!(names(&without)[..2], ["content-type", "origin"]);
         assert_eq!(
-            forward_edits(&config, &head, &["content-length", "content-type"], None, false).delete,
+            forward_edits(&config, &head, &["content-length", "content-type"], None, None, false).delete,
             ["content-length"]
         );
     }
@@ -302,14 +322,14 @@ mod tests {
         let headers = pairs(&[("accept", "*/*"), ("cookie", "a=1; b=2"), ("x-auth-subject", "admin")]);
         let names = ["accept", "cookie", "x-auth-subject"];
         let head = RequestHead { method: "GET", url: "https://edge.example/", headers: &headers };
-        let edits = forward_edits(&config, &head, &names, Some(&identity()), false);
+        let edits = forward_edits(&config, &head, &names, Some(&identity()), None, false);
         assert!(edits.delete.is_empty(), "{edits:?}");
         assert!(!edits.set.iter().any(|(name, _)| name == "cookie" || name == "accept"), "{edits:?}");
-        let edits = forward_edits(&config, &head, &names, None, false);
+        let edits = forward_edits(&config, &head, &names, None, None, false);
         assert_eq!(edits.delete, ["x-auth-subject"]);
         let only_token = pairs(&[("cookie", "token=a.b.c")]);
         let head = RequestHead { method: "GET", url: "https://edge.example/", headers: &only_token };
-        assert_eq!(forward_edits(&config, &head, &["cookie"], None, false).delete, ["cookie"]);
+        assert_eq!(forward_edits(&config, &head, &["cookie"], None, None, false).delete, ["cookie"]);
     }
 
     #[test]

@@ -117,6 +117,19 @@ pub fn not_found_reply() -> Reply {
     Reply::text(404, "not found")
 }
 
+/// `/_portcullis/jwks.json`: the public halves of the assertion keys, cacheable for
+/// [`ASSERTION_JWKS_MAX_AGE`](crate::assertion::ASSERTION_JWKS_MAX_AGE); 404 without assertion keys.
+pub fn assertion_keys_reply(config: &Config) -> Reply {
+    match &config.assertion {
+        Some(settings) => Reply {
+            status: 200,
+            headers: vec![("cache-control", format!("public, max-age={}", crate::assertion::ASSERTION_JWKS_MAX_AGE))],
+            body: settings.published.clone(),
+        },
+        None => not_found_reply(),
+    }
+}
+
 /// The status page: the configuration that was loaded (nothing secret, not the origin; of the
 /// variables, only which are set), the key set cache's state, how many verified tokens
 /// (`tokens_cached`) the isolate holds, and its [`Counters`] with the cache's `lookups`.
@@ -125,6 +138,7 @@ pub fn status_reply(
     keys: Value,
     tokens_cached: usize,
     lookups: CacheLookups,
+    assertion_reuse: (u64, u64),
     counters: &Counters,
 ) -> Reply {
     let document = json!({
@@ -137,6 +151,13 @@ pub fn status_reply(
         "preflight": config.policy.allows_preflight(),
         "keys": keys,
         "token_cache": {"entries": tokens_cached, "capacity": config.token_cache_entries},
+        "assertions": config.assertion.as_ref().map(|settings| json!({
+            "issuer": settings.issuer,
+            "ttl_seconds": settings.ttl_secs,
+            "signing_kid": settings.signer.kid,
+            "reused": assertion_reuse.0,
+            "signed": assertion_reuse.1,
+        })),
         "counters": counters.status(lookups),
     });
     Reply { status: 200, headers: Vec::new(), body: format!("{document}\n") }
@@ -365,6 +386,7 @@ mod tests {
             json!({"state": "fresh"}),
             3,
             CacheLookups { hits: 5, misses: 2 },
+            (0, 0),
             &counters,
         );
         let parsed: Value = serde_json::from_str(&reply.body).expect("JSON");

@@ -121,6 +121,8 @@ impl<'a> UrlParts<'a> {
 pub enum Route<'a> {
     /// `/_portcullis/status`.
     Status,
+    /// `/_portcullis/jwks.json`: the keys of the edge's assertions.
+    AssertionKeys,
     /// `/_portcullis/bench` (only in a Worker built with the `bench` feature).
     Bench,
     /// Another reserved path: 404.
@@ -155,6 +157,7 @@ pub fn route<'a>(config: &'a Config, head: &RequestHead<'_>) -> Route<'a> {
     if path.starts_with(RESERVED_PREFIX) || path == RESERVED_PREFIX.trim_end_matches('/') {
         return match &path[RESERVED_PREFIX.len().min(path.len())..] {
             "status" => Route::Status,
+            "jwks.json" => Route::AssertionKeys,
             "bench" if cfg!(feature = "bench") => Route::Bench,
             _ => Route::ReservedUnknown,
         };
@@ -286,6 +289,7 @@ mod tests {
         assert_eq!(route_of("GET", "https://e.example/other", &[]), "Denied");
         assert_eq!(route_of("GET", "https://e.example/api/../admin", &[]), "Denied");
         assert_eq!(route_of("GET", "https://e.example/_portcullis/status", &[]), "Status");
+        assert_eq!(route_of("GET", "https://e.example/_portcullis/jwks.json", &[]), "AssertionKeys");
         assert_eq!(route_of("GET", "https://e.example/_portcullis/nope", &[]), "ReservedUnknown");
         assert_eq!(route_of("GET", "https://e.example/_portcullis", &[]), "ReservedUnknown");
         let bench = if cfg!(feature = "bench") { "Bench" } else { "ReservedUnknown" };

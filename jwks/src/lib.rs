@@ -30,6 +30,7 @@
 //! and from p256's types (with `p256`); a key from any other library comes in through its
 //! uncompressed SEC1 bytes ([`PublicKey::from_sec1`]) or its JWK ([`PublicKey::from_jwk`]).
 
+pub mod assertion;
 mod b64;
 mod cache;
 mod claims;

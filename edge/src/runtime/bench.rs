@@ -10,16 +10,19 @@
 //! - verification: the same without building the origin's request (reading and deciding only);
 //!
 //!   both with the verified-token cache off (`TOKEN_CACHE_ENTRIES=0`: every request has its
-//!   signature checked, a token's first request at an isolate), and with it on, as deployed (the
-//!   same token again: its time checks run, its signature check is skipped);
+//!   signature checked and its assertion signed, a token's first request at an isolate), and with
+//!   it on, as deployed (the same token again: its time checks run, its signature check is
+//!   skipped, its assertion reused); the edge has assertion keys, so the origin's request carries
+//!   `X-Portcullis-Assertion`;
 //! - a plain JavaScript edge, for reference: what a minimal hand-written Worker does for the same
 //!   request (the bearer token's header and claims decoded with `atob` and `JSON.parse`, `alg`,
 //!   `kid`, `iss`, `aud`, `exp` and the role checked, `crypto.subtle.verify`, then a copy of the
 //!   request with `Authorization` removed and the four identity headers set), with and without
 //!   building the origin's request;
 //! - a breakdown: WebCrypto alone through the edge's backend, token validation alone (with and
-//!   without the crypto), reading the request, deciding, building the outbound request, and
-//!   `new Request(target, request)` from plain JavaScript (what any Worker that forwards pays).
+//!   without the crypto), reading the request, deciding, an assertion signed and one reused,
+//!   building the outbound request, and `new Request(target, request)` from plain JavaScript
+//!   (what any Worker that forwards pays).
 //!
 //! The incoming request carries the headers of a browser's API call (eleven, with a cookie and a
 //! spoofed `X-Auth-Subject`).
@@ -100,6 +103,10 @@ export async function makeKeys() {
   const verify = await crypto.subtle.importKey("raw", raw, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
   return { sign: pair.privateKey, verify, raw };
 }
+export async function privateJwk(key) {
+  const jwk = await crypto.subtle.exportKey("jwk", key);
+  return JSON.stringify({ keys: [{ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y, d: jwk.d, kid: "bench-edge" }] });
+}
 export async function signEs256(key, data) {
   return new Uint8Array(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, key, data));
 }
@@ -123,6 +130,8 @@ extern "C" {
     fn clock() -> f64;
     #[wasm_bindgen(js_name = makeKeys)]
     fn make_keys() -> js_sys::Promise;
+    #[wasm_bindgen(js_name = privateJwk)]
+    fn private_jwk(key: &JsValue) -> js_sys::Promise;
     #[wasm_bindgen(js_name = signEs256)]
     fn sign_es256(key: &JsValue, data: &[u8]) -> js_sys::Promise;
 }
@@ -186,6 +195,10 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
     let signature = js_sys::Uint8Array::new(&wait(sign_es256(&get("sign")?, input.as_bytes())).await?).to_vec();
     let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&signature));
+    // The edge's assertion key: another pair, as `ASSERTION_KEYS` holds it.
+    let edge_keys = wait(make_keys()).await?;
+    let edge_private = js_sys::Reflect::get(&edge_keys, &JsValue::from_str("sign")).map_err(|_| "no edge key")?;
+    let assertion_keys = wait(private_jwk(&edge_private)).await?.as_string().ok_or("no private JWK")?;
 
     // The Worker's own state for a bench configuration, its key store warm with the bench key:
     // as deployed (with the verified-token cache), and with the cache off, so that every request
@@ -198,6 +211,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
                 "ORIGIN_URL" => Some("https://origin.bench.invalid"),
                 "POLICY" => Some(POLICY),
                 "TOKEN_CACHE_ENTRIES" => Some(token_cache_entries),
+                "ASSERTION_KEYS" => Some(assertion_keys.as_str()),
                 _ => None,
             }
             .map(str::to_owned)
@@ -234,7 +248,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let verify_key = get("verify")?;
 
     // One verified request, as `Edge::handle` does it short of the subrequest; with `forward`
-    // false, short of building the origin's request too.
+    // false, short of the assertion and building the origin's request too.
     let incoming = &incoming;
     let edge_once = async |edge: &Edge, forward: bool| {
         let block = read_head(incoming);
@@ -245,7 +259,13 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         let Action::Forward { identity: Some(identity), body } = edge.decide(&head, ctx).await else {
             return false;
         };
-        !forward || forward::outbound_request(&edge.config, &head, Some(&identity), incoming, body).is_ok()
+        if !forward {
+            return true;
+        }
+        let Ok(Some(assertion)) = edge.assertion(&head, &identity).await else {
+            return false;
+        };
+        forward::outbound_request(&edge.config, &head, Some(&identity), Some(&assertion), incoming, body).is_ok()
     };
     if !edge_once(&edge, true).await || !edge_once(&cached_edge, true).await {
         return Err("the edge path refused the benchmark token".to_owned());
@@ -345,9 +365,12 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
             ParsedHead::parse(&read_head(incoming)).is_some_and(|parsed| parsed.head().headers.len() == 4)
         );
         part!("decide", matches!(edge.decide(&head, ctx).await, Action::Forward { identity: Some(_), .. }));
+        // `edge` keeps no assertion (its caches are off): each is signed; `cached_edge` reuses one.
+        part!("assertion_signed", matches!(edge.assertion(&head, &identity).await, Ok(Some(_))));
+        part!("assertion_reused", matches!(cached_edge.assertion(&head, &identity).await, Ok(Some(_))));
         part!(
             "outbound_request",
-            forward::outbound_request(&edge.config, &head, Some(&identity), incoming, false).is_ok()
+            forward::outbound_request(&edge.config, &head, Some(&identity), None, incoming, false).is_ok()
         );
         part!("plain_js_new_request", plain_new_requests(1, &target, incoming) == 1);
     }
@@ -359,10 +382,19 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let breakdown: serde_json::Map<String, serde_json::Value> =
         parts_us.into_iter().map(|(name, values)| (name.to_owned(), json!(median(values)))).collect();
 
+    let assertion_bytes = match edge.assertion(&head, &identity).await {
+        Ok(Some(assertion)) => assertion.len(),
+        _ => 0,
+    };
+    let ratio_to_floor =
+        |name: &str| breakdown.get(name).and_then(serde_json::Value::as_f64).map(|value| value / floor);
     Ok(json!({
         "iterations_per_round": n,
         "rounds": ROUNDS,
         "token_bytes": token.len(),
+        "assertion_bytes": assertion_bytes,
+        "assertion_signed_ratio": ratio_to_floor("assertion_signed"),
+        "assertion_reused_ratio": ratio_to_floor("assertion_reused"),
         "floor_us_per_verify": floor_us,
         "edge_us_per_request": edge_us,
         "verification_us_per_request": verification_us,
@@ -385,7 +417,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         "median_plain_js_verification_us": median(plain_js_verification_us.clone()),
         "median_paired_plain_js_ratio": paired(&plain_js_edge_us),
         "median_paired_plain_js_verification_ratio": paired(&plain_js_verification_us),
-        "token_validation_ratio": breakdown.get("token_validation").and_then(serde_json::Value::as_f64).map(|v| v / floor),
+        "token_validation_ratio": ratio_to_floor("token_validation"),
         "breakdown_us": breakdown,
     }))
 }

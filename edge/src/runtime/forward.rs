@@ -11,17 +11,19 @@ use serde_json::json;
 use wasm_bindgen::JsValue;
 use worker::console_error;
 
-/// Sends `incoming` on to `ORIGIN_URL` (with its body when `with_body`) and gives back the
+/// Sends `incoming` on to `ORIGIN_URL` (with its body when `with_body`, and the edge's
+/// `assertion` when there is one) and gives back the
 /// origin's response. When the request to the origin cannot be made (the runtime refuses it) or the origin
 /// cannot be reached, a 502 and one structured log line.
 pub(super) async fn to_origin(
     config: &Config,
     head: &RequestHead<'_>,
     identity: Option<&Identity>,
+    assertion: Option<&str>,
     incoming: &web_sys::Request,
     with_body: bool,
 ) -> worker::Result<web_sys::Response> {
-    let outbound = match outbound_request(config, head, identity, incoming, with_body) {
+    let outbound = match outbound_request(config, head, identity, assertion, incoming, with_body) {
         Ok(outbound) => outbound,
         Err(error) => return bad_gateway(head, "origin_request_refused", error),
     };
@@ -45,11 +47,12 @@ pub(super) fn outbound_request(
     config: &Config,
     head: &RequestHead<'_>,
     identity: Option<&Identity>,
+    assertion: Option<&str>,
     incoming: &web_sys::Request,
     with_body: bool,
 ) -> Result<web_sys::Request, JsValue> {
     let names = header_names(incoming);
     let names: Vec<&str> = names.split('\n').filter(|name| !name.is_empty()).collect();
-    let edits = forward_edits(config, head, &names, identity, with_body);
+    let edits = forward_edits(config, head, &names, identity, assertion, with_body);
     outbound_request_js(incoming, with_body, &edits.plan(&origin_target(config, head)))
 }

@@ -4,8 +4,10 @@
 mod bench;
 mod forward;
 mod keystore;
+mod sign;
 mod webcrypto;
 
+use crate::assertion::{self, AssertionCache};
 use crate::config::{Config, ConfigError};
 use crate::counters::{Allowed, CacheLookups, Counters};
 use crate::decision::{self, Identity, Refusal};
@@ -28,6 +30,7 @@ struct Edge {
     config: Config,
     keys: Rc<KeyStore>,
     tokens: RefCell<TokenCache>,
+    assertions: RefCell<AssertionCache>,
     counters: Rc<Counters>,
 }
 
@@ -76,7 +79,8 @@ impl Edge {
         let counters = Rc::new(Counters::default());
         let keys = Rc::new(KeyStore::new(&config, Rc::clone(&counters)));
         let tokens = RefCell::new(TokenCache::new(config.token_cache_entries));
-        Self { config, keys, tokens, counters }
+        let assertions = RefCell::new(AssertionCache::new(config.token_cache_entries));
+        Self { config, keys, tokens, assertions, counters }
     }
 
     /// This isolate's state, made on the first request.
@@ -99,7 +103,14 @@ impl Edge {
         match self.decide(&head, ctx).await {
             Action::Answer(reply) => respond(reply),
             Action::Forward { identity, body } => {
-                forward::to_origin(&self.config, &head, identity.as_ref(), &request, body).await
+                let assertion = match &identity {
+                    Some(identity) => match self.assertion(&head, identity).await {
+                        Ok(assertion) => assertion,
+                        Err(reply) => return respond(reply),
+                    },
+                    None => None,
+                };
+                forward::to_origin(&self.config, &head, identity.as_ref(), assertion.as_deref(), &request, body).await
             }
             #[cfg(feature = "bench")]
             Action::Bench => bench::run(&head, ctx).await,
@@ -118,8 +129,10 @@ impl Edge {
                     (tokens.len(), CacheLookups::from(&*tokens))
                 };
                 let keys = self.keys.status(now_ms());
-                Action::Answer(reply::status_reply(&self.config, keys, tokens_cached, lookups, &self.counters))
+                let reuse = self.assertions.borrow().counts();
+                Action::Answer(reply::status_reply(&self.config, keys, tokens_cached, lookups, reuse, &self.counters))
             }
+            Route::AssertionKeys => Action::Answer(reply::assertion_keys_reply(&self.config)),
             Route::ReservedUnknown => Action::Answer(reply::not_found_reply()),
             #[cfg(feature = "bench")]
             Route::Bench => Action::Bench,
@@ -170,6 +183,29 @@ impl Edge {
             verified = validate(refetched).await;
         }
         decision::authorize(access, verified).map_err(|refusal| (refusal, kid()))
+    }
+
+    /// The assertion for a request forwarded with `identity`: `None` without assertion keys; the
+    /// one made for the same token while it has most of its life left; otherwise a new one,
+    /// signed with WebCrypto. When it cannot be signed (the key does not import), an error answer:
+    /// forwarding without it would only be refused by the origin.
+    async fn assertion(&self, head: &RequestHead<'_>, identity: &Identity) -> Result<Option<String>, Reply> {
+        let Some(settings) = &self.config.assertion else { return Ok(None) };
+        let token = request::credential(head, self.config.token_cookie.as_deref()).token().unwrap_or_default();
+        let now = now_ms() / 1000;
+        if let Some(reused) = self.assertions.borrow_mut().get(token, now) {
+            return Ok(Some(reused));
+        }
+        let unsigned = || {
+            console_error!("{}", reply::event_log("assertion_not_signed", json!({ "kid": settings.signer.kid })));
+            reply::internal_error_reply()
+        };
+        let jti = sign::random_id().ok_or_else(unsigned)?;
+        let (input, exp) = assertion::to_sign(settings, &self.config.origin_url, identity, &jti, now);
+        let signature = sign::sign_es256(&settings.signer, input.as_bytes()).await.ok_or_else(unsigned)?;
+        let signed = jwks::assertion::compact(&input, &signature);
+        self.assertions.borrow_mut().insert(token, signed.clone(), now, exp);
+        Ok(Some(signed))
     }
 
     /// Logs a refusal (one line), counts it under the same code, and gives its answer.

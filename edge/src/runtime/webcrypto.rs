@@ -12,9 +12,9 @@ use wasm_bindgen::prelude::{Closure, wasm_bindgen};
 use wasm_bindgen::{JsCast as _, JsValue};
 use web_sys::{CryptoKey, EcKeyImportParams, EcdsaParams, SubtleCrypto};
 
-/// What every verification needs, made once per isolate.
-struct Subtle {
-    subtle: SubtleCrypto,
+/// What every verification (and the assertions' signing) needs, made once per isolate.
+pub(super) struct Subtle {
+    pub(super) subtle: SubtleCrypto,
     verify_params: EcdsaParams,
 }
 
@@ -35,7 +35,8 @@ fn make_subtle() -> Option<Subtle> {
     Some(Subtle { subtle, verify_params: EcdsaParams::new_with_str("ECDSA", "SHA-256") })
 }
 
-fn with_subtle<T>(action: impl FnOnce(&Subtle) -> T) -> Option<T> {
+/// Runs `action` with `crypto.subtle`; `None` when the runtime has none.
+pub(super) fn with_subtle<T>(action: impl FnOnce(&Subtle) -> T) -> Option<T> {
     SUBTLE.with(|cell| cell.get_or_init(make_subtle).as_ref().map(action))
 }
 

@@ -1,0 +1,64 @@
+//! Signing the edge's assertions with WebCrypto: the first key of `ASSERTION_KEYS`, imported once
+//! per isolate as a non-extractable key (`crypto.subtle.importKey("jwk", ...)`), signs with
+//! `crypto.subtle.sign` (ECDSA P-256, SHA-256, raw `r || s`: what a JWS needs).
+
+use super::webcrypto::with_subtle;
+use crate::assertion::SigningJwk;
+use js_sys::futures::JsFuture;
+use std::cell::OnceCell;
+use wasm_bindgen::{JsCast as _, JsValue};
+use web_sys::{CryptoKey, EcKeyImportParams, EcdsaParams};
+
+thread_local! {
+    /// The imported signing key; `None` when it does not import (a bad private part).
+    static SIGNER: OnceCell<Option<CryptoKey>> = const { OnceCell::new() };
+}
+
+/// The signing key, imported on first use. Requests that arrive while it is being imported import
+/// it too; the first result is kept.
+async fn signer(jwk: &SigningJwk) -> Option<CryptoKey> {
+    if let Some(imported) = SIGNER.with(|cell| cell.get().cloned()) {
+        return imported;
+    }
+    let imported = import(jwk).await;
+    SIGNER.with(|cell| cell.get_or_init(|| imported).clone())
+}
+
+async fn import(jwk: &SigningJwk) -> Option<CryptoKey> {
+    let key_data = js_sys::JSON::parse(&jwk.jwk).ok()?;
+    let promise = with_subtle(|subtle| {
+        let params = EcKeyImportParams::new("ECDSA");
+        params.set_named_curve("P-256");
+        let usages = js_sys::Array::of1(&JsValue::from_str("sign"));
+        subtle.subtle.import_key_with_object("jwk", key_data.unchecked_ref(), &params, false, &usages)
+    })?
+    .ok()?;
+    let imported = JsFuture::from(promise).await.ok()?;
+    imported.is_object().then(|| imported.unchecked_into())
+}
+
+/// Signs `message` with the assertion key: the raw `r || s`, or `None` when the key does not
+/// import or WebCrypto refuses.
+pub(super) async fn sign_es256(jwk: &SigningJwk, message: &[u8]) -> Option<[u8; 64]> {
+    let key = signer(jwk).await?;
+    let promise = with_subtle(|subtle| {
+        let params = EcdsaParams::new_with_str("ECDSA", "SHA-256");
+        subtle.subtle.sign_with_object_and_u8_array(&params, &key, message)
+    })?
+    .ok()?;
+    let signature = JsFuture::from(promise).await.ok()?;
+    js_sys::Uint8Array::new(&signature).to_vec().try_into().ok()
+}
+
+/// 128 random bits from `crypto.getRandomValues`, as 32 hex digits: an assertion's `jti`.
+pub(super) fn random_id() -> Option<String> {
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok()?;
+    if !crypto.is_object() {
+        return None;
+    }
+    // workerd's global is not a `WorkerGlobalScope`: its `crypto` is not checked as web-sys' type.
+    let crypto: web_sys::Crypto = crypto.unchecked_into();
+    let mut bytes = [0_u8; 16];
+    crypto.get_random_values_with_u8_array(&mut bytes).ok()?;
+    Some(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
