@@ -11,11 +11,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use jwks::{JwkSet, PublicKey};
+use jwks::{
+    ClaimsError, ClaimsOptions, JwkSet, KeySet, P256Verifier, PublicKey, SignatureError, Validator, VerifyError,
+};
 use p256::ecdsa::{Signature, SigningKey, signature::Signer as _};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -371,6 +374,9 @@ async fn edge_under_wrangler_dev() {
         document["variables_set"].as_array().expect("names").iter().filter_map(Value::as_str).collect();
     assert!(set.contains(&"POLICY") && set.contains(&"LOGIN_URL"), "{document}");
     assert!(!status.text().contains("login.test"), "no values: {document}");
+    // Without ASSERTION_KEYS the edge signs no assertions and publishes no keys.
+    assert!(document["assertions"].is_null(), "{document}");
+    assert_eq!(client.get("/_portcullis/jwks.json", &[]).await.status, 404);
 
     // Several first requests at once, on a cold isolate with nothing in the Cache API: one fetch of
     // the key set, which the others wait for (no request may await another's promise in workerd:
@@ -390,6 +396,7 @@ async fn edge_under_wrangler_dev() {
                 ("authorization", &format!("Bearer {reader}")),
                 ("x-auth-subject", "admin"),
                 ("x-auth-roles", "admin"),
+                ("x-portcullis-assertion", "forged"),
                 ("cookie", "theme=dark"),
             ],
         )
@@ -406,6 +413,7 @@ async fn edge_under_wrangler_dev() {
     assert_eq!(seen.header("x-auth-issuer"), Some(ISSUER));
     assert_eq!(seen.header("x-auth-token-id"), Some("token-1"));
     assert_eq!(seen.header("authorization"), None);
+    assert_eq!(seen.header_count(ASSERTION_HEADER), 0, "no assertion without keys, not the client's");
     assert_eq!(seen.header("cookie"), Some("theme=dark"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     // Hop-by-hop headers and any X-Auth-* do not reach the origin; the rest do, as sent. (The
@@ -821,6 +829,349 @@ async fn bad_configuration_answers_500_and_names_the_variable() {
     let line = wrangler.logged(&["\"event\":\"config_error\""]).await;
     assert!(line.contains("\"variable\":\"LEEWAY_SECONDS\""), "{line}");
     assert!(!line.contains("a minute"), "the value is not logged: {line}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The edge's assertions to the origin.
+
+/// The header that carries the edge's assertion to the origin.
+const ASSERTION_HEADER: &str = "x-portcullis-assertion";
+/// The assertions' `iss` when `ASSERTION_ISSUER` is unset.
+const EDGE: &str = "portcullis-edge";
+
+/// A signing key of the edge's assertions, as `ASSERTION_KEYS` lists it.
+struct EdgeKey {
+    signing: SigningKey,
+    kid: &'static str,
+}
+
+impl EdgeKey {
+    fn new(seed: u8, kid: &'static str) -> Self {
+        let mut secret = [0x24u8; 32];
+        secret[31] = seed;
+        Self { signing: SigningKey::from_slice(&secret).expect("valid scalar"), kid }
+    }
+
+    /// The public coordinates `x` and `y`, base64url.
+    fn coordinates(&self) -> (String, String) {
+        let point = self.signing.verifying_key().to_sec1_point(false);
+        let bytes = point.as_bytes();
+        assert_eq!(bytes.len(), 65, "an uncompressed point");
+        (b64(&bytes[1..33]), b64(&bytes[33..]))
+    }
+
+    /// The private part `d`, base64url: what the edge must never publish nor log.
+    fn d(&self) -> String {
+        b64(&self.signing.to_bytes())
+    }
+
+    /// The key as `ASSERTION_KEYS` holds it: its public coordinates, `d` and `kid`.
+    fn private_jwk(&self) -> Value {
+        let (x, y) = self.coordinates();
+        json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "d": self.d(), "kid": self.kid})
+    }
+}
+
+/// `ASSERTION_KEYS`: a JWK set of `keys`, the first one signing.
+fn assertion_keys(keys: &[Value]) -> String {
+    json!({ "keys": keys }).to_string()
+}
+
+/// `wrangler dev` on the Worker with `vars` and the `ASSERTION_KEYS` secret `keys`, in
+/// `dir/<name>/`: the secret in the `.dev.vars` next to its config (where wrangler reads a local
+/// Worker's secrets, whose values it does not print), its state there too.
+fn start_with_keys(name: &str, dir: &Path, vars: &[(&str, String)], keys: &str) -> Wrangler {
+    let own = dir.join(name);
+    std::fs::create_dir_all(&own).expect("the instance's folder");
+    std::fs::write(own.join(".dev.vars"), format!("ASSERTION_KEYS='{keys}'\n")).expect("write .dev.vars");
+    Wrangler::start(name, "build", &own, vars, POLICY_TABLE)
+}
+
+/// The edge's published keys (`GET /_portcullis/jwks.json`), checked: 200, JSON, cacheable for
+/// five minutes, exactly the public halves of `expected` in that order (no private part). Returns
+/// them as an origin would load them.
+async fn published_keys(client: &Client, expected: &[&EdgeKey]) -> KeySet {
+    let answer = client.get("/_portcullis/jwks.json", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let text = answer.text();
+    assert!(!text.contains("\"d\""), "a private part is published: {text}");
+    for key in expected {
+        assert!(!text.contains(&key.d()), "{}'s private part is published", key.kid);
+    }
+    let set: JwkSet = serde_json::from_str(&text).expect("a JWK set");
+    let published: Vec<(Option<&str>, Option<&str>, Option<&str>)> =
+        set.keys.iter().map(|jwk| (jwk.kid.as_deref(), jwk.x.as_deref(), jwk.y.as_deref())).collect();
+    let coordinates: Vec<(String, String)> = expected.iter().map(|key| key.coordinates()).collect();
+    let wanted: Vec<(Option<&str>, Option<&str>, Option<&str>)> = expected
+        .iter()
+        .zip(&coordinates)
+        .map(|(key, (x, y))| (Some(key.kid), Some(x.as_str()), Some(y.as_str())))
+        .collect();
+    assert_eq!(published, wanted, "{text}");
+    let keys = KeySet::parse(text.as_bytes()).expect("an origin loads it");
+    assert!(keys.skipped().is_empty(), "{:?}", keys.skipped());
+    keys
+}
+
+/// The one assertion the origin received with `seen`.
+fn assertion_of(seen: &Seen) -> String {
+    assert_eq!(seen.header_count(ASSERTION_HEADER), 1, "one assertion: {:?}", seen.headers);
+    seen.header(ASSERTION_HEADER).expect("an assertion in text").to_owned()
+}
+
+/// Part `index` of a compact JWS (0 the header, 1 the claims), decoded.
+fn jws_part(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(index).expect("a compact JWS");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+/// The `kid` in an assertion's header.
+fn kid_of(assertion: &str) -> String {
+    jws_part(assertion, 0)["kid"].as_str().expect("a kid").to_owned()
+}
+
+/// How many assertions the status page says were reused and signed.
+async fn assertion_counts(client: &Client) -> (u64, u64) {
+    let status = client.get("/_portcullis/status", &[]).await.json();
+    let count = |name: &str| status["assertions"][name].as_u64().unwrap_or_else(|| panic!("{name}: {status}"));
+    (count("reused"), count("signed"))
+}
+
+/// The edge's assertions under `wrangler dev` (one instance per `ASSERTION_KEYS`): the origin gets
+/// one it can verify against the edge's published keys, for the token's identity; one per token,
+/// reused; never a client's; the edge takes none as a bearer token, the origin no access token as
+/// one; a second key is published before it signs, so the origin keeps accepting across the
+/// switch; a bad key set is a 500 that names the variable and not the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assertions_under_wrangler_dev() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let issuer_key = TestKey::new(9);
+    let backend = Arc::new(Backend::default());
+    backend.set_jwks(jwks_of(&[&issuer_key]));
+    backend.jwks_max_age.store(300, Ordering::SeqCst);
+    let jwks_server =
+        Server::start(Router::new().route("/jwks", get(serve_jwks)).with_state(Arc::clone(&backend))).await;
+    let origin = Server::start(Router::new().fallback(serve_origin).with_state(Arc::clone(&backend))).await;
+    let vars = vars(jwks_server.addr, origin.addr);
+    // The audience is ORIGIN_URL as configured, without a trailing slash.
+    let audience = format!("http://{}/base", origin.addr);
+    let validator = Validator::new(ClaimsOptions::edge_assertion(EDGE, audience.clone()));
+    let a = EdgeKey::new(1, "edge-a");
+    let b = EdgeKey::new(2, "edge-b");
+    let token = |jti: &str, changes: &[(&str, Value)]| {
+        let mut all = vec![("jti", json!(jti)), ("roles", json!(["reader", "writer"]))];
+        all.extend(changes.iter().cloned());
+        issuer_key.token(&claims(&all))
+    };
+
+    // 1. ASSERTION_KEYS = [A]: the edge publishes A's public half, and every request it forwards
+    // with an identity carries an assertion the origin verifies against it.
+    let mut wrangler = start_with_keys("assert-a", dir.path(), &vars, &assertion_keys(&[a.private_jwk()]));
+    let client = Client::new(wrangler.base.clone());
+    let took = wrangler.ready(&client).await;
+    eprintln!("wrangler dev (ASSERTION_KEYS [A]): first answer {:.2} s after start", took.as_secs_f64());
+    let keys_a = published_keys(&client, &[&a]).await;
+    let status = client.get("/_portcullis/status", &[]).await.json();
+    let shown = &status["assertions"];
+    assert_eq!((shown["issuer"].as_str(), shown["ttl_seconds"].as_u64()), (Some(EDGE), Some(60)), "{status}");
+    assert_eq!(shown["signing_kid"], "edge-a", "{status}");
+    assert!(!status.to_string().contains(&a.d()), "{status}");
+
+    // The first requests at once, on a cold isolate (the key not imported yet): each gets its own
+    // valid assertion, for its own token.
+    let firsts: Vec<String> =
+        (1..=4).map(|i| token(&format!("first-{i}"), &[("sub", json!(format!("user-{i}")))])).collect();
+    for answer in at_once(&client, "/api/items", [&firsts[0], &firsts[1], &firsts[2], &firsts[3]]).await {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 4);
+    for seen in &seen {
+        let assertion = assertion_of(seen);
+        let verified = validator.validate(&assertion, &keys_a, &P256Verifier, now()).expect("a valid assertion");
+        assert_eq!(verified.sub.as_deref(), seen.header("x-auth-subject"));
+        assert_eq!(jws_part(&assertion, 1)["token_jti"].as_str(), seen.header("x-auth-token-id"));
+    }
+
+    // One request, looked at closely.
+    let reader = token("assert-1", &[]);
+    let sent_at = now();
+    let answer = client.get_with_token("/api/items", &reader).await;
+    let answered_at = now();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = backend.last_seen();
+    let first = assertion_of(&seen);
+    let verified = validator.validate(&first, &keys_a, &P256Verifier, now()).expect("a valid assertion");
+    let header = jws_part(&first, 0);
+    assert_eq!(header, json!({"alg": "ES256", "typ": "portcullis-assertion+jwt", "kid": "edge-a"}));
+    let payload = jws_part(&first, 1);
+    eprintln!("assertion: {} bytes, header {header}, claims {payload}", first.len());
+    assert_eq!((payload["iss"].as_str(), payload["aud"].as_str()), (Some(EDGE), Some(audience.as_str())), "{payload}");
+    assert_eq!(verified.sub.as_deref(), Some("user-1"));
+    assert_eq!(verified.roles, ["reader", "writer"]);
+    assert_eq!(payload["token_jti"], "assert-1", "{payload}");
+    assert_eq!(
+        (seen.header("x-auth-subject"), seen.header("x-auth-roles"), seen.header("x-auth-token-id")),
+        (Some("user-1"), Some("reader,writer"), Some("assert-1")),
+        "the X-Auth-* hints say the same"
+    );
+    assert_eq!(verified.exp - verified.iat, 60, "the default lifetime: {payload}");
+    assert!((sent_at..=answered_at).contains(&verified.iat), "issued for this request ({sent_at}): {payload}");
+    let jti = verified.jti.clone().expect("a jti");
+    assert!(jti.len() == 32 && jti.bytes().all(|byte| byte.is_ascii_hexdigit()), "{jti}");
+    let origin_seen: Vec<Seen> = backend.seen();
+    let other_jtis: Vec<Value> =
+        origin_seen[..4].iter().map(|seen| jws_part(&assertion_of(seen), 1)["jti"].clone()).collect();
+    assert!(!other_jtis.contains(&json!(jti)), "each assertion has its own jti");
+    // A token that expires sooner than the default lifetime: the assertion expires with it.
+    let expires = now() + 20;
+    let short = token("assert-short", &[("exp", json!(expires))]);
+    let answer = client.get_with_token("/api/items", &short).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let short_assertion = assertion_of(&backend.last_seen());
+    let verified = validator.validate(&short_assertion, &keys_a, &P256Verifier, now()).expect("a valid assertion");
+    assert_eq!(verified.exp, expires, "never after the access token's exp");
+    assert!(verified.exp - verified.iat <= 20, "{verified:?}");
+
+    // 2. Reuse: the same token gets the same assertion, byte for byte; another token another one.
+    // The status page counts both.
+    let (reused, signed) = assertion_counts(&client).await;
+    let answer = client.get_with_token("/api/items", &reader).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(assertion_of(&backend.last_seen()), first, "the same token, the same assertion");
+    let writer = token("assert-2", &[("sub", json!("user-2"))]);
+    let answer = client.get_with_token("/api/items", &writer).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let second = assertion_of(&backend.last_seen());
+    assert_ne!(second, first, "another token, another assertion");
+    let verified = validator.validate(&second, &keys_a, &P256Verifier, now()).expect("a valid assertion");
+    assert_eq!(
+        (verified.sub.as_deref(), jws_part(&second, 1)["token_jti"].as_str()),
+        (Some("user-2"), Some("assert-2"))
+    );
+    assert_eq!(assertion_counts(&client).await, (reused + 1, signed + 1), "one reused, one signed");
+
+    // 3. A client's X-Portcullis-Assertion never reaches the origin: not on a public route (where
+    // the edge sends none), not on a protected one (where the origin gets the edge's alone).
+    let forged = ("x-portcullis-assertion", "forged");
+    let answer = client.get("/public/page", &[forged]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = backend.last_seen();
+    assert_eq!(
+        (seen.uri.as_str(), seen.header_count(ASSERTION_HEADER)),
+        ("/base/public/page", 0),
+        "{:?}",
+        seen.headers
+    );
+    let bearer = format!("Bearer {reader}");
+    let answer = client.get("/api/items", &[forged, ("authorization", &bearer), forged]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(assertion_of(&backend.last_seen()), first, "the edge's, not the client's");
+    let fresh = token("assert-3", &[]);
+    let answer = client.get("/api/items", &[("authorization", &format!("Bearer {fresh}")), forged]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let signed_now = assertion_of(&backend.last_seen());
+    validator.validate(&signed_now, &keys_a, &P256Verifier, now()).expect("the edge's, newly signed");
+
+    // 4. The edge takes no assertion as a bearer token (its typ, iss, aud and key are not an
+    // access token's): 401 invalid_token, nothing reaches the origin.
+    let seen_before = backend.seen().len();
+    let fetches = backend.fetches();
+    let answer = client.get_with_token("/api/items", &first).await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    assert_eq!(answer.header("www-authenticate"), Some(challenge(Some("invalid_token")).as_str()));
+    assert_eq!(backend.seen().len(), seen_before, "not forwarded");
+    let line = wrangler.logged(&["\"event\":\"refused\"", "\"code\":\"invalid_token\""]).await;
+    eprintln!("an assertion as a bearer token: {line}; key set fetches meanwhile: {}", backend.fetches() - fetches);
+
+    // 5. An access token in an assertion's place fails the origin's check: it names a key the
+    // edge's set does not have, and even with the issuer's key in that set, its typ is not an
+    // assertion's.
+    let refused = validator.validate(&reader, &keys_a, &P256Verifier, now()).expect_err("not an assertion");
+    assert!(matches!(refused, VerifyError::Signature(SignatureError::UnknownKid)), "{refused:?}");
+    let mut both: JwkSet =
+        serde_json::from_str(&client.get("/_portcullis/jwks.json", &[]).await.text()).expect("a JWK set");
+    both.keys.push(issuer_key.public.to_jwk());
+    let both = KeySet::parse(&serde_json::to_vec(&both).expect("JSON")).expect("a key set");
+    let refused = validator.validate(&reader, &both, &P256Verifier, now()).expect_err("not an assertion");
+    assert!(matches!(refused, VerifyError::Claims(ClaimsError::WrongTokenType)), "{refused:?}");
+    // Even one the issuer were made to sign with the edge's iss and the origin's aud.
+    let lookalike = token("assert-4", &[("iss", json!(EDGE)), ("aud", json!(audience))]);
+    let refused = validator.validate(&lookalike, &both, &P256Verifier, now()).expect_err("not an assertion");
+    assert!(matches!(refused, VerifyError::Claims(ClaimsError::WrongTokenType)), "{refused:?}");
+    assert!(!wrangler.process.log_text().contains(&a.d()), "the private key is never logged");
+    wrangler.process.stop();
+
+    // 6. Rotation. ASSERTION_KEYS = [A, B]: B is published, A still signs. The origin fetches
+    // this set and keeps it.
+    let keys = assertion_keys(&[a.private_jwk(), b.private_jwk()]);
+    let mut wrangler = start_with_keys("assert-ab", dir.path(), &vars, &keys);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+    let keys_ab = published_keys(&client, &[&a, &b]).await;
+    let answer = client.get_with_token("/api/items", &reader).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let by_a = assertion_of(&backend.last_seen());
+    assert_eq!(kid_of(&by_a), "edge-a", "the first key signs");
+    for keys in [&keys_a, &keys_ab] {
+        validator.validate(&by_a, keys, &P256Verifier, now()).expect("valid against the old and the new set");
+    }
+    assert!(!wrangler.process.log_text().contains(&b.d()), "the private keys are never logged");
+    wrangler.process.stop();
+    // ASSERTION_KEYS = [B, A]: B signs, and the set the origin fetched before already has it; an
+    // origin that had not refetched since [A] alone would not know it (hence: publish first).
+    let keys = assertion_keys(&[b.private_jwk(), a.private_jwk()]);
+    let mut wrangler = start_with_keys("assert-ba", dir.path(), &vars, &keys);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+    let keys_ba = published_keys(&client, &[&b, &a]).await;
+    let answer = client.get_with_token("/api/items", &reader).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let by_b = assertion_of(&backend.last_seen());
+    assert_eq!(kid_of(&by_b), "edge-b", "the new first key signs");
+    let verified = validator.validate(&by_b, &keys_ab, &P256Verifier, now()).expect("valid against the kept set");
+    assert_eq!((verified.sub.as_deref(), jws_part(&by_b, 1)["token_jti"].as_str()), (Some("user-1"), Some("assert-1")));
+    validator.validate(&by_b, &keys_ba, &P256Verifier, now()).expect("valid against the new set");
+    let refused = validator.validate(&by_b, &keys_a, &P256Verifier, now()).expect_err("B was not in [A]");
+    assert!(refused.is_unknown_kid(), "{refused:?}");
+    // A's assertions made before the switch stay good against the new set while they live.
+    let first_iat = jws_part(&first, 1)["iat"].as_u64().expect("iat");
+    validator.validate(&first, &keys_ba, &P256Verifier, first_iat).expect("A's assertion after the switch");
+    let status = client.get("/_portcullis/status", &[]).await.json();
+    assert_eq!(status["assertions"]["signing_kid"], "edge-b", "{status}");
+    let log = wrangler.process.log_text();
+    assert!(!log.contains(&a.d()) && !log.contains(&b.d()), "the private keys are never logged");
+    wrangler.process.stop();
+
+    // A key set with a bad key (B, then A without its private part): every request gets a generic
+    // 500, and the log names ASSERTION_KEYS, never a key.
+    let mut a_public = a.private_jwk();
+    a_public.as_object_mut().expect("an object").remove("d");
+    let keys = assertion_keys(&[b.private_jwk(), a_public]);
+    let mut wrangler = start_with_keys("assert-bad", dir.path(), &vars, &keys);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+    let seen_before = backend.seen().len();
+    for path in ["/api/items", "/public/page", "/_portcullis/status", "/_portcullis/jwks.json"] {
+        let answer = client.get_with_token(path, &reader).await;
+        assert_eq!((answer.status, answer.text().as_str()), (500, "internal error\n"), "{path}");
+    }
+    assert_eq!(backend.seen().len(), seen_before, "nothing reaches the origin");
+    let line = wrangler.logged(&["\"event\":\"config_error\""]).await;
+    assert!(line.contains("\"variable\":\"ASSERTION_KEYS\""), "{line}");
+    let log = wrangler.process.log_text();
+    assert!(!log.contains(&b.d()) && !log.contains(&a.coordinates().0), "no key in the log: {line}");
+    eprintln!("a bad ASSERTION_KEYS: {line}");
+    wrangler.process.stop();
+
+    jwks_server.stop().await;
+    origin.stop().await;
+    eprintln!("assertions under wrangler dev: {:.1} s", started.elapsed().as_secs_f64());
 }
 
 /// The benchmark (`cargo xtask bench-edge`): the cost of a verified request inside workerd with
