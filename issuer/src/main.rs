@@ -1,4 +1,4 @@
-//! The `issuer` command: `serve`, `keys list | rotate | revoke KID`, `token mint`,
+//! The `issuer` command: `serve`, `keys list | rotate | revoke KID | new-edge-key`, `token mint`,
 //! `users add | list | set-roles | disable`, `clients add | list | remove`. The configuration is
 //! read once, here, and handed to the command; the commands live in [`cli`].
 
@@ -13,6 +13,13 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     if let cli::Command::BenchSign { seconds } = args.command {
         return match cli::bench::sign(std::time::Duration::from_secs(seconds)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        };
+    }
+    // The edge's key set goes from its input to stdout: no configuration, database or KEK.
+    if let cli::Command::Keys { command: cli::KeysCommand::NewEdgeKey(edge_key) } = &args.command {
+        return match cli::edge_key::run(edge_key) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(&error),
         };

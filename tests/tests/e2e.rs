@@ -55,6 +55,8 @@ struct Stack {
     _origin: Process,
     issuer: Issuer,
     client: Client,
+    /// The origin itself, not through the edge.
+    origin: Client,
 }
 
 impl Stack {
@@ -62,9 +64,10 @@ impl Stack {
         let started = Instant::now();
         let mut issuer = Issuer::new("issuer", dir, None);
         let origin_port = free_port();
-        let mut origin_command = Command::new(env!("CARGO_BIN_EXE_demo-origin"));
-        origin_command.arg(format!("127.0.0.1:{origin_port}"));
-        let mut origin = Process::spawn("demo origin", origin_command, dir.join("demo-origin.log"));
+        // The edge's assertion keys, as an operator makes them (`issuer keys new-edge-key`).
+        let edge_keys = issuer.command().args(["keys", "new-edge-key"]).output().expect("issuer keys new-edge-key");
+        assert!(edge_keys.status.success(), "{}", String::from_utf8_lossy(&edge_keys.stderr));
+        let edge_keys = String::from_utf8(edge_keys.stdout).expect("text").trim().to_owned();
         let root_config = std::fs::read_to_string(devtools::workspace_root().join("wrangler.toml"))
             .expect("the repository's wrangler.toml");
         let policy = &root_config[root_config.find("[vars.POLICY]").expect("wrangler.toml has a [vars.POLICY]")..];
@@ -77,9 +80,17 @@ impl Stack {
             ("JWKS_MIN_TTL_SECONDS", EDGE_JWKS_SECONDS.to_owned()),
             ("JWKS_REFETCH_COOLDOWN_SECONDS", EDGE_JWKS_SECONDS.to_owned()),
             ("JWKS_TIMEOUT_MS", "2000".to_owned()),
+            ("ASSERTION_KEYS", edge_keys),
         ];
         // The demo policy of the repository's wrangler.toml: public, authenticated, admin-only.
         let mut edge = Wrangler::start("e2e", "build", dir, &vars, policy);
+        // The origin verifies the edge's assertions against its published keys (fetched on first use).
+        let mut origin_command = Command::new(env!("CARGO_BIN_EXE_demo-origin"));
+        origin_command
+            .args(["--edge-jwks-url", &format!("{}/_portcullis/jwks.json", edge.base)])
+            .args(["--refetch-cooldown-seconds", "1"])
+            .arg(format!("127.0.0.1:{origin_port}"));
+        let mut origin = Process::spawn("demo origin", origin_command, dir.join("demo-origin.log"));
         let client = Client::new(edge.base.clone());
         let issuer_took = issuer.serve().await;
         let origin_client = Client::new(format!("http://127.0.0.1:{origin_port}"));
@@ -91,7 +102,7 @@ impl Stack {
             issuer_took.as_secs_f64(),
             edge_took.as_secs_f64()
         );
-        Self { edge, _origin: origin, issuer, client }
+        Self { edge, _origin: origin, issuer, client, origin: origin_client }
     }
 
     async fn me(&self, token: &str) -> Answer {
@@ -180,13 +191,27 @@ async fn token_reaches_the_origin(stack: &Stack) -> String {
     ];
     let headers: Vec<(&str, &str)> = spoofed.iter().map(|(name, value)| (*name, value.as_str())).collect();
     let answer = stack.client.get("/api/me", &headers).await;
-    // The demo origin answers 401 when an identity header comes twice: one value each, the edge's.
+    // The demo origin takes the identity from the edge's assertion only (the spoofed X-Auth-* are
+    // removed by the edge, and ignored by the origin anyway).
     assert_eq!(answer.status, 200, "{}", answer.text());
     let me = answer.json();
     assert_eq!(me["subject"], "alice", "{me}");
     assert_eq!(me["roles"], json!(["reader", "writer"]), "{me}");
-    assert_eq!(me["issuer"], stack.issuer.url(), "{me}");
+    assert_eq!(me["edge"], "portcullis-edge", "{me}");
     assert_eq!(me["token_id"], claims["jti"], "{me}");
+
+    // The origin itself refuses what does not come through the edge: no assertion, identity
+    // headers alone, or an access token in the assertion's place.
+    let direct: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("x-auth-subject", "alice"), ("x-auth-roles", "reader")],
+        &[("x-portcullis-assertion", alice.as_str())],
+        &[("authorization", spoofed[0].1.as_str())],
+    ];
+    for headers in direct {
+        let answer = stack.origin.get("/api/me", headers).await;
+        assert_eq!(answer.status, 401, "{headers:?}: {}", answer.text());
+    }
 
     // A body goes through too: alice's message is kept under her subject.
     let posted = stack

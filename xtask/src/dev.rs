@@ -1,8 +1,10 @@
 //! `cargo xtask dev`: the whole stack on this machine. The issuer on SQLite, the demo origin, and
 //! the edge Worker under `wrangler dev` in front of it, each in its own process group, with their
-//! logs in `.dev/`. Registers the edge as an OAuth client, prints the URLs and example requests
-//! (curl, and a browser sign-in), then the sign-in links the issuer writes to its development
-//! outbox as they arrive; Ctrl-C stops everything it started.
+//! logs in `.dev/`. The edge signs its assertions to the origin with a key new each run (`issuer
+//! keys new-edge-key`, handed to wrangler as the secret `ASSERTION_KEYS` in `.dev/edge.vars`); the
+//! origin verifies them against the edge's published keys. Registers the edge as an OAuth client,
+//! prints the URLs and example requests (curl, and a browser sign-in), then the sign-in links the
+//! issuer writes to its development outbox as they arrive; Ctrl-C stops everything it started.
 
 use crate::worker::{self, Tools};
 use anyhow::{Context as _, Result, bail};
@@ -19,6 +21,12 @@ use std::time::{Duration, Instant};
 const ISSUER_ADDR: &str = "127.0.0.1:8080";
 /// Where the demo origin listens (the `ORIGIN_URL` of wrangler.toml's `[vars]`).
 const ORIGIN_ADDR: &str = "127.0.0.1:3000";
+/// The `aud` of the edge's assertions: wrangler.toml's `ORIGIN_URL`, exactly.
+const ORIGIN_URL: &str = "http://127.0.0.1:3000";
+/// The `iss` of the edge's assertions (the edge's default `ASSERTION_ISSUER`).
+const EDGE_ISSUER: &str = "portcullis-edge";
+/// Where the edge publishes the public halves of its assertion keys.
+const EDGE_JWKS_URL: &str = "http://127.0.0.1:8787/_portcullis/jwks.json";
 /// Where `wrangler dev` serves the Worker.
 const EDGE_ADDR: &str = "127.0.0.1:8787";
 /// wrangler's inspector (it defaults to 9229, which another Node process may hold).
@@ -102,18 +110,57 @@ impl Stack {
         stack.issuer_env(&mut issuer);
         stack.spawn("issuer", issuer, state)?;
 
+        // The origin starts first: it fetches the edge's keys on the first request that needs them.
         let mut origin = Command::new(stack.binaries.join("demo-origin"));
+        origin.args(["--edge-jwks-url", EDGE_JWKS_URL, "--edge-issuer", EDGE_ISSUER, "--origin-url", ORIGIN_URL]);
         origin.arg(ORIGIN_ADDR);
         stack.spawn("demo origin", origin, state)?;
 
+        let edge_vars = stack.edge_key_file(state)?;
         let (ip, port) = EDGE_ADDR.split_once(':').context("EDGE_ADDR is ip:port")?;
         let mut edge = Command::new(&tools.wrangler);
         edge.args(["dev", "--ip", ip, "--port", port, "--inspector-port", INSPECTOR_PORT, "--persist-to"])
             .arg(state.join("wrangler"))
+            .arg("--env-file")
+            .arg(&edge_vars)
             .envs(devtools::WRANGLER_ENV)
             .current_dir(root);
         stack.spawn("edge", edge, state)?;
         Ok(stack)
+    }
+
+    /// A new edge key set (`issuer keys new-edge-key`) in `state/edge.vars` (mode 0600), the form
+    /// `wrangler dev --env-file` reads secrets in: the key stays out of command lines and logs
+    /// (wrangler shows a secret's value as hidden), as `wrangler secret put` keeps it in production.
+    fn edge_key_file(&self, state: &Path) -> Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let output = Command::new(self.binaries.join("issuer"))
+            .args(["keys", "new-edge-key"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run issuer keys new-edge-key")?;
+        if !output.status.success() {
+            bail!(
+                "issuer keys new-edge-key failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let keys = String::from_utf8(output.stdout).context("issuer keys new-edge-key printed no text")?;
+        let keys = keys.trim();
+        // One line of JSON with no `'` (base64url and fixed member names): safe in single quotes.
+        if !keys.starts_with('{') || keys.contains(['\'', '\n']) {
+            bail!("issuer keys new-edge-key printed no key set on one line");
+        }
+        let path = state.join("edge.vars");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        writeln!(file, "ASSERTION_KEYS='{keys}'").with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
     }
 
     /// The issuer's settings for this stack: its data under `.dev/issuer`, the rest as in
@@ -299,8 +346,9 @@ impl Demo {
 Portcullis is running (logs in {logs}):
   edge (wrangler dev)  http://{EDGE_ADDR}      policy: wrangler.toml [vars.POLICY]
   issuer               http://{ISSUER_ADDR}      JWKS: http://{ISSUER_ADDR}/.well-known/jwks.json
-  demo origin          http://{ORIGIN_ADDR}      (reach it through the edge)
+  demo origin          http://{ORIGIN_ADDR}      (reach it through the edge: /api/* needs the edge's assertion)
   edge status          http://{EDGE_ADDR}/_portcullis/status
+  edge assertion keys  {EDGE_JWKS_URL}   (the secret: {edge_vars}, new each run)
 
 Users (new passwords each run; more with `{issuer} users add EMAIL --role ROLE`, with
 PORTCULLIS_DATA_DIR={data}):
@@ -333,6 +381,7 @@ In a browser: sign in at the issuer (authorization code with PKCE; the edge is c
 
 Ctrl-C stops everything."#,
             logs = stack.root.join(".dev").display(),
+            edge_vars = stack.root.join(".dev").join("edge.vars").display(),
             issuer = stack.binaries.join("issuer").display(),
             data = stack.issuer_data.display(),
             alice_email = alice.email,

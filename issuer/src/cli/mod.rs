@@ -4,6 +4,7 @@
 
 pub(crate) mod bench;
 mod clients;
+pub(crate) mod edge_key;
 mod keys;
 mod serve;
 mod users;
@@ -99,6 +100,33 @@ pub(crate) enum KeysCommand {
         #[arg(allow_hyphen_values = true)]
         kid: String,
     },
+    /// Print the edge's assertion key set (ASSERTION_KEYS): a new key, or a rotation step.
+    ///
+    /// One JSON line, private parts included, for `wrangler secret put ASSERTION_KEYS`: a set of
+    /// one new key; with --add-to, that set with a new key appended (published, not signing); with
+    /// --promote, the set of --in with that key first (it signs); with --drop, the set of --in
+    /// without that key. The edge signs with the first key and publishes all of them at
+    /// /_portcullis/jwks.json. Needs no configuration, database or KEK.
+    NewEdgeKey(EdgeKeyArgs),
+}
+
+/// `keys new-edge-key`'s options: none, `--add-to`, or `--in` with `--promote` or `--drop`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("change").multiple(false).args(["add_to", "promote", "drop"])))]
+pub(crate) struct EdgeKeyArgs {
+    /// The current set (a file, or `-` for stdin): print it with a new key appended, published
+    /// but not signing.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) add_to: Option<PathBuf>,
+    /// Print the set of --in with this key first: it signs from then on.
+    #[arg(long, value_name = "KID", requires = "input", allow_hyphen_values = true)]
+    pub(crate) promote: Option<String>,
+    /// Print the set of --in without this key (not the signing one, never the last one).
+    #[arg(long, value_name = "KID", requires = "input", allow_hyphen_values = true)]
+    pub(crate) drop: Option<String>,
+    /// The current set for --promote and --drop (a file, or `-` for stdin).
+    #[arg(long = "in", value_name = "FILE", requires = "change", conflicts_with = "add_to")]
+    pub(crate) input: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +286,9 @@ pub(crate) async fn run(command: Command, config: Config, recorder: DbEventRecor
             bench::oauth(config, Duration::from_secs(seconds), clients, database_url).await
         }
         Command::BenchSign { .. } => unreachable!("bench-sign runs before the configuration is read"),
+        Command::Keys { command: KeysCommand::NewEdgeKey(_) } => {
+            unreachable!("new-edge-key runs before the configuration is read")
+        }
     }
 }
 
@@ -326,6 +357,21 @@ mod tests {
         assert_eq!(ttl, Some(Duration::from_secs(300)));
         assert!(Cli::try_parse_from(["issuer", "token", "mint", "--sub", "s", "--ttl", "5 minutes"]).is_err());
         assert!(Cli::try_parse_from(["issuer", "keys", "revoke"]).is_err());
+    }
+
+    #[test]
+    fn new_edge_key_takes_one_change_at_a_time() {
+        let parses =
+            |args: &[&str]| Cli::try_parse_from([&["issuer", "keys", "new-edge-key"][..], args].concat()).is_ok();
+        assert!(parses(&[]));
+        assert!(parses(&["--add-to", "-"]));
+        assert!(parses(&["--promote", "-5r5PseIjxKbX7Dv", "--in", "keys.json"]));
+        assert!(parses(&["--drop", "k1", "--in", "-"]));
+        assert!(!parses(&["--promote", "k1"]), "--promote needs --in");
+        assert!(!parses(&["--promote", "k1", "--drop", "k2", "--in", "-"]));
+        assert!(!parses(&["--add-to", "-", "--promote", "k1", "--in", "-"]));
+        assert!(!parses(&["--add-to", "a.json", "--in", "b.json"]));
+        assert!(!parses(&["--in", "b.json"]), "--in alone changes nothing");
     }
 
     /// A kid is base64url: one in 64 begins with `-`, and must not be read as an option.

@@ -150,3 +150,53 @@ fn users_and_clients_from_the_command_line() {
     let again = issuer_with_stdin(&data, &["clients", "remove", "worker"], "");
     assert!(stderr(&again).contains("no such client"), "{}", stderr(&again));
 }
+
+/// `keys new-edge-key`: the edge's assertion keys, from nothing to a rotation (add, promote, drop),
+/// each set one JSON line on stdout, kids only on stderr, no issuer set up.
+#[test]
+fn edge_keys_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let run = |args: &[&str], stdin: &str| {
+        let output = issuer_with_stdin(&data, &[&["keys", "new-edge-key"][..], args].concat(), stdin);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output, text)
+    };
+    let kids = |set: &str| -> Vec<String> {
+        let set: serde_json::Value = serde_json::from_str(set).expect("JSON");
+        let keys = set["keys"].as_array().cloned().unwrap_or_default();
+        keys.iter().map(|key| key["kid"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+
+    let (output, first) = run(&[], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(first.lines().count(), 1, "one line, as `wrangler secret put` takes it");
+    let set: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    let key = &set["keys"][0];
+    let public: jwks::Jwk =
+        serde_json::from_value(serde_json::json!({"kty": "EC", "crv": "P-256", "x": key["x"], "y": key["y"]}))
+            .expect("a JWK");
+    let public = jwks::PublicKey::from_jwk(&public).expect("a P-256 key");
+    assert_eq!(key["kid"], public.thumbprint(), "kid: the RFC 7638 thumbprint");
+    let d = key["d"].as_str().expect("the private part").to_owned();
+    assert!(!stderr(&output).contains(&d), "the private part goes to stdout only");
+    assert!(!data.exists(), "no issuer is set up");
+
+    let (output, added) = run(&["--add-to", "-"], &first);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let [old, new] = <[String; 2]>::try_from(kids(&added)).expect("two keys");
+    assert_eq!(old, kids(&first)[0], "the new key is appended: the old one still signs");
+    let file = dir.path().join("edge-keys.json");
+    std::fs::write(&file, &added).expect("write");
+    let (output, promoted) = run(&["--promote", &new, "--in", &file.display().to_string()], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(kids(&promoted), [new.clone(), old.clone()]);
+    let (output, dropped) = run(&["--drop", &old, "--in", "-"], &promoted);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(kids(&dropped), std::slice::from_ref(&new));
+    let (output, _) = run(&["--drop", &new, "--in", "-"], &dropped);
+    assert!(!output.status.success() && stderr(&output).contains("the only key"), "{}", stderr(&output));
+    let (output, _) = run(&["--add-to", "-"], "{\"keys\":[]}");
+    assert!(!output.status.success() && stderr(&output).contains("1 to 4"), "{}", stderr(&output));
+    assert!(!data.exists(), "no issuer is set up");
+}
