@@ -7,6 +7,10 @@ ALTER TABLE clients ADD COLUMN redirect_uris TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE clients ADD COLUMN post_logout_redirect_uris TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE clients ADD COLUMN public_client BIGINT NOT NULL DEFAULT 0;
 
+-- A family started by a browser sign-in keeps the scopes granted then: every access token rotated
+-- from it carries them (and never the admin audience). NULL: a password-grant family.
+ALTER TABLE refresh_families ADD COLUMN scope TEXT;
+
 -- The issuer's own browser sessions (single sign-on): the `__Host-` cookie holds the secret.
 CREATE TABLE browser_sessions (
     id TEXT PRIMARY KEY NOT NULL,                 -- 128 random bits: the ID tokens' `sid`
@@ -24,6 +28,7 @@ CREATE TABLE sign_in_links (
     hash TEXT PRIMARY KEY NOT NULL,
     user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     request TEXT NOT NULL,                        -- the authorization request, as its query string
+    browser_hash TEXT,                            -- SHA-256 of the asking browser's CSRF cookie
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
     spent_at BIGINT

@@ -367,6 +367,26 @@ impl AppState {
         }
     }
 
+    /// The access token request for a browser sign-in of the user `subject` at `client_id` with
+    /// the granted `scope`: the configured audiences, never the admin audience (an admin's browser
+    /// sign-in at a site does not give that site the issuer's admin API), and the scopes.
+    pub fn browser_token_request(
+        &self,
+        subject: &str,
+        roles: &[String],
+        client_id: &str,
+        scope: &str,
+    ) -> AccessTokenRequest {
+        AccessTokenRequest {
+            subject: subject.to_owned(),
+            audiences: self.inner.config.audiences.clone(),
+            roles: roles.to_vec(),
+            client_id: client_id.to_owned(),
+            scope: Some(scope.to_owned()).filter(|scope| !scope.is_empty()),
+            ttl: None,
+        }
+    }
+
     /// A password login at `client_id` from `peer` (see [`authenticate`](Self::authenticate)),
     /// which starts a session. Returns the access token and the first refresh token.
     pub async fn password_login(
@@ -419,7 +439,11 @@ impl AppState {
             }
             rotated => rotated?,
         };
-        let request = self.user_token_request(&rotated.family.user_id, &rotated.roles, client_id);
+        let user_id = &rotated.family.user_id;
+        let request = match &rotated.scope {
+            Some(scope) => self.browser_token_request(user_id, &rotated.roles, client_id, scope),
+            None => self.user_token_request(user_id, &rotated.roles, client_id),
+        };
         // Checked after the spend, since it needs the roles; it holds by construction (the
         // configured audiences, the stored id and roles, checked when they were written).
         let ttl = self.check(&request)?;

@@ -102,6 +102,11 @@ async fn authorization_code_grant(state: &AppState, form: &OAuthForm) -> Result<
 async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, ApiError> {
     let (username, password) = (form.required("username")?, form.required("password")?);
     let caller = form.caller(state).await?;
+    // A registered public client signs users in through the browser (PKCE), never with their
+    // password: naming one proves nothing, so it does not lend its id to password-grant tokens.
+    if let Caller::Client(Client { public: true, .. }) = caller {
+        return Err(ApiError::InvalidClient);
+    }
     let peer = form.peer.map(|peer| peer.ip());
     let (access, refresh) = state.password_login(username, password, caller.client_id(), peer).await?;
     Ok(token_response(access, Some(refresh)))

@@ -141,14 +141,34 @@ pub(super) fn link_sent() -> Response {
     page(StatusCode::OK, "Check your email", FormTargets(None), body)
 }
 
+/// What the page a sign-in link opens shows.
+#[derive(Debug)]
+pub(super) struct ContinuePage<'a> {
+    /// The link's token.
+    pub(super) token: &'a str,
+    /// The CSRF token.
+    pub(super) csrf: &'a str,
+    /// The client the user signs in to.
+    pub(super) client_id: &'a str,
+    /// The account, named when the link is opened in another browser than the one that asked.
+    pub(super) account: Option<&'a str>,
+}
+
 /// The page a sign-in link opens: one button, so that a mail scanner fetching the link does not
 /// spend it.
-pub(super) fn continue_link(token: &str, csrf: &str, targets: FormTargets<'_>) -> Response {
+pub(super) fn continue_link(view: &ContinuePage<'_>, targets: FormTargets<'_>) -> Response {
     let body = html! {
         h1 { "Continue signing in" }
+        @match view.account {
+            Some(account) => p role="alert" class="alert" {
+                "This link was asked for in another browser. Continue only if you asked for it: you will be signed in as "
+                strong { (account) } " to " strong { (view.client_id) } "."
+            },
+            None => p { "to " strong { (view.client_id) } },
+        }
         form method="post" action="/login/email/continue" {
-            input type="hidden" name="csrf" value=(csrf);
-            input type="hidden" name="token" value=(token);
+            input type="hidden" name="csrf" value=(view.csrf);
+            input type="hidden" name="token" value=(view.token);
             button type="submit" { "Continue" }
         }
     };

@@ -14,6 +14,7 @@ use crate::domain::signin::BrowserSession;
 use crate::domain::signin::request::{self, AuthorizationRequest, AuthorizeError, Prompt};
 use crate::state::{AppState, LoginError};
 use axum::Form;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -77,12 +78,28 @@ fn csrf_ok(jar: &CookieJar, headers: &HeaderMap, field: &str) -> bool {
     !cross_site && jar.get(CSRF_COOKIE).is_some_and(|cookie| !field.is_empty() && same_hash(cookie.value(), field))
 }
 
-fn csrf_refused() -> Response {
-    let error = ApiError::Forbidden("csrf");
-    pages::error_page(
-        error,
-        "This form expired or did not come from this site. Go back, reload the page and try again.",
-    )
+/// A form of the sign-in pages: its CSRF field.
+trait Posted {
+    fn csrf(&self) -> &str;
+}
+
+/// A sign-in form as posted: readable (otherwise an error page, not a JSON error, for a browser),
+/// and from this site (see [`csrf_ok`]).
+#[expect(clippy::result_large_err, reason = "the error is the answer, made once for a refused request")]
+fn posted<T: Posted>(
+    form: Result<Form<T>, FormRejection>,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+) -> Result<T, Response> {
+    let Form(form) = form.map_err(|rejection| {
+        pages::error_page(ApiError::InvalidRequest(rejection.body_text()), "This form could not be read.")
+    })?;
+    if !csrf_ok(jar, headers, form.csrf()) {
+        let error = ApiError::Forbidden("csrf");
+        let message = "This form expired or did not come from this site. Go back, reload the page and try again.";
+        return Err(pages::error_page(error, message));
+    }
+    Ok(form)
 }
 
 /// The origin of `uri` (scheme, host, port), for the pages' `form-action`.
@@ -210,6 +227,12 @@ struct LoginForm {
     password: String,
 }
 
+impl Posted for LoginForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /login`: email and password. A success starts a browser session and goes back to the
 /// client with a code; a failure shows the page again with an answer that does not tell whether
 /// the account exists. The limits of the password grant apply.
@@ -230,11 +253,12 @@ async fn password_login(
     Peer(peer): Peer,
     jar: CookieJar,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    if !csrf_ok(&jar, &headers, &form.csrf) {
-        return csrf_refused();
-    }
+    let form = match posted(form, &jar, &headers) {
+        Ok(form) => form,
+        Err(answer) => return answer,
+    };
     let request = match checked_request(&state, &form.request).await {
         Ok(request) => request,
         Err(answer) => return answer,
@@ -250,9 +274,7 @@ async fn password_login(
             let message = format!("Too many failed sign-ins. Try again in {minutes} minute(s).");
             return pages::error_page(error.into(), &message);
         }
-        Err(error) => {
-            return pages::error_page(error.into(), UNAVAILABLE);
-        }
+        Err(error) => return pages::error_page(error.into(), UNAVAILABLE),
     };
     start_session_and_redirect(&state, &request, &user, jar).await
 }
@@ -292,16 +314,18 @@ async fn request_link(
     Peer(peer): Peer,
     jar: CookieJar,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    if !csrf_ok(&jar, &headers, &form.csrf) {
-        return csrf_refused();
-    }
+    let form = match posted(form, &jar, &headers) {
+        Ok(form) => form,
+        Err(answer) => return answer,
+    };
     let request = match checked_request(&state, &form.request).await {
         Ok(request) => request,
         Err(answer) => return answer,
     };
-    match state.send_sign_in_link(&form.email, &request, peer).await {
+    let browser = jar.get(CSRF_COOKIE).map(|cookie| cookie.value().to_owned());
+    match state.send_sign_in_link(&form.email, &request, peer, browser.as_deref()).await {
         Ok(()) => pages::link_sent(),
         Err(error @ LoginError::RateLimited { .. }) => {
             pages::error_page(error.into(), "Too many sign-in links were asked for. Try again later.")
@@ -327,18 +351,23 @@ async fn open_link(State(state): State<AppState>, RawQuery(query): RawQuery, jar
     let Some((_, token)) = params.into_iter().find(|(name, _)| name == "token") else {
         return pages::error_page(ApiError::InvalidRequest("no token".to_owned()), "This sign-in link is incomplete.");
     };
-    let query = match state.pending_sign_in_link(&token).await {
-        Ok(Some(query)) => query,
+    let browser = jar.get(CSRF_COOKIE).map(|cookie| cookie.value().to_owned());
+    let link = match state.pending_sign_in_link(&token, browser.as_deref()).await {
+        Ok(Some(link)) => link,
         Ok(None) => return link_refused(),
         Err(error) => return pages::error_page(error.into(), UNAVAILABLE),
     };
-    let request = match checked_request(&state, &query).await {
+    let request = match checked_request(&state, &link.request).await {
         Ok(request) => request,
         Err(answer) => return answer,
     };
     let (jar, csrf) = csrf_token(jar);
     let origin = origin_of(&request.redirect_uri);
-    (jar, pages::continue_link(&token, &csrf, FormTargets(origin.as_deref()))).into_response()
+    // Opened in another browser than the one that asked (a phone, or a link someone else sent):
+    // the page names the account, so that nobody is signed in to an account they did not ask for.
+    let account = (!link.same_browser).then_some(link.email.as_str());
+    let view = pages::ContinuePage { token: &token, csrf: &csrf, client_id: &request.client_id, account };
+    (jar, pages::continue_link(&view, FormTargets(origin.as_deref()))).into_response()
 }
 
 /// The page for a sign-in link that cannot be used.
@@ -354,6 +383,12 @@ struct ContinueForm {
     csrf: String,
     #[serde(default)]
     token: String,
+}
+
+impl Posted for ContinueForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 /// `POST /login/email/continue`: spends the link, starts a browser session and resumes the
@@ -373,17 +408,16 @@ async fn continue_link(
     State(state): State<AppState>,
     jar: CookieJar,
     headers: HeaderMap,
-    Form(form): Form<ContinueForm>,
+    form: Result<Form<ContinueForm>, FormRejection>,
 ) -> Response {
-    if !csrf_ok(&jar, &headers, &form.csrf) {
-        return csrf_refused();
-    }
+    let form = match posted(form, &jar, &headers) {
+        Ok(form) => form,
+        Err(answer) => return answer,
+    };
     let (user, query) = match state.redeem_sign_in_link(&form.token).await {
         Ok(Some(redeemed)) => redeemed,
         Ok(None) => return link_refused(),
-        Err(error) => {
-            return pages::error_page(error.into(), UNAVAILABLE);
-        }
+        Err(error) => return pages::error_page(error.into(), UNAVAILABLE),
     };
     let request = match checked_request(&state, &query).await {
         Ok(request) => request,
@@ -401,6 +435,12 @@ struct LogoutParams {
     client_id: Option<String>,
     post_logout_redirect_uri: Option<String>,
     state: Option<String>,
+}
+
+impl Posted for LogoutParams {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 /// Where a logout returns to: a URI registered for the client, with `state`. `Err`: an answer
@@ -465,7 +505,10 @@ async fn sign_out(state: &AppState, jar: CookieJar, target: Option<String>) -> R
     )
 )]
 async fn end_session_page(State(state): State<AppState>, RawQuery(query): RawQuery, jar: CookieJar) -> Response {
-    let params: LogoutParams = logout_params(query.as_deref().unwrap_or_default());
+    let params = match logout_params(query.as_deref().unwrap_or_default()) {
+        Ok(params) => params,
+        Err(answer) => return answer,
+    };
     let target = match logout_target(&state, &params).await {
         Ok(target) => target,
         Err(answer) => return answer,
@@ -512,26 +555,31 @@ async fn end_session(
     State(state): State<AppState>,
     jar: CookieJar,
     headers: HeaderMap,
-    Form(params): Form<LogoutParams>,
+    form: Result<Form<LogoutParams>, FormRejection>,
 ) -> Response {
-    if !csrf_ok(&jar, &headers, &params.csrf) {
-        return csrf_refused();
-    }
+    let params = match posted(form, &jar, &headers) {
+        Ok(params) => params,
+        Err(answer) => return answer,
+    };
     match logout_target(&state, &params).await {
         Ok(target) => sign_out(&state, jar, target).await,
         Err(answer) => answer,
     }
 }
 
-/// The logout parameters of a query string (each at most once; a repeated one is ignored).
-fn logout_params(query: &str) -> LogoutParams {
-    let params = request::parameters(query).unwrap_or_default();
+/// The logout parameters of a query string, each at most once (a repeated one: an error page).
+#[expect(clippy::result_large_err, reason = "the error is the answer, made once for a refused request")]
+fn logout_params(query: &str) -> Result<LogoutParams, Response> {
+    let params = request::parameters(query).map_err(|name| {
+        let error = ApiError::InvalidRequest(format!("{name} is repeated"));
+        pages::error_page(error, "The logout request is not valid: a parameter is repeated.")
+    })?;
     let get = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
-    LogoutParams {
+    Ok(LogoutParams {
         csrf: String::new(),
         id_token_hint: get("id_token_hint"),
         client_id: get("client_id"),
         post_logout_redirect_uri: get("post_logout_redirect_uri"),
         state: get("state"),
-    }
+    })
 }

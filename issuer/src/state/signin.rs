@@ -5,7 +5,9 @@ use super::{AppState, LoginError, TokenError};
 use crate::domain::accounts::{AccountError, User, normalize_email};
 use crate::domain::secrets::random_id;
 use crate::domain::signin::request::{self, AuthorizationRequest, AuthorizeError};
-use crate::domain::signin::{BrowserSession, CodeGrant, Exchange, LINKS_PER_ADDRESS, LINKS_PER_EMAIL, SignInError};
+use crate::domain::signin::{
+    BrowserSession, CodeGrant, Exchange, LINKS_PER_ADDRESS, LINKS_PER_EMAIL, PendingLink, SignInError,
+};
 use crate::domain::tokens::{self, IdTokenRequest, MintedToken};
 use jwks::{Claims, P256Verifier, Validator};
 use std::net::IpAddr;
@@ -100,6 +102,7 @@ impl AppState {
         email: &str,
         request: &AuthorizationRequest,
         peer: Option<IpAddr>,
+        browser: Option<&str>,
     ) -> Result<(), LoginError> {
         let now = self.now();
         let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
@@ -113,28 +116,38 @@ impl AppState {
             tracing::info!("sign-in link asked for an address without an enabled account");
             return Ok(());
         };
-        let token = self.inner.signin.create_link(&user.id, &request.query, now).await?;
-        let link = format!("{}/login/email?token={token}", self.inner.config.issuer);
-        let body = format!(
-            "Someone asked to sign in to {client} with this address.\n\nTo sign in, open this link within 10 minutes \
-             (it works once):\n\n{link}\n\nIf it was not you, ignore this message.\n",
-            client = request.client_id
-        );
-        let mailer = self.inner.mailer.clone();
-        let user_id = user.id.clone();
+        // The link is made and sent in the background: the answer takes the same time whether or
+        // not the address has an account.
+        let (signin, mailer) = (self.inner.signin.clone(), self.inner.mailer.clone());
+        let (issuer, client, query) =
+            (self.inner.config.issuer.clone(), request.client_id.clone(), request.query.clone());
+        let browser = browser.map(str::to_owned);
         tokio::spawn(async move {
+            let token = match signin.create_link(&user.id, &query, browser.as_deref(), now).await {
+                Ok(token) => token,
+                Err(error) => return tracing::error!(user = %user.id, %error, "sign-in link not made"),
+            };
+            let link = format!("{issuer}/login/email?token={token}");
+            let body = format!(
+                "Someone asked to sign in to {client} with this address.\n\nTo sign in, open this link within 10 \
+                 minutes (it works once):\n\n{link}\n\nIf it was not you, ignore this message.\n"
+            );
             match mailer.send(&user.email, "Your sign-in link", body).await {
-                Ok(()) => tracing::info!(user = %user_id, "sign-in link sent"),
-                Err(error) => tracing::error!(user = %user_id, %error, "sign-in link not sent"),
+                Ok(()) => tracing::info!(user = %user.id, "sign-in link sent"),
+                Err(error) => tracing::error!(user = %user.id, %error, "sign-in link not sent"),
             }
         });
         Ok(())
     }
 
-    /// The authorization request (a query string) the sign-in link `token` would resume, while
-    /// the link can be used; nothing is spent.
-    pub async fn pending_sign_in_link(&self, token: &str) -> Result<Option<String>, SignInError> {
-        self.inner.signin.pending_link(token, self.now()).await
+    /// The sign-in link `token` while it can be used, opened by the browser whose CSRF cookie
+    /// holds `browser`; nothing is spent.
+    pub async fn pending_sign_in_link(
+        &self,
+        token: &str,
+        browser: Option<&str>,
+    ) -> Result<Option<PendingLink>, SignInError> {
+        self.inner.signin.pending_link(token, browser, self.now()).await
     }
 
     /// Spends the sign-in link `token`: its enabled user and the authorization request it
@@ -172,8 +185,7 @@ impl AppState {
         let row = self.inner.signin.check_code(&self.inner.sessions, &exchange, now).await?;
         let user = self.inner.accounts.user(&row.user_id).await?.filter(|user| !user.disabled);
         let user = user.ok_or(SignInError::DisabledUser)?;
-        let mut access_request = self.user_token_request(&user.id, &user.roles, client_id);
-        access_request.scope = Some(row.scope.clone()).filter(|scope| !scope.is_empty());
+        let access_request = self.browser_token_request(&user.id, &user.roles, client_id, &row.scope);
         let ttl = self.check(&access_request)?;
         let exchanged = self.inner.signin.exchange_code(&self.inner.sessions, &exchange, row, now).await?;
         let access = tokens::sign(&key, &config.issuer, &access_request, ttl, now, jti)?;

@@ -276,7 +276,7 @@ async fn rotate_many(
     let rotations: Vec<&Rotation> = round.iter().map(|&index| &batch[index].rotation).collect();
     let texts = |field: fn(&Rotation) -> &str| rotations.iter().map(|rotation| field(rotation)).collect::<Vec<_>>();
     let times = |field: fn(&Rotation) -> i64| rotations.iter().map(|rotation| field(rotation)).collect::<Vec<_>>();
-    let rows: Vec<(i32, String, String, String)> = sqlx::query_as(ROTATE_MANY)
+    let rows: Vec<(i32, String, String, String, Option<String>)> = sqlx::query_as(ROTATE_MANY)
         .bind(texts(|rotation| &rotation.hash))
         .bind(texts(|rotation| &rotation.client_id))
         .bind(times(|rotation| to_db_time(rotation.now)))
@@ -288,10 +288,10 @@ async fn rotate_many(
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(position, family_id, user_id, roles)| {
+        .filter_map(|(position, family_id, user_id, roles, scope)| {
             // `position` is 1-based, as `WITH ORDINALITY` counts.
             let index = *round.get(usize::try_from(position).ok()?.checked_sub(1)?)?;
-            Some((index, RotatedRow { family_id, user_id, roles }))
+            Some((index, RotatedRow { family_id, user_id, roles, scope }))
         })
         .collect())
 }
@@ -318,13 +318,13 @@ fn commit_sqlite(connection: &mut Connection, batch: &[Job]) -> Vec<DbResult<Opt
 fn rotate(connection: &Connection, rotation: &Rotation) -> rusqlite::Result<Option<RotatedRow>> {
     let now = to_db_time(rotation.now);
     let spent_after = rotation.spent_after.map_or(i64::MAX, to_db_time);
-    let spent: Option<(String, String, String, i64)> = connection
+    let spent: Option<(String, String, String, i64, Option<String>)> = connection
         .prepare_cached(SPEND)?
         .query_row(params![now, rotation.hash, spent_after, rotation.client_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
         })
         .optional()?;
-    let Some((family_id, user_id, roles, family_expires_at)) = spent else { return Ok(None) };
+    let Some((family_id, user_id, roles, family_expires_at, scope)) = spent else { return Ok(None) };
     let expires_at = family_expires_at.min(to_db_time(rotation.idle_until));
     connection.prepare_cached(INSERT_TOKEN)?.execute(params![
         rotation.successor_hash,
@@ -333,7 +333,7 @@ fn rotate(connection: &Connection, rotation: &Rotation) -> rusqlite::Result<Opti
         now,
         expires_at
     ])?;
-    Ok(Some(RotatedRow { family_id, user_id, roles }))
+    Ok(Some(RotatedRow { family_id, user_id, roles, scope }))
 }
 
 #[cfg(test)]

@@ -23,18 +23,20 @@ pub(crate) struct Rotation {
     pub(crate) idle_until: u64,
 }
 
-/// What a rotation that won reads: the family, and its user's roles as they are now (a JSON list).
+/// What a rotation that won reads: the family, its user's roles as they are now (a JSON list),
+/// and the scopes of a family started by a browser sign-in.
 #[derive(Debug)]
 pub(crate) struct RotatedRow {
     pub(crate) family_id: String,
     pub(crate) user_id: String,
     pub(crate) roles: String,
+    pub(crate) scope: Option<String>,
 }
 
 /// SQLite's rotation, first half: spends the presented token if [`Rotation`]'s conditions hold
 /// (`$1` now, `$2` its hash, `$3` the spent-after floor, `$4` the client): the one statement that
-/// decides which of concurrent uses wins. Returns its family id, the user, the user's roles and
-/// the family's expiry.
+/// decides which of concurrent uses wins. Returns its family id, the user, the user's roles, the
+/// family's expiry and its scopes.
 pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(spent_at, $1) \
      WHERE hash = $2 AND expires_at > $1 AND (spent_at IS NULL OR spent_at > $3) \
      AND EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id \
@@ -43,7 +45,8 @@ pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(sp
      RETURNING family_id, \
      (SELECT f.user_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id), \
      (SELECT u.roles FROM refresh_families f JOIN users u ON u.id = f.user_id WHERE f.id = refresh_tokens.family_id), \
-     (SELECT f.expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id)";
+     (SELECT f.expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id), \
+     (SELECT f.scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id)";
 
 /// Rotations in one statement and one round trip on PostgreSQL (data-modifying `WITH`, which
 /// SQLite lacks), over arrays of the [`Rotation`] fields (`$1` hashes, `$2` client ids, `$3`
@@ -51,7 +54,8 @@ pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(sp
 /// expiries; each token at most once): spend each as [`SPEND`] does, read the family and the
 /// roles, insert the successor (its idle expiry capped at the family's), as [`SPEND`] and
 /// [`INSERT_TOKEN`] do on SQLite. Returns, for each
-/// rotation that won, its 1-based position in the arrays, its family id, its user and the roles.
+/// rotation that won, its 1-based position in the arrays, its family id, its user, the roles and
+/// the family's scopes.
 pub(crate) const ROTATE_MANY: &str = "WITH input AS ( \
        SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[]) \
        WITH ORDINALITY AS i(hash, client_id, at_time, spent_after, successor_hash, access_jti, idle_until, position)), \
@@ -63,14 +67,14 @@ pub(crate) const ROTATE_MANY: &str = "WITH input AS ( \
          AND f.client_id = i.client_id AND u.disabled_at IS NULL) \
        RETURNING t.hash, t.family_id), \
      family AS ( \
-       SELECT i.position, f.id AS family_id, f.user_id, u.roles, i.successor_hash, i.access_jti, i.at_time, \
+       SELECT i.position, f.id AS family_id, f.user_id, u.roles, f.scope, i.successor_hash, i.access_jti, i.at_time, \
          LEAST(f.expires_at, i.idle_until) AS successor_expires_at \
        FROM spent s JOIN input i ON i.hash = s.hash \
        JOIN refresh_families f ON f.id = s.family_id JOIN users u ON u.id = f.user_id), \
      successor AS ( \
        INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) \
        SELECT successor_hash, family_id, access_jti, at_time, successor_expires_at FROM family) \
-     SELECT position::int4, family_id, user_id, roles FROM family";
+     SELECT position::int4, family_id, user_id, roles, scope FROM family";
 
 /// A refresh token with its family, as a rotation or introspection reads it.
 #[derive(Clone, Debug, FromRow, PartialEq, Eq)]
@@ -93,6 +97,8 @@ pub(crate) struct NewFamily<'a> {
     pub(crate) client_id: &'a str,
     pub(crate) created_at: u64,
     pub(crate) expires_at: u64,
+    /// The scopes granted by a browser sign-in; `None` for the password grant.
+    pub(crate) scope: Option<&'a str>,
 }
 
 /// A new refresh token.
@@ -117,13 +123,15 @@ pub(crate) struct RevokedRow {
 /// Inserts a family.
 pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFamily<'_>) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO refresh_families (id, user_id, client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO refresh_families (id, user_id, client_id, created_at, expires_at, scope) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(family.id)
     .bind(family.user_id)
     .bind(family.client_id)
     .bind(to_db_time(family.created_at))
     .bind(to_db_time(family.expires_at))
+    .bind(family.scope)
     .execute(&mut *connection)
     .await?;
     Ok(())

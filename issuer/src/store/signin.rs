@@ -82,6 +82,8 @@ pub(crate) struct NewSignInLink<'a> {
     pub(crate) user_id: &'a str,
     /// The authorization request it resumes, as its query string.
     pub(crate) request: &'a str,
+    /// The SHA-256 of the asking browser's CSRF cookie.
+    pub(crate) browser_hash: Option<&'a str>,
     pub(crate) now: u64,
     pub(crate) expires_at: u64,
 }
@@ -89,11 +91,13 @@ pub(crate) struct NewSignInLink<'a> {
 /// Inserts a sign-in link.
 pub(crate) async fn insert_link(db: &Db, link: &NewSignInLink<'_>) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO sign_in_links (hash, user_id, request, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO sign_in_links (hash, user_id, request, browser_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(link.hash)
     .bind(link.user_id)
     .bind(link.request)
+    .bind(link.browser_hash)
     .bind(to_db_time(link.now))
     .bind(to_db_time(link.expires_at))
     .execute(db.pool())
@@ -101,15 +105,24 @@ pub(crate) async fn insert_link(db: &Db, link: &NewSignInLink<'_>) -> DbResult<(
     Ok(())
 }
 
-/// The request of the link `hash` while it is unspent and unexpired at `now`; nothing changes.
-pub(crate) async fn pending_link(db: &Db, hash: &str, now: u64) -> DbResult<Option<String>> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT request FROM sign_in_links WHERE hash = $1 AND spent_at IS NULL AND expires_at > $2")
-            .bind(hash)
-            .bind(to_db_time(now))
-            .fetch_optional(db.pool())
-            .await?;
-    Ok(row.map(|(request,)| request))
+/// A sign-in link that can still be used, as the page it opens shows it.
+#[derive(Debug, FromRow)]
+pub(crate) struct PendingLinkRow {
+    pub(crate) request: String,
+    pub(crate) email: String,
+    pub(crate) browser_hash: Option<String>,
+}
+
+/// The link `hash` while it is unspent and unexpired at `now`, with its user's email; nothing changes.
+pub(crate) async fn pending_link(db: &Db, hash: &str, now: u64) -> DbResult<Option<PendingLinkRow>> {
+    Ok(sqlx::query_as(
+        "SELECT l.request, u.email, l.browser_hash FROM sign_in_links l JOIN users u ON u.id = l.user_id \
+         WHERE l.hash = $1 AND l.spent_at IS NULL AND l.expires_at > $2",
+    )
+    .bind(hash)
+    .bind(to_db_time(now))
+    .fetch_optional(db.pool())
+    .await?)
 }
 
 /// What a spent sign-in link resumes.

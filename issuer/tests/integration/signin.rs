@@ -297,7 +297,11 @@ async fn a_public_client_signs_in_with_pkce_only() {
     assert_eq!((status, value["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     let (status, _, value) = post_form(&issuer.app(), "/oauth/token", &body(VERIFIER), None, None).await;
     assert_eq!(status, StatusCode::OK, "{value}");
-    // A public client gets no service tokens and cannot introspect.
+    // A public client lends its id to no password-grant token, gets no service tokens.
+    let password =
+        form(&[("grant_type", "password"), ("client_id", "spa"), ("username", EMAIL), ("password", PASSWORD)]);
+    let (status, _, _) = post_form(&issuer.app(), "/oauth/token", &password, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, _) = post_form(
         &issuer.app(),
         "/oauth/token",
@@ -307,6 +311,35 @@ async fn a_public_client_signs_in_with_pkce_only() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_browser_sign_in_carries_its_scopes_and_never_the_admin_audience() {
+    let issuer = TestIssuer::start(&[]).await;
+    issuer.user(EMAIL, &["admin"]).await;
+    let secret = issuer.browser_client("site", false).await.expect("a secret");
+    let mut browser = Browser::new(issuer.app());
+    let code = params(&browser.sign_in(&query("site", "").replace("openid%20email", "openid")).await)["code"].clone();
+    let (status, tokens) = exchange(&issuer.app(), &secret, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let refresh = form(&[("grant_type", "refresh_token"), ("refresh_token", &text(&tokens, "refresh_token"))]);
+    let (status, _, refreshed) =
+        post_form(&issuer.app(), "/oauth/token", &refresh, Some(("site", &secret)), None).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    for token in [text(&tokens, "access_token"), text(&refreshed, "access_token")] {
+        // An admin's browser sign-in at a site does not open the issuer's admin API to that site.
+        let (status, _, _) = get(&issuer.app(), "/admin/users", Some(&token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "no admin audience");
+        // The granted scopes, also after a refresh: openid without email.
+        let (status, _, body) = get(&issuer.app(), "/userinfo", Some(&token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(json(&body).get("email").is_none(), "{}", String::from_utf8_lossy(&body));
+    }
+    // The same admin's password grant still gets the admin audience.
+    let (status, _, login) = crate::oauth::password_grant(&issuer.app(), EMAIL, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get(&issuer.app(), "/admin/users", Some(&text(&login, "access_token"))).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -481,6 +514,11 @@ async fn rp_initiated_logout_ends_the_session_and_returns_only_to_registered_uri
     let (status, _, _) =
         browser.get("/session/end?client_id=site&post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "an unregistered URI");
+    let (status, _, _) = browser.get("/session/end?client_id=site&client_id=site").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a repeated parameter");
+    let (status, headers, _) = browser.post("/login", &[("csrf", "a"), ("csrf", "b")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a form that does not read");
+    assert!(headers[header::CONTENT_TYPE].to_str().expect("ASCII").starts_with("text/html"), "a page, not JSON");
     let (status, _, page) = browser
         .get("/session/end?client_id=site&post_logout_redirect_uri=https%3A%2F%2Fsite.example%2Fbye&state=s2")
         .await;
@@ -559,9 +597,15 @@ async fn a_sign_in_link_resumes_the_request_once_within_ten_minutes() {
     assert_eq!((status, &known), (StatusCode::OK, &unknown), "the same answer either way");
     let link = newest_link(&issuer, 1).await;
 
+    // Opened in another browser (a phone, or a link someone else sent): the page names the account.
+    let (status, _, elsewhere) = Browser::new(issuer.app()).get(&link).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(elsewhere.contains("another browser") && elsewhere.contains(EMAIL), "{elsewhere}");
+
     // Opening the link spends nothing; its button does.
     let (status, headers, page) = browser.get(&link).await;
     assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("another browser") && !page.contains(EMAIL), "the browser that asked: {page}");
     let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().expect("ASCII");
     assert!(policy.contains("form-action 'self' https://site.example;"), "the client's origin only: {policy}");
     let (status, _, _) = browser.get(&link).await;

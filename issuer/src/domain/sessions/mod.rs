@@ -87,6 +87,8 @@ pub struct Rotated {
     pub roles: Vec<String>,
     /// The new refresh token (shown once; only its hash is stored).
     pub refresh: String,
+    /// The scopes of a family started by a browser sign-in; `None` for the password grant.
+    pub scope: Option<String>,
 }
 
 /// A refresh token as introspection reports it.
@@ -140,7 +142,7 @@ impl Sessions {
         now: u64,
     ) -> Result<String, SessionError> {
         let mut tx = self.db.begin().await?;
-        let family = NewFamily { id: &random_id(), user_id, client_id, created_at: now, expires_at: 0 };
+        let family = NewFamily { id: &random_id(), user_id, client_id, created_at: now, expires_at: 0, scope: None };
         let refresh = self.start_in(&mut tx, family, &access.jti).await?;
         tx.commit().await?;
         Ok(refresh)
@@ -202,7 +204,7 @@ impl Sessions {
         if let Some(rotated) = self.db.rotate_refresh(rotation).await? {
             let family = Family { id: rotated.family_id, user_id: rotated.user_id, client_id: client_id.to_owned() };
             let roles = decode_list("users", &rotated.roles)?;
-            return Ok(Rotated { family, roles, refresh: successor });
+            return Ok(Rotated { family, roles, refresh: successor, scope: rotated.scope });
         }
         // Not spent: the token as it is now says why (a concurrent use that won has spent it).
         let row = rows::token(&self.db, &hash).await?.ok_or(SessionError::InvalidGrant("unknown refresh token"))?;

@@ -18,7 +18,7 @@ pub mod pkce;
 pub mod request;
 
 use crate::domain::accounts::AccountError;
-use crate::domain::secrets::{random_id, random_token, secret_hash};
+use crate::domain::secrets::{random_id, random_token, same_hash, secret_hash};
 use crate::domain::sessions::{SessionError, Sessions};
 use crate::domain::tokens::MintError;
 use crate::store::sessions::NewFamily;
@@ -104,6 +104,17 @@ fn is_live(row: &BrowserSessionRow, idle_timeout: Duration, now: u64) -> bool {
         && row.user_disabled_at.is_none()
         && from_db_time(row.expires_at) > now
         && from_db_time(row.last_seen_at).saturating_add(idle_timeout.as_secs()) > now
+}
+
+/// A sign-in link that can still be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingLink {
+    /// The authorization request it resumes (a query string).
+    pub request: String,
+    /// The account it signs in to.
+    pub email: String,
+    /// True when the browser opening it is the one that asked for it.
+    pub same_browser: bool,
 }
 
 /// What an authorization code is issued for.
@@ -206,18 +217,47 @@ impl SignIn {
     }
 
     /// A sign-in link token for `user_id` that resumes the authorization request `request` (its
-    /// query string), valid for [`LINK_TTL`].
-    pub async fn create_link(&self, user_id: &str, request: &str, now: u64) -> Result<String, SignInError> {
+    /// query string), valid for [`LINK_TTL`], asked for by the browser whose CSRF cookie holds
+    /// `browser` (kept hashed, to tell that browser from another when the link is opened).
+    pub async fn create_link(
+        &self,
+        user_id: &str,
+        request: &str,
+        browser: Option<&str>,
+        now: u64,
+    ) -> Result<String, SignInError> {
         let token = random_token();
         let expires_at = now.saturating_add(LINK_TTL.as_secs());
-        let link = NewSignInLink { hash: &secret_hash(&token), user_id, request, now, expires_at };
+        let browser_hash = browser.map(secret_hash);
+        let link = NewSignInLink {
+            hash: &secret_hash(&token),
+            user_id,
+            request,
+            browser_hash: browser_hash.as_deref(),
+            now,
+            expires_at,
+        };
         rows::insert_link(&self.db, &link).await?;
         Ok(token)
     }
 
-    /// The request the link `token` would resume, while it can be used; spends nothing.
-    pub async fn pending_link(&self, token: &str, now: u64) -> Result<Option<String>, SignInError> {
-        Ok(rows::pending_link(&self.db, &secret_hash(token), now).await?)
+    /// The link `token` while it can be used, as opened by the browser whose CSRF cookie holds
+    /// `browser`; spends nothing.
+    pub async fn pending_link(
+        &self,
+        token: &str,
+        browser: Option<&str>,
+        now: u64,
+    ) -> Result<Option<PendingLink>, SignInError> {
+        let row = rows::pending_link(&self.db, &secret_hash(token), now).await?;
+        Ok(row.map(|row| PendingLink {
+            same_browser: match (row.browser_hash.as_deref(), browser) {
+                (Some(stored), Some(browser)) => same_hash(stored, &secret_hash(browser)),
+                _ => false,
+            },
+            request: row.request,
+            email: row.email,
+        }))
     }
 
     /// Spends the link `token`: its user and the request it resumes, or `None` when it is
@@ -295,6 +335,7 @@ impl SignIn {
             client_id: exchange.client_id,
             created_at: now,
             expires_at: 0,
+            scope: Some(&row.scope),
         };
         let refresh = sessions.start_in(&mut tx, family, exchange.access_jti).await?;
         tx.commit().await?;

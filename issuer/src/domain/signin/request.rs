@@ -149,6 +149,10 @@ pub fn check(query: &str, client: Option<&Client>) -> Result<AuthorizationReques
         (Some(challenge), Some(_)) => challenge.to_owned(),
     };
     let asked: Vec<&str> = get("scope").unwrap_or_default().split(' ').filter(|scope| !scope.is_empty()).collect();
+    // RFC 6749 §3.3: no default scope; every token of a browser sign-in carries what was granted.
+    if asked.is_empty() {
+        return Err(refuse("invalid_scope", "scope is required (openid, email, offline_access)"));
+    }
     if asked.iter().any(|scope| !SCOPES.contains(scope)) {
         return Err(refuse("invalid_scope", "a requested scope is not served (openid, email, offline_access)"));
     }
@@ -228,7 +232,7 @@ mod tests {
     fn query(extra: &str) -> String {
         format!(
             "response_type=code&client_id=site&redirect_uri=https%3A%2F%2Fsite.example%2Fcallback&state=s1\
-             &code_challenge={CHALLENGE}&code_challenge_method=S256{extra}"
+             &code_challenge={CHALLENGE}&code_challenge_method=S256&scope=openid{extra}"
         )
     }
 
@@ -244,8 +248,8 @@ mod tests {
 
     #[test]
     fn a_good_request_is_read() {
-        let request =
-            check(&query("&scope=email%20openid%20&nonce=n1&max_age=60&prompt=login"), Some(&client())).expect("valid");
+        let query = query("&nonce=n1&max_age=60&prompt=login").replace("scope=openid", "scope=email%20openid%20");
+        let request = check(&query, Some(&client())).expect("valid");
         assert_eq!(request.scope, "openid email");
         assert!(request.wants_id_token());
         assert_eq!(request.nonce.as_deref(), Some("n1"));
@@ -282,11 +286,12 @@ mod tests {
             (query("").replace(CHALLENGE, "short"), "invalid_request"),
             (query("").replace("response_type=code", "response_type=token"), "unsupported_response_type"),
             (query("").replace("response_type=code&", ""), "invalid_request"),
-            (query("&scope=openid%20admin"), "invalid_scope"),
+            (query("").replace("scope=openid", "scope=openid%20admin"), "invalid_scope"),
             (query("&prompt=none%20login"), "invalid_request"),
             (query("&prompt=bogus"), "invalid_request"),
             (query("&max_age=soon"), "invalid_request"),
             (query(&format!("&nonce={}", "n".repeat(600))), "invalid_request"),
+            (query("").replace("&scope=openid", ""), "invalid_scope"),
         ];
         for (query, code) in cases {
             assert_eq!(redirected_code(check(&query, Some(&client()))), code, "{query}");
