@@ -9,11 +9,7 @@ use jwks::{Jwk, JwkSet, PublicKey};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
-/// The request header that carries the assertion.
-pub const ASSERTION_HEADER: &str = "x-portcullis-assertion";
-
-/// At most this many keys in `ASSERTION_KEYS` (one signing, the others published for rotation).
-pub const MAX_ASSERTION_KEYS: usize = 4;
+pub use jwks::assertion::{ASSERTION_HEADER, MAX_ASSERTION_KEYS};
 
 /// `Cache-Control: max-age` of `/_portcullis/jwks.json`: a key added to the secret is published
 /// this long before it may sign (see the README's rotation steps).

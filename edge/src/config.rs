@@ -6,7 +6,7 @@
 
 use crate::assertion::{AssertionSettings, parse_keys};
 use crate::keycache::CacheBounds;
-use jwks::assertion::MAX_ASSERTION_LIFETIME;
+use jwks::assertion::{DEFAULT_ASSERTION_ISSUER, MAX_ASSERTION_LIFETIME};
 use jwks::{ClaimsOptions, Policy, PolicyError, Validator};
 use std::fmt;
 
@@ -222,7 +222,7 @@ impl Config {
             None => None,
             Some(keys) => {
                 let (signer, published) = parse_keys(&keys).map_err(|why| problem("ASSERTION_KEYS", why))?;
-                let edge = vars.optional("ASSERTION_ISSUER").unwrap_or_else(|| "portcullis-edge".to_owned());
+                let edge = vars.optional("ASSERTION_ISSUER").unwrap_or_else(|| DEFAULT_ASSERTION_ISSUER.to_owned());
                 // The origin tells the edge's assertions from the issuer's tokens by `typ` and by `iss`.
                 if !is_visible_ascii(&edge) || edge == issuer {
                     return Err(problem("ASSERTION_ISSUER", "must be printable ASCII and differ from ISSUER"));

@@ -17,6 +17,15 @@ use serde::Serialize;
 /// The header `typ` of edge assertions.
 pub const ASSERTION_TYPE: &str = "portcullis-assertion+jwt";
 
+/// The request header that carries an assertion to the origin.
+pub const ASSERTION_HEADER: &str = "x-portcullis-assertion";
+
+/// The edge's `iss` unless configured otherwise.
+pub const DEFAULT_ASSERTION_ISSUER: &str = "portcullis-edge";
+
+/// At most this many keys in the edge's key set: one signing, the others published for rotation.
+pub const MAX_ASSERTION_KEYS: usize = 4;
+
 /// The longest lifetime of an assertion, in seconds.
 pub const MAX_ASSERTION_LIFETIME: u64 = 300;
 

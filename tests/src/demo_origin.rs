@@ -51,11 +51,7 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 /// The most messages one user keeps (older ones are dropped).
 pub const MAX_MESSAGES_PER_USER: usize = 20;
 
-/// The request header that carries the edge's assertion.
-pub const ASSERTION_HEADER: &str = "x-portcullis-assertion";
-
-/// The `iss` of the edge's assertions unless `ASSERTION_ISSUER` says otherwise.
-pub const DEFAULT_EDGE_ISSUER: &str = "portcullis-edge";
+pub use jwks::assertion::{ASSERTION_HEADER, DEFAULT_ASSERTION_ISSUER};
 
 /// The least time between two fetches of the edge's keys, unless configured.
 pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(5);
@@ -352,8 +348,13 @@ async fn add_message(
         .into_response()
 }
 
-async fn message_counts(State(messages): State<Messages>) -> Json<Value> {
-    Json(json!({"messages_by_user": messages.counts()}))
+/// The admin route checks the role itself: an assertion is not bound to a path, so the edge's
+/// route policy alone would leave it to whoever can reach the origin with any user's assertion.
+async fn message_counts(State(messages): State<Messages>, Extension(identity): Extension<Identity>) -> Response {
+    if !identity.roles.iter().any(|role| role == "admin") {
+        return (StatusCode::FORBIDDEN, Json(json!({"error": "the admin role is required"}))).into_response();
+    }
+    Json(json!({"messages_by_user": messages.counts()})).into_response()
 }
 
 /// Answers a CORS preflight itself; lets every other request through.
@@ -725,7 +726,12 @@ mod tests {
         for i in 0..MAX_MESSAGES_PER_USER {
             call(&app, "POST", "/api/messages", &alice, &format!("note {i}")).await;
         }
-        let (_, body) = call(&app, "GET", "/api/admin/messages", &alice, "").await;
+        let (status, _) = call(&app, "GET", "/api/admin/messages", &alice, "").await;
+        assert_eq!(status, 403, "a reader's valid assertion does not open the admin route");
+        let admin_roles = ["admin".to_owned()];
+        let admin = assert_as(&key, &AssertionClaims { sub: Some("root"), ..claims(&admin_roles) });
+        let (status, body) = call(&app, "GET", "/api/admin/messages", &[(ASSERTION_HEADER, &admin)], "").await;
+        assert_eq!(status, 200, "{body}");
         assert_eq!(body["messages_by_user"], json!({"admin": 1, "alice": MAX_MESSAGES_PER_USER}));
     }
 }

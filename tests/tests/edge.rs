@@ -1169,6 +1169,26 @@ async fn assertions_under_wrangler_dev() {
     eprintln!("a bad ASSERTION_KEYS: {line}");
     wrangler.process.stop();
 
+    // A key whose `d` is another key's (A's coordinates, B's private part): refused when the edge
+    // imports it (500 on a protected route, public routes still served), logged, without the key.
+    let mut mismatched = a.private_jwk();
+    mismatched["d"] = json!(b.d());
+    let keys = assertion_keys(&[mismatched]);
+    let mut wrangler = start_with_keys("assert-mismatch", dir.path(), &vars, &keys);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+    let seen_before = backend.seen().len();
+    let answer = client.get_with_token("/api/items", &reader).await;
+    assert_eq!((answer.status, answer.text().as_str()), (500, "internal error\n"), "no assertion signed");
+    assert_eq!(backend.seen().len(), seen_before, "nothing reaches the origin without its assertion");
+    // workerd's importKey already refuses the pair ("does not import"); the probe would catch a
+    // runtime that does not.
+    let line = wrangler.logged(&["\"event\":\"assertion_key_unusable\""]).await;
+    assert!(line.contains("\"kid\":\"edge-a\""), "{line}");
+    assert!(!wrangler.process.log_text().contains(&b.d()), "no key in the log: {line}");
+    assert_eq!(client.get("/public/page", &[]).await.status, 200, "public routes need no assertion");
+    wrangler.process.stop();
+
     jwks_server.stop().await;
     origin.stop().await;
     eprintln!("assertions under wrangler dev: {:.1} s", started.elapsed().as_secs_f64());

@@ -13,14 +13,12 @@ use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwks::PublicKey;
+use jwks::assertion::MAX_ASSERTION_KEYS;
 use jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256KeyPair};
 use serde::{Deserialize, Serialize};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use zeroize::{Zeroize as _, Zeroizing};
-
-/// The most keys the edge accepts in `ASSERTION_KEYS`.
-const MAX_EDGE_KEYS: usize = 4;
 
 /// A private P-256 JWK, as the edge reads it. No `Debug`: it holds `d`, which is wiped on drop.
 #[derive(Serialize, Deserialize)]
@@ -81,7 +79,7 @@ struct EdgeKeySet {
 }
 
 impl EdgeKeySet {
-    /// Parses and checks a set: 1 to [`MAX_EDGE_KEYS`] good keys with distinct `kid`s. Errors
+    /// Parses and checks a set: 1 to [`MAX_ASSERTION_KEYS`] good keys with distinct `kid`s. Errors
     /// name keys by position and `kid`, never repeat a private part.
     fn parse(text: &str) -> anyhow::Result<Self> {
         let set: Self = serde_json::from_str(text).map_err(|error| {
@@ -92,8 +90,8 @@ impl EdgeKeySet {
             )
         })?;
         ensure!(
-            (1..=MAX_EDGE_KEYS).contains(&set.keys.len()),
-            "the set holds {} keys; the edge takes 1 to {MAX_EDGE_KEYS}",
+            (1..=MAX_ASSERTION_KEYS).contains(&set.keys.len()),
+            "the set holds {} keys; the edge takes 1 to {MAX_ASSERTION_KEYS}",
             set.keys.len()
         );
         for (index, key) in set.keys.iter().enumerate() {
@@ -137,8 +135,8 @@ fn apply(change: Change<'_>) -> anyhow::Result<(EdgeKeySet, String)> {
         }
         Change::Add(mut set) => {
             ensure!(
-                set.keys.len() < MAX_EDGE_KEYS,
-                "the set already holds {MAX_EDGE_KEYS} keys ({}): drop one first",
+                set.keys.len() < MAX_ASSERTION_KEYS,
+                "the set already holds {MAX_ASSERTION_KEYS} keys ({}): drop one first",
                 set.kids()
             );
             let key = EdgeJwk::generate()?;
@@ -243,7 +241,7 @@ mod tests {
         let last = apply(Change::Drop(round_trip(&set), &second)).err().map(|error| error.to_string());
         assert!(last.is_some_and(|message| message.contains("the only key")), "never the last key");
         assert!(apply(Change::Promote(round_trip(&set), "nope")).is_err(), "an unknown kid");
-        assert!(apply(Change::Add(set_of(MAX_EDGE_KEYS))).is_err(), "at most four keys");
+        assert!(apply(Change::Add(set_of(MAX_ASSERTION_KEYS))).is_err(), "at most four keys");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tests::demo_origin::{DEFAULT_EDGE_ISSUER, EdgeKeys, EdgeSettings, Messages, app};
+use tests::demo_origin::{DEFAULT_ASSERTION_ISSUER, EdgeKeys, EdgeSettings, Messages, app};
 
 const USAGE: &str = "usage: demo-origin --edge-jwks-url URL [--edge-issuer ISS] [--origin-url URL] \
                      [--refetch-cooldown-seconds N] [ADDRESS]";
@@ -51,7 +51,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<(SocketAddr, EdgeSettings
         address.parse().map_err(|_| format!("{address:?} is not an address like 127.0.0.1:3000"))?;
     let jwks_url = jwks_url.ok_or_else(|| format!("--edge-jwks-url is required\n{USAGE}"))?;
     let origin = origin.unwrap_or_else(|| format!("http://{address}"));
-    let mut settings = EdgeSettings::new(&jwks_url, issuer.as_deref().unwrap_or(DEFAULT_EDGE_ISSUER), &origin)?;
+    let mut settings = EdgeSettings::new(&jwks_url, issuer.as_deref().unwrap_or(DEFAULT_ASSERTION_ISSUER), &origin)?;
     if let Some(seconds) = cooldown {
         let seconds: u64 =
             seconds.parse().map_err(|_| format!("--refetch-cooldown-seconds {seconds:?}: not a number"))?;
