@@ -13,6 +13,7 @@
 
 pub mod chromedriver;
 pub mod postgres;
+pub mod python;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;

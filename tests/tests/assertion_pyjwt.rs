@@ -23,42 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The same pins as the issuer's PyJWT test, so that both use one virtual environment.
-const PACKAGES: &[&str] = &["PyJWT==2.10.1", "cryptography==44.0.0"];
 const EDGE: &str = "portcullis-edge";
 const ORIGIN: &str = "https://origin.example";
 
-fn run(command: &mut Command) -> std::process::Output {
-    let shown = format!("{command:?}");
-    let output = command.output().unwrap_or_else(|error| panic!("cannot run {shown}: {error}"));
-    assert!(
-        output.status.success(),
-        "{shown} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// A Python interpreter that can `import jwt, cryptography`, set up on first use.
+/// A Python with PyJWT, in the virtual environment the project's PyJWT checks share.
 fn python_with_pyjwt() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyjwt-venv");
-    let python = venv.join("bin").join("python");
-    let ready = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import jwt, cryptography"])
-            .output()
-            .is_ok_and(|output| output.status.success())
-    };
-    if !ready(&python) {
-        let base = std::env::var("PORTCULLIS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        run(Command::new(base).args(["-m", "venv", "--clear"]).arg(&venv));
-        run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .args(PACKAGES));
-        assert!(ready(&python), "PyJWT is not importable after installing it");
-    }
-    python
+    devtools::python::with_pyjwt(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("a Python with PyJWT")
 }
 
 fn now() -> u64 {

@@ -3,7 +3,7 @@
 //!
 //! Needs `python3` (or `$PORTCULLIS_PYTHON`) with the `venv` module, and network access on the
 //! first run: PyJWT and cryptography are installed, pinned, into a virtual environment under
-//! the target folder, and reused by later runs.
+//! the target folder (`devtools::python`), and reused by later runs.
 
 use crate::common::config;
 use issuer::clock::SystemClock;
@@ -13,39 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-const PACKAGES: &[&str] = &["PyJWT==2.10.1", "cryptography==44.0.0"];
-
-fn run(command: &mut Command) -> std::process::Output {
-    let shown = format!("{command:?}");
-    let output = command.output().unwrap_or_else(|error| panic!("cannot run {shown}: {error}"));
-    assert!(
-        output.status.success(),
-        "{shown} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// A Python interpreter that can `import jwt, cryptography`, set up on first use.
+/// A Python with PyJWT, in the virtual environment the project's PyJWT checks share.
 fn python_with_pyjwt() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyjwt-venv");
-    let python = venv.join("bin").join("python");
-    let ready = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import jwt, cryptography"])
-            .output()
-            .is_ok_and(|output| output.status.success())
-    };
-    if !ready(&python) {
-        let base = std::env::var("PORTCULLIS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        run(Command::new(base).args(["-m", "venv", "--clear"]).arg(&venv));
-        run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .args(PACKAGES));
-        assert!(ready(&python), "PyJWT is not importable after installing it");
-    }
-    python
+    devtools::python::with_pyjwt(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("a Python with PyJWT")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,10 +35,14 @@ async fn a_minted_token_verifies_with_pyjwt() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pyjwt_check.py");
     let output = {
         let (base_url, token) = (base_url.clone(), token.token.clone());
-        tokio::task::spawn_blocking(move || run(Command::new(python).arg(script).args([&base_url, &token, "billing"])))
-            .await
-            .expect("PyJWT ran")
+        tokio::task::spawn_blocking(move || {
+            Command::new(python).arg(script).args([&base_url, &token, "billing"]).output()
+        })
+        .await
+        .expect("PyJWT ran")
+        .expect("python starts")
     };
+    assert!(output.status.success(), "PyJWT refused: {}", String::from_utf8_lossy(&output.stderr));
     let verified: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON from the script");
     assert_eq!(verified["header"]["kid"], token.kid.as_str());
     assert_eq!(verified["claims"]["iss"], base_url.as_str());
