@@ -233,6 +233,19 @@ impl Posted for LoginForm {
     }
 }
 
+/// A post of one of the login page's forms: the form (see [`posted`]) and the authorization
+/// request it carries, checked again (the client may have changed since the page was shown).
+async fn login_post(
+    state: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Result<(LoginForm, AuthorizationRequest), Response> {
+    let form = posted(form, jar, headers)?;
+    let request = checked_request(state, &form.request).await?;
+    Ok((form, request))
+}
+
 /// `POST /login`: email and password. A success starts a browser session and goes back to the
 /// client with a code; a failure shows the page again with an answer that does not tell whether
 /// the account exists. The limits of the password grant apply.
@@ -255,12 +268,8 @@ async fn password_login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let form = match posted(form, &jar, &headers) {
-        Ok(form) => form,
-        Err(answer) => return answer,
-    };
-    let request = match checked_request(&state, &form.request).await {
-        Ok(request) => request,
+    let (form, request) = match login_post(&state, &jar, &headers, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let user = match state.authenticate(&form.email, &form.password, peer).await {
@@ -316,12 +325,8 @@ async fn request_link(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let form = match posted(form, &jar, &headers) {
-        Ok(form) => form,
-        Err(answer) => return answer,
-    };
-    let request = match checked_request(&state, &form.request).await {
-        Ok(request) => request,
+    let (form, request) = match login_post(&state, &jar, &headers, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let browser = jar.get(CSRF_COOKIE).map(|cookie| cookie.value().to_owned());
