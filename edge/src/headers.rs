@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::decision::Identity;
-use crate::request::{RequestHead, cookie_name, cookie_pairs};
+use crate::request::{RequestHead, cookie_name};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the common non-standard ones): never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -20,6 +20,26 @@ const HOP_BY_HOP: &[&str] = &[
 /// Headers that say where a request came from, which only the edge may tell the origin: a
 /// client's are dropped (the edge sets `Host` through the URL and `X-Forwarded-Host`/`-Proto`).
 const EDGE_SET: &[&str] = &["host", "forwarded", crate::assertion::ASSERTION_HEADER];
+
+/// Headers that let an origin act on another method or path than the policy judged: never
+/// forwarded.
+const REWRITING: &[&str] =
+    &["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"];
+
+/// Headers that claim the client's address: a client's are dropped. The edge tells the origin the
+/// address itself, in `X-Forwarded-For`, from the runtime's `CF-Connecting-IP`.
+const CLIENT_ADDRESS: &[&str] = &[
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "cf-connecting-ip",
+];
+
+/// The header in which the runtime gives the client's address.
+pub const CONNECTING_IP: &str = "cf-connecting-ip";
 
 /// The prefix of the other such headers (`X-Forwarded-For`, `-Host`, `-Proto`, `-Port`, ...).
 const FORWARDED_PREFIX: &str = "x-forwarded-";
@@ -97,13 +117,19 @@ pub fn forward_edits(
     let mut edits = HeaderEdits::default();
     for name in client_names {
         let lower = name.to_ascii_lowercase();
-        let dropped = HOP_BY_HOP.contains(&lower.as_str())
-            || EDGE_SET.contains(&lower.as_str())
-            || lower.starts_with(IDENTITY_PREFIX)
-            || lower.starts_with(FORWARDED_PREFIX)
+        // CGI, WSGI and Rack origins read `X_Auth_Roles` as `X-Auth-Roles` (and may merge the
+        // two): a name is judged as such an origin reads it.
+        let read_as = lower.replace('_', "-");
+        let dropped = HOP_BY_HOP.contains(&read_as.as_str())
+            || EDGE_SET.contains(&read_as.as_str())
+            || REWRITING.contains(&read_as.as_str())
+            || CLIENT_ADDRESS.contains(&read_as.as_str())
+            || read_as.starts_with(IDENTITY_PREFIX)
+            || read_as.starts_with(FORWARDED_PREFIX)
             || connection_listed.contains(&lower)
-            || (lower == "authorization" && !config.forward_token)
-            || (lower == "content-length" && !with_body);
+            || connection_listed.contains(&read_as)
+            || (read_as == "authorization" && !config.forward_token)
+            || (read_as == "content-length" && !with_body);
         if dropped && !edits.delete.contains(&lower) {
             edits.delete.push(lower);
         }
@@ -126,6 +152,9 @@ pub fn forward_edits(
     if !parts.scheme.is_empty() {
         edits.set.push(("x-forwarded-proto".to_owned(), parts.scheme.to_owned()));
     }
+    if let Some(address) = head.header(CONNECTING_IP).map(str::trim).filter(|address| is_address(address)) {
+        edits.set.push(("x-forwarded-for".to_owned(), address.to_owned()));
+    }
     if let Some(identity) = identity {
         edits.set.extend(identity.headers().into_iter().map(|(name, value)| (name.to_owned(), value)));
     }
@@ -138,10 +167,31 @@ pub fn forward_edits(
 }
 
 /// A `Cookie` header without the cookie `name` (every occurrence, however the pairs are joined:
-/// see [`cookie_pairs`]); `None` when nothing is left.
+/// see [`cookie_pairs`](crate::request::cookie_pairs)); `None` when nothing is left. Every other cookie keeps its bytes: only the
+/// `;`-separated pieces that hold the token are rewritten (a piece may hold several pairs joined
+/// with `,` when the client sent the header twice).
 pub fn without_cookie(cookie_header: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = cookie_pairs(cookie_header).filter(|pair| cookie_name(pair) != name).collect();
+    let mut kept: Vec<String> = Vec::new();
+    for piece in cookie_header.split(';') {
+        let holds_token = piece.split(',').any(|pair| cookie_name(pair) == name);
+        let piece = if holds_token {
+            piece.split(',').filter(|pair| cookie_name(pair) != name).collect::<Vec<_>>().join(",")
+        } else {
+            piece.to_owned()
+        };
+        let piece = piece.trim();
+        if !piece.is_empty() {
+            kept.push(piece.to_owned());
+        }
+    }
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// An IPv4 or IPv6 address as the runtime writes one (digits, hex, `.` and `:` only).
+fn is_address(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 45
+        && text.bytes().all(|byte| byte.is_ascii_hexdigit() || byte == b'.' || byte == b':')
 }
 
 #[cfg(test)]
@@ -237,6 +287,62 @@ mod tests {
                 ("x-forwarded-proto", "https"),
             ])
         );
+    }
+
+    #[test]
+    fn names_are_judged_as_cgi_origins_read_them() {
+        let config = config(&[]);
+        let headers = pairs(&[
+            ("X_Auth_Roles", "admin"),
+            ("x_auth_subject", "root"),
+            ("X_Forwarded_For", "10.0.0.1"),
+            ("X_Portcullis_Assertion", "forged"),
+            ("Transfer_Encoding", "chunked"),
+            ("x_custom", "kept"),
+        ]);
+        let head = RequestHead { method: "GET", url: "https://edge.example/api", headers: &headers };
+        let forwarded = forward_headers(&config, &head, Some(&identity()), false);
+        assert_eq!(names(&forwarded).iter().filter(|name| name.contains('_')).collect::<Vec<_>>(), [&"x_custom"]);
+    }
+
+    #[test]
+    fn method_overrides_and_client_addresses_are_the_edges_to_tell() {
+        let config = config(&[]);
+        let mut headers = pairs(&[
+            ("x-http-method-override", "DELETE"),
+            ("X-Method-Override", "PUT"),
+            ("x-http-method", "PATCH"),
+            ("x-original-url", "/api/admin/x"),
+            ("x-rewrite-url", "/api/admin/x"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-client-ip", "10.0.0.2"),
+            ("true-client-ip", "10.0.0.3"),
+            ("client-ip", "10.0.0.4"),
+            ("x-forwarded-for", "10.0.0.5"),
+            ("cf-connecting-ip", "203.0.113.9"),
+        ]);
+        let head = RequestHead { method: "GET", url: "https://edge.example/api", headers: &headers };
+        let forwarded = forward_headers(&config, &head, Some(&identity()), false);
+        let addresses: Vec<_> =
+            forwarded.iter().filter(|(name, _)| name.ends_with("ip") || name == "x-forwarded-for").collect();
+        assert_eq!(addresses, [&("x-forwarded-for".to_owned(), "203.0.113.9".to_owned())], "{forwarded:?}");
+        assert!(
+            !names(&forwarded)
+                .iter()
+                .any(|name| name.contains("override") || name.contains("-url") || name.ends_with("-method"))
+        );
+        // Not an address: none is claimed for the client.
+        headers.retain(|(name, _)| name != "cf-connecting-ip");
+        headers.push(("cf-connecting-ip".to_owned(), "10.0.0.1, evil".to_owned()));
+        let head = RequestHead { method: "GET", url: "https://edge.example/api", headers: &headers };
+        assert!(!names(&forward_headers(&config, &head, None, false)).contains(&"x-forwarded-for"));
+    }
+
+    #[test]
+    fn removing_the_token_cookie_keeps_the_others_byte_for_byte() {
+        let header = r#"prefs=a,b; token=x.y.z;  q="1, 2"; empty="#;
+        assert_eq!(without_cookie(header, "token").as_deref(), Some(r#"prefs=a,b; q="1, 2"; empty="#));
+        assert_eq!(without_cookie("prefs=a,b, token=x; z=1", "token").as_deref(), Some("prefs=a,b; z=1"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub const RESERVED_PREFIX: &str = "/_portcullis/";
 /// `Connection` header, whose list the forwarding drops. Reading only these keeps the cost per
 /// request independent of how many headers a client sends.
 pub const DECISION_HEADERS: &[&str] =
-    &["accept", "access-control-request-method", "authorization", "connection", "cookie", "origin"];
+    &["accept", "access-control-request-method", "authorization", "cf-connecting-ip", "connection", "cookie", "origin"];
 
 /// The parts of an incoming request that the edge decides on.
 #[derive(Debug, Clone, Copy)]

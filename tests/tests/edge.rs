@@ -441,6 +441,34 @@ async fn edge_under_wrangler_dev() {
     }
     assert_ne!(seen.header("x-forwarded-host"), Some("spoofed.test"));
     assert!(!seen.all("x-forwarded-for").contains("10.9.8.7"), "{:?}", seen.headers);
+    // Names an origin reads with `_` as `-` (CGI, WSGI, Rack), method and path overrides, and
+    // client-claimed addresses never reach the origin; the edge tells the client's address itself,
+    // in X-Forwarded-For, from what the runtime says (CF-Connecting-IP).
+    let answer = client
+        .get(
+            "/api/items",
+            &[
+                ("authorization", &format!("Bearer {reader}")),
+                ("x_auth_roles", "admin"),
+                ("X_Auth_Subject", "root"),
+                ("x-http-method-override", "DELETE"),
+                ("x-original-url", "/api/admin/x"),
+                ("x-real-ip", "10.9.8.7"),
+                ("true-client-ip", "10.9.8.7"),
+                ("cookie", r#"prefs=a,b; q="1, 2""#),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let cleaned = backend.last_seen();
+    for dropped in
+        ["x_auth_roles", "x_auth_subject", "x-http-method-override", "x-original-url", "x-real-ip", "true-client-ip"]
+    {
+        assert_eq!(cleaned.header(dropped), None, "{dropped}: {:?}", cleaned.headers);
+    }
+    assert_eq!(cleaned.header("cookie"), Some(r#"prefs=a,b; q="1, 2""#), "cookies as sent");
+    // wrangler dev gives the loopback address as CF-Connecting-IP.
+    assert_eq!(cleaned.all("x-forwarded-for"), "127.0.0.1", "{:?}", cleaned.headers);
     // The origin's redirect is the client's to follow, not the edge's.
     let answer = client.get_with_token("/api/moved", &reader).await;
     assert_eq!((answer.status, answer.header("location")), (302, Some("/base/api/items")), "{}", answer.text());
