@@ -1132,6 +1132,13 @@ async fn assertions_under_wrangler_dev() {
     let lookalike = token("assert-4", &[("iss", json!(EDGE)), ("aud", json!(audience))]);
     let refused = validator.validate(&lookalike, &both, &P256Verifier, now()).expect_err("not an assertion");
     assert!(matches!(refused, VerifyError::Claims(ClaimsError::WrongTokenType)), "{refused:?}");
+    // And the edge's own assertion fails once expired, or at another origin.
+    let exp = jws_part(&first, 1)["exp"].as_u64().expect("exp");
+    let late = validator.validate(&first, &keys_a, &P256Verifier, exp + 6).expect_err("expired (5 s of leeway)");
+    assert!(matches!(late, VerifyError::Claims(ClaimsError::Expired)), "{late:?}");
+    let elsewhere = Validator::new(ClaimsOptions::edge_assertion(EDGE, "http://127.0.0.1:1/other"));
+    let refused = elsewhere.validate(&first, &keys_a, &P256Verifier, now()).expect_err("another origin");
+    assert!(matches!(refused, VerifyError::Claims(ClaimsError::WrongAudience)), "{refused:?}");
     assert!(!wrangler.process.log_text().contains(&a.d()), "the private key is never logged");
     wrangler.process.stop();
 
