@@ -43,7 +43,12 @@ pub fn with_pyjwt(dir: &Path) -> io::Result<PathBuf> {
     let pip = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check"];
     run(Command::new(building.join("bin").join("python")).args(pip).args(PYJWT_PACKAGES))?;
     if venv.exists() && !ready(&python) {
-        std::fs::remove_dir_all(&venv)?;
+        // A stale one (its interpreter gone): moved aside under our name first, so that two
+        // processes never delete each other's good one.
+        let stale = dir.join(format!("pyjwt-venv.stale.{}", std::process::id()));
+        if std::fs::rename(&venv, &stale).is_ok() {
+            std::fs::remove_dir_all(&stale)?;
+        }
     }
     // Another process may have put a good one in place meanwhile: then keep that one.
     if std::fs::rename(&building, &venv).is_err() {

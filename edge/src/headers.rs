@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::decision::Identity;
-use crate::request::{RequestHead, cookie_name};
+use crate::request::RequestHead;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the common non-standard ones): never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -110,23 +110,23 @@ pub fn forward_edits(
         .header("connection")
         .into_iter()
         .flat_map(|value| value.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
+        .map(|name| as_cgi_reads(&name.trim().to_ascii_lowercase()))
         .filter(|name| !name.is_empty())
         .collect();
 
     let mut edits = HeaderEdits::default();
     for name in client_names {
         let lower = name.to_ascii_lowercase();
-        // CGI, WSGI and Rack origins read `X_Auth_Roles` as `X-Auth-Roles` (and may merge the
-        // two): a name is judged as such an origin reads it.
-        let read_as = lower.replace('_', "-");
+        // CGI, WSGI and Rack origins read `X_Auth_Roles` as `X-Auth-Roles`, and PHP also reads
+        // `X.Auth.Roles` so (and they may merge it with the real one): a name is judged as such an
+        // origin reads it.
+        let read_as = as_cgi_reads(&lower);
         let dropped = HOP_BY_HOP.contains(&read_as.as_str())
             || EDGE_SET.contains(&read_as.as_str())
             || REWRITING.contains(&read_as.as_str())
             || CLIENT_ADDRESS.contains(&read_as.as_str())
             || read_as.starts_with(IDENTITY_PREFIX)
             || read_as.starts_with(FORWARDED_PREFIX)
-            || connection_listed.contains(&lower)
             || connection_listed.contains(&read_as)
             || (read_as == "authorization" && !config.forward_token)
             || (read_as == "content-length" && !with_body);
@@ -173,9 +173,12 @@ pub fn forward_edits(
 pub fn without_cookie(cookie_header: &str, name: &str) -> Option<String> {
     let mut kept: Vec<String> = Vec::new();
     for piece in cookie_header.split(';') {
-        let holds_token = piece.split(',').any(|pair| cookie_name(pair) == name);
+        // A pair `name=value` (the edge reads the token only from such a pair; a bare `name` in
+        // another cookie's value is that cookie's).
+        let is_token = |pair: &str| pair.split_once('=').is_some_and(|(key, _)| key.trim() == name);
+        let holds_token = piece.split(',').any(is_token);
         let piece = if holds_token {
-            piece.split(',').filter(|pair| cookie_name(pair) != name).collect::<Vec<_>>().join(",")
+            piece.split(',').filter(|pair| !is_token(pair)).collect::<Vec<_>>().join(",")
         } else {
             piece.to_owned()
         };
@@ -185,6 +188,12 @@ pub fn without_cookie(cookie_header: &str, name: &str) -> Option<String> {
         }
     }
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// A header name as a CGI origin reads it: lower case, every character but a letter or a digit
+/// read as `-` (`X_Auth_Roles`, `X.Auth.Roles` are `x-auth-roles`).
+fn as_cgi_reads(lower: &str) -> String {
+    lower.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
 /// An IPv4 or IPv6 address as the runtime writes one (digits, hex, `.` and `:` only).
@@ -294,7 +303,7 @@ mod tests {
         let config = config(&[]);
         let headers = pairs(&[
             ("X_Auth_Roles", "admin"),
-            ("x_auth_subject", "root"),
+            ("x.auth.subject", "root"),
             ("X_Forwarded_For", "10.0.0.1"),
             ("X_Portcullis_Assertion", "forged"),
             ("Transfer_Encoding", "chunked"),
@@ -302,7 +311,8 @@ mod tests {
         ]);
         let head = RequestHead { method: "GET", url: "https://edge.example/api", headers: &headers };
         let forwarded = forward_headers(&config, &head, Some(&identity()), false);
-        assert_eq!(names(&forwarded).iter().filter(|name| name.contains('_')).collect::<Vec<_>>(), [&"x_custom"]);
+        let odd: Vec<_> = names(&forwarded).into_iter().filter(|name| name.contains(['_', '.'])).collect();
+        assert_eq!(odd, ["x_custom"]);
     }
 
     #[test]
@@ -343,6 +353,7 @@ mod tests {
         let header = r#"prefs=a,b; token=x.y.z;  q="1, 2"; empty="#;
         assert_eq!(without_cookie(header, "token").as_deref(), Some(r#"prefs=a,b; q="1, 2"; empty="#));
         assert_eq!(without_cookie("prefs=a,b, token=x; z=1", "token").as_deref(), Some("prefs=a,b; z=1"));
+        assert_eq!(without_cookie("scopes=read,token; a=1", "token").as_deref(), Some("scopes=read,token; a=1"));
     }
 
     #[test]

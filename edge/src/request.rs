@@ -8,8 +8,9 @@ use jwks::Access;
 pub const RESERVED_PREFIX: &str = "/_portcullis/";
 
 /// The request headers the edge decides on: the token's (`Authorization`, `Cookie`), a
-/// preflight's (`Origin`, `Access-Control-Request-Method`), a browser's (`Accept`), and the
-/// `Connection` header, whose list the forwarding drops. Reading only these keeps the cost per
+/// preflight's (`Origin`, `Access-Control-Request-Method`), a browser's (`Accept`), the
+/// runtime's `CF-Connecting-IP` (the client's address, told to the origin), and the `Connection`
+/// header, whose list the forwarding drops. Reading only these keeps the cost per
 /// request independent of how many headers a client sends.
 pub const DECISION_HEADERS: &[&str] =
     &["accept", "access-control-request-method", "authorization", "cf-connecting-ip", "connection", "cookie", "origin"];

@@ -451,6 +451,7 @@ async fn edge_under_wrangler_dev() {
                 ("authorization", &format!("Bearer {reader}")),
                 ("x_auth_roles", "admin"),
                 ("X_Auth_Subject", "root"),
+                ("X.Auth.Token-Id", "forged"),
                 ("x-http-method-override", "DELETE"),
                 ("x-original-url", "/api/admin/x"),
                 ("x-real-ip", "10.9.8.7"),
