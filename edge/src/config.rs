@@ -5,6 +5,7 @@
 //! guess (never an open door).
 
 use crate::assertion::{AssertionSettings, parse_keys};
+use crate::cors::Cors;
 use crate::keycache::CacheBounds;
 use jwks::assertion::{DEFAULT_ASSERTION_ISSUER, MAX_ASSERTION_LIFETIME};
 use jwks::{ClaimsOptions, Policy, PolicyError, Validator};
@@ -31,6 +32,7 @@ pub const VARIABLES: &[&str] = &[
     "ASSERTION_KEYS",
     "ASSERTION_ISSUER",
     "ASSERTION_TTL_SECONDS",
+    "CORS",
 ];
 
 /// The most verified tokens an isolate may keep: an entry (the token and its decoded claims) takes
@@ -68,6 +70,9 @@ pub struct Config {
     /// `ASSERTION_TTL_SECONDS` (default 60, at most 300): the edge signs an assertion for the
     /// origin on each request it forwards with an identity. Unset keys: no assertions.
     pub assertion: Option<AssertionSettings>,
+    /// `CORS`: which pages of other origins may call the protected routes (see [`crate::cors`]);
+    /// unset, none. The edge answers preflights itself.
+    pub cors: Option<Cors>,
     /// The names of the [`VARIABLES`] that are set (for the status page: names, never values), in
     /// the order of [`VARIABLES`].
     pub variables_set: Vec<&'static str>,
@@ -232,6 +237,11 @@ impl Config {
             }
         };
 
+        let cors = match vars.optional("CORS") {
+            None => None,
+            Some(text) => Some(Cors::parse(&text).map_err(|why| problem("CORS", why))?),
+        };
+
         let validator = Validator::new(ClaimsOptions::new(issuer, audiences).with_leeway(leeway_secs));
         let variables_set = VARIABLES.iter().copied().filter(|name| vars.optional(name).is_some()).collect();
         Ok(Self {
@@ -246,6 +256,7 @@ impl Config {
             validator,
             token_cache_entries,
             assertion,
+            cors,
             variables_set,
         })
     }
@@ -550,6 +561,14 @@ mod tests {
         let error = with(&[("ASSERTION_KEYS", &KEYS.replace("\"d\"", "\"dd\""))]).expect_err("no private part");
         assert!(!error.to_string().contains("jpsQnnGQ"), "{error}");
         assert!(!format!("{:?}", with(&[("ASSERTION_KEYS", KEYS)])).contains("jpsQnnGQ"), "Debug hides the key");
+    }
+
+    #[test]
+    fn cors_is_checked() {
+        assert_eq!(parse(&base()).expect("valid").cors, None, "no origin allowed without it");
+        assert!(with(&[("CORS", r#"{"allow_origins": ["https://app.example"]}"#)]).expect("valid").cors.is_some());
+        assert_eq!(fails_on(&[("CORS", r#"{"allow_origins": ["app.example"]}"#)]), "CORS");
+        assert_eq!(fails_on(&[("CORS", "allow_origins = []")]), "CORS");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! headers.
 //!
 //! The decisions are pure and build everywhere ([`config`], [`request`], [`decision`],
-//! [`headers`], [`reply`], [`keycache`], [`counters`], [`assertion`]), so `cargo test -p edge` checks them
+//! [`headers`], [`reply`], [`keycache`], [`counters`], [`assertion`], [`cors`]), so `cargo test -p edge` checks them
 //! natively. The Worker itself (the fetch handler, the key set fetching, WebCrypto and forwarding)
 //! only builds for `wasm32` and stays a thin shell of I/O around them, counting its decisions
 //! where it makes them.
 
 pub mod assertion;
 pub mod config;
+pub mod cors;
 pub mod counters;
 pub mod decision;
 pub mod headers;

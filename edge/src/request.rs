@@ -8,12 +8,20 @@ use jwks::Access;
 pub const RESERVED_PREFIX: &str = "/_portcullis/";
 
 /// The request headers the edge decides on: the token's (`Authorization`, `Cookie`), a
-/// preflight's (`Origin`, `Access-Control-Request-Method`), a browser's (`Accept`), the
+/// preflight's (`Origin`, `Access-Control-Request-Method`, `-Headers`), a browser's (`Accept`), the
 /// runtime's `CF-Connecting-IP` (the client's address, told to the origin), and the `Connection`
 /// header, whose list the forwarding drops. Reading only these keeps the cost per
 /// request independent of how many headers a client sends.
-pub const DECISION_HEADERS: &[&str] =
-    &["accept", "access-control-request-method", "authorization", "cf-connecting-ip", "connection", "cookie", "origin"];
+pub const DECISION_HEADERS: &[&str] = &[
+    "accept",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "authorization",
+    "cf-connecting-ip",
+    "connection",
+    "cookie",
+    "origin",
+];
 
 /// The parts of an incoming request that the edge decides on.
 #[derive(Debug, Clone, Copy)]
@@ -128,8 +136,9 @@ pub enum Route<'a> {
     Bench,
     /// Another reserved path: 404.
     ReservedUnknown,
-    /// A CORS preflight the policy lets through without a token (and without a body): preflights
-    /// are on, and a rule matches the method it asks about on this path.
+    /// A CORS preflight, answered by the edge from the `CORS` setting without a token (nothing
+    /// reaches the origin): preflights are on, and a rule matches the method it asks about on
+    /// this path.
     Preflight,
     /// A public rule: to the origin without a token.
     Public,

@@ -173,7 +173,8 @@ impl Policy {
         self.rules.iter().find(|rule| rule.matches(method, path))
     }
 
-    /// Whether CORS preflight requests go to the origin without a token. Default true.
+    /// Whether CORS preflights are let through without a token (the edge answers them itself,
+    /// from its CORS setting). Default true.
     pub fn allows_preflight(&self) -> bool {
         self.preflight
     }

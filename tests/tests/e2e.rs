@@ -81,6 +81,7 @@ impl Stack {
             ("JWKS_REFETCH_COOLDOWN_SECONDS", EDGE_JWKS_SECONDS.to_owned()),
             ("JWKS_TIMEOUT_MS", "2000".to_owned()),
             ("ASSERTION_KEYS", edge_keys),
+            ("CORS", r#"{"allow_origins": ["https://app.test"]}"#.to_owned()),
         ];
         // The demo policy of the repository's wrangler.toml: public, authenticated, admin-only.
         let mut edge = Wrangler::start("e2e", "build", dir, &vars, policy);
@@ -253,8 +254,8 @@ async fn refusals_roles_and_public_routes(stack: &Stack, alice: &str, bad: &BadT
     assert_eq!(answer.status, 200, "{}", answer.text());
     let preflight = [("origin", "https://app.test"), ("access-control-request-method", "GET")];
     let answer = stack.client.send("OPTIONS", "/api/me", &preflight, Vec::new()).await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.test"), "the origin answered it");
+    assert_eq!(answer.status, 204, "{}", answer.text());
+    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.test"), "the edge answered it");
 }
 
 /// What the client loop of the rotation saw.

@@ -277,6 +277,7 @@ fn vars(jwks: SocketAddr, origin: SocketAddr) -> Vec<(&'static str, String)> {
         ("JWKS_MIN_TTL_SECONDS", "1".to_owned()),
         ("JWKS_REFETCH_COOLDOWN_SECONDS", COOLDOWN_SECS.to_string()),
         ("JWKS_TIMEOUT_MS", "2000".to_owned()),
+        ("CORS", r#"{"allow_origins": ["https://app.test"]}"#.to_owned()),
     ]
 }
 
@@ -570,24 +571,40 @@ async fn edge_under_wrangler_dev() {
     assert_eq!(answer.status, 403, "{}", answer.text());
     assert_eq!(answer.header("www-authenticate"), Some(challenge(Some("insufficient_scope")).as_str()));
 
-    // A public route and a CORS preflight reach the origin without a token (and cleaned).
+    // A public route reaches the origin without a token (and cleaned).
     let answer = client.get("/public/page", &[("authorization", "Bearer whatever"), ("x-auth-subject", "admin")]).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let seen = backend.last_seen();
     assert_eq!(seen.uri, "/base/public/page");
     assert_eq!((seen.header("authorization"), seen.header("x-auth-subject")), (None, None));
+    // A CORS preflight is answered by the edge from CORS: nothing without a token reaches a
+    // protected route of the origin.
+    let seen_before = backend.seen().len();
     let preflight = [("origin", "https://app.test"), ("access-control-request-method", "POST")];
-    let answer = client.send("OPTIONS", "/api/items", &preflight, Vec::new()).await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    let seen = backend.last_seen();
-    assert_eq!((seen.method.as_str(), seen.header("origin")), ("OPTIONS", Some("https://app.test")));
-    assert_eq!(seen.header("x-auth-subject"), None);
-    // A preflight never takes a body to the origin.
     let answer = client.send("OPTIONS", "/api/items", &preflight, b"not for the origin".to_vec()).await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    let seen = backend.last_seen();
-    assert_eq!((seen.method.as_str(), seen.body.len()), ("OPTIONS", 0));
-    assert!(seen.header("content-length").is_none_or(|length| length == "0"), "{:?}", seen.headers);
+    assert_eq!(answer.status, 204, "{}", answer.text());
+    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.test"));
+    assert_eq!(answer.header("access-control-allow-headers"), Some("authorization, content-type"));
+    let other_page = [("origin", "https://evil.test"), ("access-control-request-method", "POST")];
+    let answer = client.send("OPTIONS", "/api/items", &other_page, Vec::new()).await;
+    assert_eq!((answer.status, answer.header("access-control-allow-origin")), (403, None));
+    let unlisted_header = [
+        ("origin", "https://app.test"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "x-custom"),
+    ];
+    let answer = client.send("OPTIONS", "/api/items", &unlisted_header, Vec::new()).await;
+    assert_eq!(answer.status, 403, "a header CORS does not list");
+    assert_eq!(backend.seen().len(), seen_before, "no preflight reached the origin");
+    // The allowed page can read the answers: the origin's, and the edge's refusals.
+    let answer = client
+        .get("/api/items", &[("origin", "https://app.test"), ("authorization", &format!("Bearer {reader}"))])
+        .await;
+    assert_eq!((answer.status, answer.header("access-control-allow-origin")), (200, Some("https://app.test")));
+    let answer = client.get("/api/items", &[("origin", "https://app.test")]).await;
+    assert_eq!((answer.status, answer.header("access-control-allow-origin")), (401, Some("https://app.test")));
+    let answer = client.get("/api/items", &[("origin", "https://evil.test")]).await;
+    assert_eq!((answer.status, answer.header("access-control-allow-origin")), (401, None));
     // A preflight for a path no rule matches is an ordinary OPTIONS: denied, not forwarded.
     let seen_before = backend.seen().len();
     let answer = client.send("OPTIONS", "/elsewhere", &preflight, b"x".to_vec()).await;
@@ -628,7 +645,7 @@ async fn edge_under_wrangler_dev() {
         ("a missing role (the token from the cache)", "GET", "/api/admin/users", with_token(&counted), 403),
         ("no rule (no token read)", "GET", "/elsewhere", with_token(&counted), 403),
         ("a public route", "GET", "/public/page", Vec::new(), 200),
-        ("a preflight", "OPTIONS", "/api/items", preflight_headers, 200),
+        ("a preflight", "OPTIONS", "/api/items", preflight_headers, 204),
     ];
     for (what, method, path, headers, status) in &sent {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();

@@ -9,6 +9,7 @@ mod webcrypto;
 
 use crate::assertion::{self, AssertionCache};
 use crate::config::{Config, ConfigError};
+use crate::cors;
 use crate::counters::{Allowed, CacheLookups, Counters};
 use crate::decision::{self, Identity, Refusal};
 use crate::reply::{self, Reply};
@@ -100,8 +101,15 @@ impl Edge {
             return Err(worker::Error::RustError("the runtime gave a request without a method or URL".to_owned()));
         };
         let head = parsed.head();
+        let cors_headers = cors::response_headers(self.config.cors.as_ref(), &head);
         match self.decide(&head, ctx).await {
-            Action::Answer(reply) => respond(reply),
+            Action::Answer(mut reply) => {
+                // A preflight's answer has its own; any other answer lets an allowed page read it.
+                if !reply.headers.iter().any(|(name, _)| name.starts_with("access-control-")) {
+                    reply.headers.extend(cors_headers);
+                }
+                respond(reply)
+            }
             Action::Forward { identity, body } => {
                 let assertion = match &identity {
                     Some(identity) => match self.assertion(&head, identity).await {
@@ -110,7 +118,10 @@ impl Edge {
                     },
                     None => None,
                 };
-                forward::to_origin(&self.config, &head, identity.as_ref(), assertion.as_deref(), &request, body).await
+                let response =
+                    forward::to_origin(&self.config, &head, identity.as_ref(), assertion.as_deref(), &request, body)
+                        .await?;
+                with_headers(response, &cors_headers)
             }
             #[cfg(feature = "bench")]
             Action::Bench => bench::run(&head, ctx).await,
@@ -140,7 +151,8 @@ impl Edge {
             Route::Bench => Action::Answer(reply::not_found_reply()),
             Route::Preflight => {
                 self.counters.allowed(Allowed::Preflight);
-                Action::Forward { identity: None, body }
+                let method = head.preflight_method().unwrap_or_default();
+                Action::Answer(cors::preflight_reply(self.config.cors.as_ref(), head, method))
             }
             Route::Public => {
                 self.counters.allowed(Allowed::Public);
@@ -230,6 +242,12 @@ export function readHead(request, names) {
   }
   return block;
 }
+export function withHeaders(response, plan) {
+  const copy = new Response(response.body, response);
+  const lines = plan.split("\n");
+  for (let i = 0; i + 1 < lines.length; i += 2) copy.headers.set(lines[i], lines[i + 1]);
+  return copy;
+}
 export function headerNames(request) {
   let block = "";
   for (const name of request.headers.keys()) block += name + "\n";
@@ -258,6 +276,9 @@ extern "C" {
     /// [`ParsedHead::parse`]).
     #[wasm_bindgen(js_name = readHead)]
     fn read_head_js(request: &web_sys::Request, names: &js_sys::Array) -> String;
+    /// A copy of `response` with the headers of `plan` (`name\nvalue\n` each) set.
+    #[wasm_bindgen(js_name = withHeaders, catch)]
+    fn with_headers_js(response: &web_sys::Response, plan: &str) -> Result<web_sys::Response, JsValue>;
     /// The names of the request's headers, `name\n` each.
     #[wasm_bindgen(js_name = headerNames)]
     fn header_names(request: &web_sys::Request) -> String;
@@ -304,6 +325,15 @@ fn js_reason(error: JsValue) -> String {
     error.as_string().unwrap_or_else(|| "unknown JavaScript error".to_owned())
 }
 
+/// The origin's `response`, with `headers` added (none: the response as it is).
+fn with_headers(response: web_sys::Response, headers: &[(&'static str, String)]) -> worker::Result<web_sys::Response> {
+    if headers.is_empty() {
+        return Ok(response);
+    }
+    let plan: String = headers.iter().map(|(name, value)| format!("{name}\n{value}\n")).collect();
+    Ok(with_headers_js(&response, &plan)?)
+}
+
 /// A response the edge makes itself: never stored by caches.
 fn respond(reply: Reply) -> worker::Result<web_sys::Response> {
     let headers = web_sys::Headers::new()?;
@@ -315,7 +345,9 @@ fn respond(reply: Reply) -> worker::Result<web_sys::Response> {
     let init = web_sys::ResponseInit::new();
     init.set_status(reply.status);
     init.set_headers(&headers);
-    Ok(web_sys::Response::new_with_opt_str_and_init(Some(&reply.body), &init)?)
+    // A 204 has no body at all (the runtime refuses even an empty one).
+    let body = (!reply.body.is_empty()).then_some(reply.body.as_str());
+    Ok(web_sys::Response::new_with_opt_str_and_init(body, &init)?)
 }
 
 /// The Worker's entry point: the isolate's state, then [`Edge::handle`]. A bad configuration
