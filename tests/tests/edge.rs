@@ -417,6 +417,9 @@ async fn edge_under_wrangler_dev() {
     assert_eq!(seen.header_count(ASSERTION_HEADER), 0, "no assertion without keys, not the client's");
     assert_eq!(seen.header("cookie"), Some("theme=dark"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    // Fetched with `cache: "no-store"` (an answer made for one user is kept by no cache on the
+    // way): workerd says so to the origin as `Cache-Control: no-cache` and `Pragma: no-cache`.
+    assert_eq!((seen.header("cache-control"), seen.header("pragma")), (Some("no-cache"), Some("no-cache")));
     // Hop-by-hop headers and any X-Auth-* do not reach the origin; the rest do, as sent. (The
     // runtime takes `Connection` away before the Worker runs, so the names a client lists there
     // cannot be known; the unit tests cover them.)
@@ -577,6 +580,7 @@ async fn edge_under_wrangler_dev() {
     let seen = backend.last_seen();
     assert_eq!(seen.uri, "/base/public/page");
     assert_eq!((seen.header("authorization"), seen.header("x-auth-subject")), (None, None));
+    assert_eq!(seen.header("cache-control"), None, "a public answer may be cached");
     // A CORS preflight is answered by the edge from CORS: nothing without a token reaches a
     // protected route of the origin.
     let seen_before = backend.seen().len();

@@ -54,5 +54,5 @@ pub(super) fn outbound_request(
     let names = header_names(incoming);
     let names: Vec<&str> = names.split('\n').filter(|name| !name.is_empty()).collect();
     let edits = forward_edits(config, head, &names, identity, assertion, with_body);
-    outbound_request_js(incoming, with_body, &edits.plan(&origin_target(config, head)))
+    outbound_request_js(incoming, with_body, identity.is_some(), &edits.plan(&origin_target(config, head)))
 }

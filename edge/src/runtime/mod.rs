@@ -253,16 +253,17 @@ export function headerNames(request) {
   for (const name of request.headers.keys()) block += name + "\n";
   return block;
 }
-export function outboundRequest(incoming, withBody, plan) {
+export function outboundRequest(incoming, withBody, noStore, plan) {
   const lines = plan.split("\n");
   const target = lines[0];
-  const outbound = incoming.redirect === "manual" && (withBody || incoming.body === null)
+  const outbound = !noStore && incoming.redirect === "manual" && (withBody || incoming.body === null)
     ? new Request(target, incoming)
     : new Request(target, {
         method: incoming.method,
         headers: incoming.headers,
         body: withBody ? incoming.body : null,
         redirect: "manual",
+        ...(noStore ? { cache: "no-store" } : {}),
       });
   const headers = outbound.headers;
   let i = 1;
@@ -283,12 +284,14 @@ extern "C" {
     #[wasm_bindgen(js_name = headerNames)]
     fn header_names(request: &web_sys::Request) -> String;
     /// A copy of `incoming` for the target of `plan` (method, headers, the body when
-    /// `with_body`, redirects not followed) with the header edits of `plan` applied (see
+    /// `with_body`, redirects not followed, with `cache: "no-store"` when `no_store`: no cache on
+    /// the way keeps an answer made for one user) with the header edits of `plan` applied (see
     /// [`crate::headers::HeaderEdits::plan`]).
     #[wasm_bindgen(js_name = outboundRequest, catch)]
     fn outbound_request_js(
         incoming: &web_sys::Request,
         with_body: bool,
+        no_store: bool,
         plan: &str,
     ) -> Result<web_sys::Request, JsValue>;
 }
