@@ -185,32 +185,44 @@ pub(super) async fn revoke_access(state: &AppState, claims: &Claims) -> Result<(
     Ok(())
 }
 
-/// `POST /oauth/introspect` (RFC 7662), for authenticated clients.
+/// The role that lets a client introspect tokens issued to other clients (a gateway, a resource
+/// server); without it a client sees only its own tokens (RFC 7662 §4: the server decides which
+/// clients may learn about which tokens).
+pub(crate) const INTROSPECTION_ROLE: &str = "introspection";
+
+/// `POST /oauth/introspect` (RFC 7662), for confidential clients: their own tokens, or any with
+/// the [`INTROSPECTION_ROLE`]; every other token is `{"active": false}`.
 #[utoipa::path(
     post,
     path = "/oauth/introspect",
     tag = "oauth",
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token`, and the client's credentials"),
     responses(
-        (status = 200, description = "`{\"active\": ...}` and, when active, the token's claims", content_type = "application/json"),
+        (status = 200, description = "`{\"active\": ...}` and, when active (and the caller's or visible to it), the token's claims", content_type = "application/json"),
         (status = 401, description = "`invalid_client`"),
     )
 )]
 async fn introspect(State(state): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
     let token = form.required("token")?;
-    let Caller::Client(Client { public: false, .. }) = form.caller(&state).await? else {
-        return Err(ApiError::InvalidClient);
+    let client = match form.caller(&state).await? {
+        Caller::Client(client) if !client.public => client,
+        _ => return Err(ApiError::InvalidClient),
     };
+    let may_see =
+        |issued_to: &str| issued_to == client.client_id || client.roles.iter().any(|role| role == INTROSPECTION_ROLE);
     let inactive = || Json(serde_json::json!({ "active": false })).into_response();
     if looks_like_jwt(token) {
         let Ok(claims) = state.verify_access_token(token).await else { return Ok(inactive()) };
+        if !may_see(claims.client_id.as_deref().unwrap_or_default()) {
+            return Ok(inactive());
+        }
         let mut body = serde_json::to_value(&claims).unwrap_or_default();
         body["active"] = true.into();
         body["token_type"] = "access_token".into();
         return Ok(Json(body).into_response());
     }
     match state.sessions().refresh_token(token, state.now()).await? {
-        Some(info) if info.active => Ok(Json(serde_json::json!({
+        Some(info) if info.active && may_see(&info.family.client_id) => Ok(Json(serde_json::json!({
             "active": true,
             "token_type": "refresh_token",
             "sub": info.family.user_id,

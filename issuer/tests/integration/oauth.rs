@@ -443,9 +443,28 @@ async fn revocation_is_idempotent_and_listed() {
 async fn introspection_for_authenticated_clients() {
     let issuer = TestIssuer::start(&[]).await;
     let user = issuer.user("alice@example.com", &["reader"]).await;
-    let secret = issuer.client("gateway", &[]).await;
+    let secret = issuer.client("gateway", &["introspection"]).await;
+    let nosy = issuer.client("nosy", &[]).await;
     let app = issuer.app();
     let (access, refresh_token) = login(&app, "alice@example.com").await;
+    // A client without the introspection role learns nothing of another client's tokens.
+    for token in [&access, &refresh_token] {
+        let (status, _, body) =
+            post_form(&app, "/oauth/introspect", &form(&[("token", token)]), Some(("nosy", &nosy)), None).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({ "active": false })), "another client's token");
+    }
+    // Its own tokens it sees.
+    let credentials = form(&[("grant_type", "client_credentials")]);
+    let (_, _, own) = post_form(&app, "/oauth/token", &credentials, Some(("nosy", &nosy)), None).await;
+    let (_, _, body) = post_form(
+        &app,
+        "/oauth/introspect",
+        &form(&[("token", &text(&own, "access_token"))]),
+        Some(("nosy", &nosy)),
+        None,
+    )
+    .await;
+    assert_eq!(body["active"], true, "{body}");
     let introspect = |token: String| {
         let app = app.clone();
         let secret = secret.clone();
