@@ -10,6 +10,9 @@ ALTER TABLE clients ADD COLUMN public_client BIGINT NOT NULL DEFAULT 0;
 -- A family started by a browser sign-in keeps the scopes granted then: every access token rotated
 -- from it carries them (and never the admin audience). NULL: a password-grant family.
 ALTER TABLE refresh_families ADD COLUMN scope TEXT;
+-- The audiences a password login asked for (RFC 8707 `resource`), as a JSON list; NULL: the
+-- configured audiences (never the admin audience unless asked for).
+ALTER TABLE refresh_families ADD COLUMN audiences TEXT;
 
 -- The issuer's own browser sessions (single sign-on): the `__Host-` cookie holds the secret.
 CREATE TABLE browser_sessions (

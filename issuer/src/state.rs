@@ -104,6 +104,9 @@ pub enum LoginError {
     /// Starting the browser session or issuing the code failed.
     #[error(transparent)]
     SignIn(#[from] SignInError),
+    /// `resource` names no audience this user may have a token for (RFC 8707 `invalid_target`).
+    #[error("the requested resource is not one this user may have a token for")]
+    InvalidTarget,
 }
 
 /// Why the issuer could not start.
@@ -349,21 +352,46 @@ impl AppState {
         Ok((key, now))
     }
 
-    /// The access token request for the user `subject` with `roles` at `client_id`: every
-    /// configured audience, and the admin audience for admins.
-    pub fn user_token_request(&self, subject: &str, roles: &[String], client_id: &str) -> AccessTokenRequest {
+    /// The access token request for the user `subject` with `roles` at `client_id`, for the
+    /// audiences its login asked for (`asked`, checked by [`target`](Self::target)) or else every
+    /// configured audience, never the admin audience unless asked for by an admin (RFC 8707: a
+    /// token means what it was asked for; an admin's everyday token does not open the admin API).
+    pub fn user_token_request(
+        &self,
+        subject: &str,
+        roles: &[String],
+        client_id: &str,
+        asked: Option<&[String]>,
+    ) -> AccessTokenRequest {
         let config = &self.inner.config;
-        let mut audiences = config.audiences.clone();
-        if roles.iter().any(|role| role == ADMIN_ROLE) && !audiences.contains(&config.admin_audience) {
-            audiences.push(config.admin_audience.clone());
-        }
+        let admin = roles.iter().any(|role| role == ADMIN_ROLE);
+        // An audience kept for a refresh family: the admin one only while the user is an admin.
+        let kept: Vec<String> = asked
+            .unwrap_or_default()
+            .iter()
+            .filter(|audience| admin || **audience != config.admin_audience)
+            .cloned()
+            .collect();
         AccessTokenRequest {
             subject: subject.to_owned(),
-            audiences,
+            audiences: if kept.is_empty() { config.audiences.clone() } else { kept },
             roles: roles.to_vec(),
             client_id: client_id.to_owned(),
             scope: None,
             ttl: None,
+        }
+    }
+
+    /// The audience a password login asks for with `resource` (RFC 8707): a configured audience,
+    /// or the admin audience for an admin.
+    fn target(&self, resource: &str, roles: &[String]) -> Result<Vec<String>, LoginError> {
+        let config = &self.inner.config;
+        let admin = roles.iter().any(|role| role == ADMIN_ROLE);
+        if config.audiences.iter().any(|audience| audience == resource) || (admin && resource == config.admin_audience)
+        {
+            Ok(vec![resource.to_owned()])
+        } else {
+            Err(LoginError::InvalidTarget)
         }
     }
 
@@ -388,17 +416,20 @@ impl AppState {
     }
 
     /// A password login at `client_id` from `peer` (see [`authenticate`](Self::authenticate)),
-    /// which starts a session. Returns the access token and the first refresh token.
+    /// for the audience `resource` if asked (RFC 8707), which starts a session. Returns the access
+    /// token and the first refresh token.
     pub async fn password_login(
         &self,
         username: &str,
         password: &str,
         client_id: &str,
         peer: Option<IpAddr>,
+        resource: Option<&str>,
     ) -> Result<(MintedToken, String), LoginError> {
         let user = self.authenticate(username, password, peer).await?;
-        let access = self.mint(&self.user_token_request(&user.id, &user.roles, client_id)).await?;
-        let refresh = self.inner.sessions.start(&user.id, client_id, &access, self.now()).await?;
+        let asked = resource.map(|resource| self.target(resource, &user.roles)).transpose()?;
+        let access = self.mint(&self.user_token_request(&user.id, &user.roles, client_id, asked.as_deref())).await?;
+        let refresh = self.inner.sessions.start(&user.id, client_id, &access, asked.as_deref(), self.now()).await?;
         tracing::info!(user = %user.id, client = client_id, "password login");
         Ok((access, refresh))
     }
@@ -442,7 +473,7 @@ impl AppState {
         let user_id = &rotated.family.user_id;
         let request = match &rotated.scope {
             Some(scope) => self.browser_token_request(user_id, &rotated.roles, client_id, scope),
-            None => self.user_token_request(user_id, &rotated.roles, client_id),
+            None => self.user_token_request(user_id, &rotated.roles, client_id, rotated.audiences.as_deref()),
         };
         // Checked after the spend, since it needs the roles; it holds by construction (the
         // configured audiences, the stored id and roles, checked when they were written).

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// (RFC 6749 `invalid_grant`).
     #[error("invalid grant: {0}")]
     InvalidGrant(&'static str),
+    /// A `resource` the token cannot be for (RFC 8707 `invalid_target`).
+    #[error("invalid target")]
+    InvalidTarget,
     /// A `grant_type` the issuer does not serve.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
@@ -104,6 +107,7 @@ impl ApiError {
             Self::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client"),
             Self::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
             Self::UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            Self::InvalidTarget => (StatusCode::BAD_REQUEST, "invalid_target"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::RegistrationClosed => (StatusCode::FORBIDDEN, "registration_closed"),
             Self::Conflict(code) => (StatusCode::CONFLICT, code),
@@ -189,6 +193,7 @@ impl From<LoginError> for ApiError {
             LoginError::Sessions(error) => error.into(),
             LoginError::Mint(error) => error.into(),
             LoginError::SignIn(error) => error.into(),
+            LoginError::InvalidTarget => Self::InvalidTarget,
         }
     }
 }
@@ -295,6 +300,7 @@ mod tests {
             (LoginError::RateLimited { retry_after: 3 }.into(), StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             (LoginError::WrongCredentials.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
             (SignInError::Reused.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (LoginError::InvalidTarget.into(), StatusCode::BAD_REQUEST, "invalid_target"),
             (SignInError::InvalidGrant("expired").into(), StatusCode::BAD_REQUEST, "invalid_grant"),
             (SignInError::DisabledUser.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
             (SignInError::Db(DbError::Duplicate).into(), StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

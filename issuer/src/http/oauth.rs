@@ -108,7 +108,8 @@ async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, 
         return Err(ApiError::InvalidClient);
     }
     let peer = form.peer.map(|peer| peer.ip());
-    let (access, refresh) = state.password_login(username, password, caller.client_id(), peer).await?;
+    let resource = form.optional("resource");
+    let (access, refresh) = state.password_login(username, password, caller.client_id(), peer, resource).await?;
     Ok(token_response(access, Some(refresh)))
 }
 

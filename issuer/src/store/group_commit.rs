@@ -266,6 +266,17 @@ fn rounds(batch: &[Job]) -> Vec<Vec<usize>> {
     rounds.into_iter().map(|(_, indexes)| indexes).collect()
 }
 
+/// A row of [`ROTATE_MANY`]: a rotation that won, by its 1-based position in the arrays.
+#[derive(sqlx::FromRow)]
+struct RotatedManyRow {
+    position: i32,
+    family_id: String,
+    user_id: String,
+    roles: String,
+    scope: Option<String>,
+    audiences: Option<String>,
+}
+
 /// One statement for the rotations `round` of `batch` (distinct tokens): the rotated ones by
 /// job index.
 async fn rotate_many(
@@ -276,7 +287,7 @@ async fn rotate_many(
     let rotations: Vec<&Rotation> = round.iter().map(|&index| &batch[index].rotation).collect();
     let texts = |field: fn(&Rotation) -> &str| rotations.iter().map(|rotation| field(rotation)).collect::<Vec<_>>();
     let times = |field: fn(&Rotation) -> i64| rotations.iter().map(|rotation| field(rotation)).collect::<Vec<_>>();
-    let rows: Vec<(i32, String, String, String, Option<String>)> = sqlx::query_as(ROTATE_MANY)
+    let rows: Vec<RotatedManyRow> = sqlx::query_as(ROTATE_MANY)
         .bind(texts(|rotation| &rotation.hash))
         .bind(texts(|rotation| &rotation.client_id))
         .bind(times(|rotation| to_db_time(rotation.now)))
@@ -288,10 +299,11 @@ async fn rotate_many(
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(position, family_id, user_id, roles, scope)| {
+        .filter_map(|row| {
             // `position` is 1-based, as `WITH ORDINALITY` counts.
-            let index = *round.get(usize::try_from(position).ok()?.checked_sub(1)?)?;
-            Some((index, RotatedRow { family_id, user_id, roles, scope }))
+            let index = *round.get(usize::try_from(row.position).ok()?.checked_sub(1)?)?;
+            let RotatedManyRow { family_id, user_id, roles, scope, audiences, .. } = row;
+            Some((index, RotatedRow { family_id, user_id, roles, scope, audiences }))
         })
         .collect())
 }
@@ -318,22 +330,30 @@ fn commit_sqlite(connection: &mut Connection, batch: &[Job]) -> Vec<DbResult<Opt
 fn rotate(connection: &Connection, rotation: &Rotation) -> rusqlite::Result<Option<RotatedRow>> {
     let now = to_db_time(rotation.now);
     let spent_after = rotation.spent_after.map_or(i64::MAX, to_db_time);
-    let spent: Option<(String, String, String, i64, Option<String>)> = connection
+    // The row, and the family's expiry (the successor's cap).
+    let spent: Option<(RotatedRow, i64)> = connection
         .prepare_cached(SPEND)?
         .query_row(params![now, rotation.hash, spent_after, rotation.client_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+            let rotated = RotatedRow {
+                family_id: row.get(0)?,
+                user_id: row.get(1)?,
+                roles: row.get(2)?,
+                scope: row.get(4)?,
+                audiences: row.get(5)?,
+            };
+            Ok((rotated, row.get(3)?))
         })
         .optional()?;
-    let Some((family_id, user_id, roles, family_expires_at, scope)) = spent else { return Ok(None) };
+    let Some((rotated, family_expires_at)) = spent else { return Ok(None) };
     let expires_at = family_expires_at.min(to_db_time(rotation.idle_until));
     connection.prepare_cached(INSERT_TOKEN)?.execute(params![
         rotation.successor_hash,
-        family_id,
+        rotated.family_id,
         rotation.access_jti,
         now,
         expires_at
     ])?;
-    Ok(Some(RotatedRow { family_id, user_id, roles, scope }))
+    Ok(Some(rotated))
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub(crate) struct RotatedRow {
     pub(crate) user_id: String,
     pub(crate) roles: String,
     pub(crate) scope: Option<String>,
+    /// The audiences a password login asked for (a JSON list).
+    pub(crate) audiences: Option<String>,
 }
 
 /// SQLite's rotation, first half: spends the presented token if [`Rotation`]'s conditions hold
@@ -46,7 +48,8 @@ pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(sp
      (SELECT f.user_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id), \
      (SELECT u.roles FROM refresh_families f JOIN users u ON u.id = f.user_id WHERE f.id = refresh_tokens.family_id), \
      (SELECT f.expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id), \
-     (SELECT f.scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id)";
+     (SELECT f.scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id), \
+     (SELECT f.audiences FROM refresh_families f WHERE f.id = refresh_tokens.family_id)";
 
 /// Rotations in one statement and one round trip on PostgreSQL (data-modifying `WITH`, which
 /// SQLite lacks), over arrays of the [`Rotation`] fields (`$1` hashes, `$2` client ids, `$3`
@@ -67,14 +70,14 @@ pub(crate) const ROTATE_MANY: &str = "WITH input AS ( \
          AND f.client_id = i.client_id AND u.disabled_at IS NULL) \
        RETURNING t.hash, t.family_id), \
      family AS ( \
-       SELECT i.position, f.id AS family_id, f.user_id, u.roles, f.scope, i.successor_hash, i.access_jti, i.at_time, \
+       SELECT i.position, f.id AS family_id, f.user_id, u.roles, f.scope, f.audiences, i.successor_hash, i.access_jti, i.at_time, \
          LEAST(f.expires_at, i.idle_until) AS successor_expires_at \
        FROM spent s JOIN input i ON i.hash = s.hash \
        JOIN refresh_families f ON f.id = s.family_id JOIN users u ON u.id = f.user_id), \
      successor AS ( \
        INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) \
        SELECT successor_hash, family_id, access_jti, at_time, successor_expires_at FROM family) \
-     SELECT position::int4, family_id, user_id, roles, scope FROM family";
+     SELECT position::int4, family_id, user_id, roles, scope, audiences FROM family";
 
 /// A refresh token with its family, as a rotation or introspection reads it.
 #[derive(Clone, Debug, FromRow, PartialEq, Eq)]
@@ -99,6 +102,8 @@ pub(crate) struct NewFamily<'a> {
     pub(crate) expires_at: u64,
     /// The scopes granted by a browser sign-in; `None` for the password grant.
     pub(crate) scope: Option<&'a str>,
+    /// The audiences a password login asked for (a JSON list); `None`: the configured ones.
+    pub(crate) audiences: Option<&'a str>,
 }
 
 /// A new refresh token.
@@ -123,8 +128,8 @@ pub(crate) struct RevokedRow {
 /// Inserts a family.
 pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFamily<'_>) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO refresh_families (id, user_id, client_id, created_at, expires_at, scope) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO refresh_families (id, user_id, client_id, created_at, expires_at, scope, audiences) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(family.id)
     .bind(family.user_id)
@@ -132,6 +137,7 @@ pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFa
     .bind(to_db_time(family.created_at))
     .bind(to_db_time(family.expires_at))
     .bind(family.scope)
+    .bind(family.audiences)
     .execute(&mut *connection)
     .await?;
     Ok(())

@@ -96,12 +96,41 @@ async fn password_grant_issues_tokens_the_core_accepts() {
     let (status, _, _) = get(&app, "/userinfo", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // An admin's token also carries the admin audience, and opens the admin endpoints.
+    // An admin's everyday token does not open the admin endpoints: a token asked for the admin
+    // audience (RFC 8707 `resource`) does, and its refreshes keep it.
     issuer.user("root@example.com", &["admin"]).await;
-    let (admin, _) = login(&app, "root@example.com").await;
-    let (status, _, body) = get(&app, "/admin/users", Some(&admin)).await;
+    let (everyday, _) = login(&app, "root@example.com").await;
+    let (status, _, _) = get(&app, "/admin/users", Some(&everyday)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "not for the admin audience");
+    let admin_audience = issuer.state.config().admin_audience.clone();
+    let asked = form(&[
+        ("grant_type", "password"),
+        ("username", "root@example.com"),
+        ("password", PASSWORD),
+        ("resource", &admin_audience),
+    ]);
+    let (status, _, admin) = post_form(&app, "/oauth/token", &asked, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{admin}");
+    let (status, _, body) = get(&app, "/admin/users", Some(&text(&admin, "access_token"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&body)["users"].as_array().map(Vec::len), Some(2));
+    let (status, refreshed) = refresh(&app, &text(&admin, "refresh_token")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get(&app, "/admin/users", Some(&text(&refreshed, "access_token"))).await;
+    assert_eq!(status, StatusCode::OK, "the refresh keeps the audience asked for");
+    let (status, _, _) = get(&app, "/userinfo", Some(&text(&refreshed, "access_token"))).await;
+    assert_eq!(status, StatusCode::OK);
+    // Not an audience this user may have: a reader asking for the admin one, anyone for another.
+    for (user, resource) in [("alice@example.com", admin_audience.as_str()), ("root@example.com", "elsewhere")] {
+        let asked =
+            form(&[("grant_type", "password"), ("username", user), ("password", PASSWORD), ("resource", resource)]);
+        let (status, _, body) = post_form(&app, "/oauth/token", &asked, None, None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_target")),
+            "{user} {resource}"
+        );
+    }
 }
 
 #[tokio::test]

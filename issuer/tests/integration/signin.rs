@@ -335,8 +335,11 @@ async fn a_browser_sign_in_carries_its_scopes_and_never_the_admin_audience() {
         assert_eq!(status, StatusCode::OK);
         assert!(json(&body).get("email").is_none(), "{}", String::from_utf8_lossy(&body));
     }
-    // The same admin's password grant still gets the admin audience.
-    let (status, _, login) = crate::oauth::password_grant(&issuer.app(), EMAIL, PASSWORD).await;
+    // The same admin's password grant asking for the admin audience (RFC 8707) gets it.
+    let admin_audience = issuer.state.config().admin_audience.clone();
+    let asked =
+        form(&[("grant_type", "password"), ("username", EMAIL), ("password", PASSWORD), ("resource", &admin_audience)]);
+    let (status, _, login) = post_form(&issuer.app(), "/oauth/token", &asked, None, None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = get(&issuer.app(), "/admin/users", Some(&text(&login, "access_token"))).await;
     assert_eq!(status, StatusCode::OK);

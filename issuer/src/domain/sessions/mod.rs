@@ -12,7 +12,7 @@ pub(crate) mod refresh;
 
 use crate::domain::secrets::{random_id, random_token, secret_hash};
 use crate::domain::tokens::{MintError, MintedToken};
-use crate::store::accounts::decode_list;
+use crate::store::accounts::{decode_list, encode_list};
 use crate::store::sessions::{self as rows, NewFamily, NewRefreshToken, Rotation};
 use crate::store::{Db, DbError, from_db_time};
 use sqlx::AnyConnection;
@@ -89,6 +89,8 @@ pub struct Rotated {
     pub refresh: String,
     /// The scopes of a family started by a browser sign-in; `None` for the password grant.
     pub scope: Option<String>,
+    /// The audiences its login asked for; `None`: the configured ones.
+    pub audiences: Option<Vec<String>>,
 }
 
 /// A refresh token as introspection reports it.
@@ -132,17 +134,28 @@ impl Sessions {
         Self { db, policy }
     }
 
-    /// Starts a family for a login and returns its first refresh token (shown once; only its
-    /// hash is stored), issued with the access token `access`.
+    /// Starts a family for a password login and returns its first refresh token (shown once;
+    /// only its hash is stored), issued with the access token `access`, whose audiences (asked
+    /// for with `resource`; `None`: the configured ones) every rotated token keeps.
     pub async fn start(
         &self,
         user_id: &str,
         client_id: &str,
         access: &MintedToken,
+        audiences: Option<&[String]>,
         now: u64,
     ) -> Result<String, SessionError> {
         let mut tx = self.db.begin().await?;
-        let family = NewFamily { id: &random_id(), user_id, client_id, created_at: now, expires_at: 0, scope: None };
+        let audiences = audiences.map(encode_list);
+        let family = NewFamily {
+            id: &random_id(),
+            user_id,
+            client_id,
+            created_at: now,
+            expires_at: 0,
+            scope: None,
+            audiences: audiences.as_deref(),
+        };
         let refresh = self.start_in(&mut tx, family, &access.jti).await?;
         tx.commit().await?;
         Ok(refresh)
@@ -204,7 +217,9 @@ impl Sessions {
         if let Some(rotated) = self.db.rotate_refresh(rotation).await? {
             let family = Family { id: rotated.family_id, user_id: rotated.user_id, client_id: client_id.to_owned() };
             let roles = decode_list("users", &rotated.roles)?;
-            return Ok(Rotated { family, roles, refresh: successor, scope: rotated.scope });
+            let audiences =
+                rotated.audiences.as_deref().map(|list| decode_list("refresh_families", list)).transpose()?;
+            return Ok(Rotated { family, roles, refresh: successor, scope: rotated.scope, audiences });
         }
         // Not spent: the token as it is now says why (a concurrent use that won has spent it).
         let row = rows::token(&self.db, &hash).await?.ok_or(SessionError::InvalidGrant("unknown refresh token"))?;

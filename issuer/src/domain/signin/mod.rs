@@ -336,6 +336,7 @@ impl SignIn {
             created_at: now,
             expires_at: 0,
             scope: Some(&row.scope),
+            audiences: None,
         };
         let refresh = sessions.start_in(&mut tx, family, exchange.access_jti).await?;
         tx.commit().await?;
