@@ -12,7 +12,7 @@ use crate::domain::keys::SigningKey;
 use crate::domain::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation};
 use crate::domain::published::{Checked, PublishedKeySet};
 use crate::domain::secrets::{PasswordError, PasswordHasher, random_id};
-use crate::domain::sessions::{SessionError, Sessions};
+use crate::domain::sessions::{IssuedAccess, SessionError, Sessions};
 use crate::domain::signin::mail::{MailError, Mailer};
 use crate::domain::signin::{SignIn, SignInError};
 use crate::domain::tokens::{self, AccessTokenRequest, MintError, MintedToken};
@@ -463,7 +463,10 @@ impl AppState {
         // The key first: once the old token is spent, signing must not fail for want of one.
         let (key, now) = self.signer().await?;
         let jti = random_id();
-        let rotated = match self.inner.sessions.rotate(refresh, client_id, now, &jti).await {
+        // Tokens of a refresh family have no lifetime of their own: `check` below gives this one.
+        let issued =
+            IssuedAccess { jti: &jti, expires_at: now.saturating_add(self.inner.config.access_token_ttl.as_secs()) };
+        let rotated = match self.inner.sessions.rotate(refresh, client_id, now, issued).await {
             Err(SessionError::Reused) => {
                 self.inner.metrics.refresh_reuse.inc();
                 return Err(SessionError::Reused);

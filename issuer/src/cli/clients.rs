@@ -7,7 +7,7 @@ use issuer::config::Config;
 use issuer::domain::accounts::{Client, NewClient};
 
 pub(super) async fn run(command: super::ClientsCommand, config: &Config) -> anyhow::Result<()> {
-    let (db, accounts, _) = open_accounts(config).await?;
+    let (db, accounts, sessions) = open_accounts(config).await?;
     let result = match command {
         super::ClientsCommand::Add {
             client_id,
@@ -52,7 +52,7 @@ pub(super) async fn run(command: super::ClientsCommand, config: &Config) -> anyh
             Ok(())
         }
         super::ClientsCommand::Remove { client_id } => {
-            accounts.remove_client(&client_id, now()).await.map_err(Into::into)
+            accounts.remove_client(&sessions, &client_id, now()).await.map_err(Into::into)
         }
     };
     db.close().await;

@@ -3,6 +3,7 @@
 //! redirect URIs of their browser sign-ins), stored in the database.
 
 use crate::domain::secrets::{PasswordError, PasswordHasher, random_id, random_token, same_hash, secret_hash};
+use crate::domain::sessions::Sessions;
 use crate::domain::tokens::{self, MintError};
 use crate::store::accounts::{self as rows, ClientRow, UserKey, UserRow, decode_list, encode_list};
 use crate::store::{Db, DbError, from_db_time, to_db_time};
@@ -311,9 +312,18 @@ impl Accounts {
         rows::clients(&self.db).await?.iter().map(Client::try_from).collect()
     }
 
-    /// Removes a client; its sessions end, its access tokens live until they expire.
-    pub async fn remove_client(&self, client_id: &str, now: u64) -> Result<(), AccountError> {
-        if rows::remove_client(&self.db, client_id, now).await? { Ok(()) } else { Err(AccountError::UnknownClient) }
+    /// Removes a client and, in the same transaction, ends its sessions in `sessions` (see
+    /// [`Sessions::end_client_in`]): a client registered later under the same id inherits none,
+    /// and every unexpired access token it was issued is listed as revoked.
+    pub async fn remove_client(&self, sessions: &Sessions, client_id: &str, now: u64) -> Result<(), AccountError> {
+        let mut tx = self.db.begin().await?;
+        if !rows::delete_client(&mut tx, client_id).await? {
+            return Err(AccountError::UnknownClient);
+        }
+        let ended = sessions.end_client_in(&mut tx, client_id, now).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        tracing::info!(client = client_id, sessions = ended, "client removed");
+        Ok(())
     }
 
     /// The client when `secret` is its secret.

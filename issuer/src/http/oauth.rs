@@ -134,6 +134,7 @@ async fn client_credentials_grant(state: &AppState, form: &OAuthForm) -> Result<
         ttl: None,
     };
     let access = state.mint(&request).await?;
+    state.sessions().record_service_token(&access, &client.client_id).await?;
     tracing::info!(client = %client.client_id, "client credentials");
     Ok(token_response(access, None))
 }

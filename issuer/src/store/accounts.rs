@@ -1,7 +1,7 @@
 //! The `users` and `clients` tables. List columns (roles, audiences) hold JSON arrays of strings.
 
 use super::{Db, DbError, DbResult, to_db_time};
-use sqlx::FromRow;
+use sqlx::{AnyConnection, FromRow};
 
 /// A row of `users`, without the password hash.
 #[derive(Debug, FromRow)]
@@ -159,19 +159,9 @@ pub(crate) async fn client(db: &Db, client_id: &str) -> DbResult<Option<ClientRo
         .await?)
 }
 
-/// Removes a client and ends its sessions, in one transaction. False when there was no such client.
-pub(crate) async fn remove_client(db: &Db, client_id: &str, now: u64) -> DbResult<bool> {
-    let mut tx = db.pool().begin().await?;
-    let done = sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
-    // Its sessions end with it: a client registered later under the same id gets none.
-    sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
-        .bind(to_db_time(now))
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(true)
+/// Deletes a client, in the transaction of `connection`. False when there was no such client.
+pub(crate) async fn delete_client(connection: &mut AnyConnection, client_id: &str) -> DbResult<bool> {
+    let done =
+        sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&mut *connection).await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -295,6 +295,7 @@ async fn rotate_many(
         .bind(texts(|rotation| &rotation.successor_hash))
         .bind(texts(|rotation| &rotation.access_jti))
         .bind(times(|rotation| to_db_time(rotation.idle_until)))
+        .bind(times(|rotation| to_db_time(rotation.access_expires_at)))
         .fetch_all(connection)
         .await?;
     Ok(rows
@@ -350,6 +351,7 @@ fn rotate(connection: &Connection, rotation: &Rotation) -> rusqlite::Result<Opti
         rotation.successor_hash,
         rotated.family_id,
         rotation.access_jti,
+        to_db_time(rotation.access_expires_at),
         now,
         expires_at
     ])?;
@@ -368,6 +370,7 @@ mod tests {
             spent_after: None,
             successor_hash: String::new(),
             access_jti: String::new(),
+            access_expires_at: 0,
             idle_until: 0,
         };
         Job { rotation, outcome: oneshot::channel().0 }

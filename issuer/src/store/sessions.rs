@@ -1,5 +1,5 @@
-//! The `refresh_families`, `refresh_tokens`, `revoked_access_tokens` and `login_failures` tables.
-//! Refresh tokens are stored by the SHA-256 of the token, never as sent.
+//! The `refresh_families`, `refresh_tokens`, `revoked_access_tokens`, `service_tokens` and
+//! `login_failures` tables. Refresh tokens are stored by the SHA-256 of the token, never as sent.
 
 use super::{Db, DbResult, to_db_time};
 use sqlx::{AnyConnection, FromRow};
@@ -19,6 +19,8 @@ pub(crate) struct Rotation {
     pub(crate) successor_hash: String,
     /// The `jti` of the access token issued with the successor.
     pub(crate) access_jti: String,
+    /// The `exp` of that access token.
+    pub(crate) access_expires_at: u64,
     /// The successor's idle expiry (capped here at its family's expiry).
     pub(crate) idle_until: u64,
 }
@@ -54,14 +56,15 @@ pub(crate) const SPEND: &str = "UPDATE refresh_tokens SET spent_at = COALESCE(sp
 /// Rotations in one statement and one round trip on PostgreSQL (data-modifying `WITH`, which
 /// SQLite lacks), over arrays of the [`Rotation`] fields (`$1` hashes, `$2` client ids, `$3`
 /// times, `$4` spent-after floors, `$5` successor hashes, `$6` access token ids, `$7` idle
-/// expiries; each token at most once): spend each as [`SPEND`] does, read the family and the
+/// expiries, `$8` access token expiries; each token at most once): spend each as [`SPEND`] does, read the family and the
 /// roles, insert the successor (its idle expiry capped at the family's), as [`SPEND`] and
 /// [`INSERT_TOKEN`] do on SQLite. Returns, for each
 /// rotation that won, its 1-based position in the arrays, its family id, its user, the roles and
 /// the family's scopes.
 pub(crate) const ROTATE_MANY: &str = "WITH input AS ( \
-       SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[]) \
-       WITH ORDINALITY AS i(hash, client_id, at_time, spent_after, successor_hash, access_jti, idle_until, position)), \
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[], \
+         $8::int8[]) WITH ORDINALITY \
+       AS i(hash, client_id, at_time, spent_after, successor_hash, access_jti, idle_until, access_expires_at, position)), \
      spent AS ( \
        UPDATE refresh_tokens t SET spent_at = COALESCE(t.spent_at, i.at_time) FROM input i \
        WHERE t.hash = i.hash AND t.expires_at > i.at_time AND (t.spent_at IS NULL OR t.spent_at > i.spent_after) \
@@ -70,13 +73,14 @@ pub(crate) const ROTATE_MANY: &str = "WITH input AS ( \
          AND f.client_id = i.client_id AND u.disabled_at IS NULL) \
        RETURNING t.hash, t.family_id), \
      family AS ( \
-       SELECT i.position, f.id AS family_id, f.user_id, u.roles, f.scope, f.audiences, i.successor_hash, i.access_jti, i.at_time, \
+       SELECT i.position, f.id AS family_id, f.user_id, u.roles, f.scope, f.audiences, i.successor_hash, i.access_jti, \
+         i.access_expires_at, i.at_time, \
          LEAST(f.expires_at, i.idle_until) AS successor_expires_at \
        FROM spent s JOIN input i ON i.hash = s.hash \
        JOIN refresh_families f ON f.id = s.family_id JOIN users u ON u.id = f.user_id), \
      successor AS ( \
-       INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) \
-       SELECT successor_hash, family_id, access_jti, at_time, successor_expires_at FROM family) \
+       INSERT INTO refresh_tokens (hash, family_id, access_jti, access_expires_at, issued_at, expires_at) \
+       SELECT successor_hash, family_id, access_jti, access_expires_at, at_time, successor_expires_at FROM family) \
      SELECT position::int4, family_id, user_id, roles, scope, audiences FROM family";
 
 /// A refresh token with its family, as a rotation or introspection reads it.
@@ -114,6 +118,8 @@ pub(crate) struct NewRefreshToken<'a> {
     pub(crate) family_id: &'a str,
     /// The `jti` of the access token issued with it.
     pub(crate) access_jti: &'a str,
+    /// The `exp` of that access token.
+    pub(crate) access_expires_at: u64,
     pub(crate) issued_at: u64,
     pub(crate) expires_at: u64,
 }
@@ -143,9 +149,9 @@ pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFa
     Ok(())
 }
 
-/// Inserts a refresh token: hash, family, access token `jti`, issued, expires.
-pub(crate) const INSERT_TOKEN: &str =
-    "INSERT INTO refresh_tokens (hash, family_id, access_jti, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+/// Inserts a refresh token: hash, family, access token `jti` and `exp`, issued, expires.
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO refresh_tokens (hash, family_id, access_jti, access_expires_at, \
+     issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Inserts a refresh token.
 pub(crate) async fn insert_token(connection: &mut AnyConnection, token: &NewRefreshToken<'_>) -> DbResult<()> {
@@ -153,6 +159,7 @@ pub(crate) async fn insert_token(connection: &mut AnyConnection, token: &NewRefr
         .bind(token.hash)
         .bind(token.family_id)
         .bind(token.access_jti)
+        .bind(to_db_time(token.access_expires_at))
         .bind(to_db_time(token.issued_at))
         .bind(to_db_time(token.expires_at))
         .execute(&mut *connection)
@@ -172,16 +179,6 @@ pub(crate) async fn token(db: &Db, hash: &str) -> DbResult<Option<RefreshTokenRo
     .await?)
 }
 
-/// Revokes a family (idempotent).
-pub(crate) async fn revoke_family(connection: &mut AnyConnection, family_id: &str, now: u64) -> DbResult<()> {
-    sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(to_db_time(now))
-        .bind(family_id)
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
-}
-
 /// The family whose refresh token was issued with the access token `jti`.
 pub(crate) async fn family_of_access_token(db: &Db, jti: &str) -> DbResult<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT family_id FROM refresh_tokens WHERE access_jti = $1")
@@ -191,36 +188,90 @@ pub(crate) async fn family_of_access_token(db: &Db, jti: &str) -> DbResult<Optio
     Ok(row.map(|(family,)| family))
 }
 
-/// Revokes every family of `user_id`, lists the access tokens issued with them that may still be
-/// accepted (issued less than `access_lifetime` seconds ago), and ends the user's browser
-/// sessions, in one transaction. Returns the number of families revoked.
-pub(crate) async fn revoke_user(db: &Db, user_id: &str, access_lifetime: u64, now: u64) -> DbResult<u64> {
-    let mut tx = db.pool().begin().await?;
-    sqlx::query(
+/// The refresh-token families a revocation ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Families<'a> {
+    /// One family, by id.
+    One(&'a str),
+    /// Every family of a user.
+    OfUser(&'a str),
+    /// Every family issued to a client.
+    OfClient(&'a str),
+}
+
+/// Revokes `families` (idempotent) and lists as revoked, until they expire, the access tokens
+/// issued with their refresh tokens that are still unexpired at `now`, in the transaction of
+/// `connection`. An access token's expiry is the one stored with its refresh token, or, for tokens
+/// stored without one, `issued_at` + `access_lifetime`. The families are revoked first: on SQLite
+/// the transaction then holds the write lock, so no rotation adds a token before the list is
+/// read; on PostgreSQL a rotation that read its family alive just before the commit may still add
+/// one (the window of one rotation's statement). Returns the families revoked now.
+pub(crate) async fn revoke_families(
+    connection: &mut AnyConnection,
+    families: Families<'_>,
+    access_lifetime: u64,
+    now: u64,
+) -> DbResult<u64> {
+    let (column, key) = match families {
+        Families::One(id) => ("id", id),
+        Families::OfUser(user_id) => ("user_id", user_id),
+        Families::OfClient(client_id) => ("client_id", client_id),
+    };
+    let done =
+        sqlx::query(&format!("UPDATE refresh_families SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL"))
+            .bind(to_db_time(now))
+            .bind(key)
+            .execute(&mut *connection)
+            .await?;
+    sqlx::query(&format!(
         "INSERT INTO revoked_access_tokens (jti, expires_at, revoked_at) \
-         SELECT t.access_jti, t.issued_at + $1, $2 FROM refresh_tokens t \
+         SELECT t.access_jti, COALESCE(t.access_expires_at, t.issued_at + $1), $2 FROM refresh_tokens t \
          JOIN refresh_families f ON f.id = t.family_id \
-         WHERE f.user_id = $3 AND t.issued_at + $1 > $2 \
-         ON CONFLICT (jti) DO NOTHING",
-    )
+         WHERE f.{column} = $3 AND COALESCE(t.access_expires_at, t.issued_at + $1) > $2 \
+         ON CONFLICT (jti) DO NOTHING"
+    ))
     .bind(to_db_time(access_lifetime))
     .bind(to_db_time(now))
-    .bind(user_id)
-    .execute(&mut *tx)
+    .bind(key)
+    .execute(&mut *connection)
     .await?;
-    let done = sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-        .bind(to_db_time(now))
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    // The issuer's own browser sessions end too: no single sign-on without a new login.
+    Ok(done.rows_affected())
+}
+
+/// Ends the issuer's browser sessions of `user_id` (no single sign-on without a new login).
+pub(crate) async fn end_browser_sessions(connection: &mut AnyConnection, user_id: &str, now: u64) -> DbResult<()> {
     sqlx::query("UPDATE browser_sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL")
         .bind(to_db_time(now))
         .bind(user_id)
-        .execute(&mut *tx)
+        .execute(&mut *connection)
         .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected())
+    Ok(())
+}
+
+/// Records an access token of the client credentials grant until it expires.
+pub(crate) async fn insert_service_token(db: &Db, jti: &str, client_id: &str, expires_at: u64) -> DbResult<()> {
+    sqlx::query("INSERT INTO service_tokens (jti, client_id, expires_at) VALUES ($1, $2, $3)")
+        .bind(jti)
+        .bind(client_id)
+        .bind(to_db_time(expires_at))
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Lists as revoked the access tokens `client_id` got by the client credentials grant that are
+/// still unexpired at `now`, in the transaction of `connection`.
+pub(crate) async fn revoke_service_tokens(connection: &mut AnyConnection, client_id: &str, now: u64) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO revoked_access_tokens (jti, expires_at, revoked_at) \
+         SELECT jti, expires_at, $1 FROM service_tokens WHERE client_id = $2 AND expires_at > $1 \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(to_db_time(now))
+    .bind(client_id)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 /// Lists an access token as revoked until `exp` (idempotent).
@@ -298,8 +349,8 @@ pub(crate) async fn clear_login_failures(db: &Db, subject: &str) -> DbResult<()>
     Ok(())
 }
 
-/// Deletes expired revocations, failed logins at or before `failures_until`, expired sign-in
-/// links, authorization codes that expired at or before `codes_until`, ended or expired browser
+/// Deletes expired revocations and service tokens, failed logins at or before `failures_until`,
+/// expired sign-in links, authorization codes that expired at or before `codes_until`, ended or expired browser
 /// sessions, and the refresh tokens and families that are revoked or expired, in one transaction.
 /// Returns the rows deleted.
 pub(crate) async fn purge(db: &Db, now: u64, failures_until: u64, codes_until: u64) -> DbResult<u64> {
@@ -308,6 +359,7 @@ pub(crate) async fn purge(db: &Db, now: u64, failures_until: u64, codes_until: u
     let mut deleted = 0;
     for (sql, bound) in [
         ("DELETE FROM revoked_access_tokens WHERE expires_at <= $1", now),
+        ("DELETE FROM service_tokens WHERE expires_at <= $1", now),
         ("DELETE FROM login_failures WHERE failed_at <= $1", failures_until),
         ("DELETE FROM sign_in_links WHERE expires_at <= $1", now),
         ("DELETE FROM authorization_codes WHERE expires_at <= $1", codes_until),

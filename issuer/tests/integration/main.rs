@@ -10,6 +10,7 @@ mod oauth;
 mod operations;
 mod pyjwt;
 mod restart;
+mod revocation;
 mod rotation;
 mod signin;
 mod users;

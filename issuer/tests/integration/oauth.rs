@@ -423,13 +423,17 @@ async fn revocation_is_idempotent_and_listed() {
     let issuer = TestIssuer::start(&[]).await;
     issuer.user("alice@example.com", &[]).await;
     let app = issuer.app();
-    let (access, refresh_token) = login(&app, "alice@example.com").await;
+    let (ended, refresh_token) = login(&app, "alice@example.com").await;
     for _ in 0..2 {
         let (status, _, body) = post_form(&app, "/oauth/revoke", &form(&[("token", &refresh_token)]), None, None).await;
         assert_eq!((status, body), (StatusCode::OK, Value::Null));
     }
     let (status, _) = refresh(&app, &refresh_token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Its session's access token is revoked with it (see revocation.rs); another session's is not.
+    let (status, _, _) = get(&app, "/userinfo", Some(&ended)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (access, _) = login(&app, "alice@example.com").await;
     for unknown in ["unknown", "a.b.c"] {
         let body = form(&[("token", unknown), ("token_type_hint", "refresh_token")]);
         let (status, _, _) = post_form(&app, "/oauth/revoke", &body, None, None).await;
@@ -458,8 +462,8 @@ async fn revocation_is_idempotent_and_listed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=30");
     let listed = json(&body);
-    assert_eq!(listed["revoked"].as_array().map(Vec::len), Some(1));
-    assert_eq!(listed["revoked"][0]["exp"], issuer.now() + 300);
+    assert_eq!(listed["revoked"].as_array().map(Vec::len), Some(2), "both sessions' access tokens");
+    assert_eq!(listed["revoked"][1]["exp"], issuer.now() + 300);
 
     // Once expired, the entry leaves the list, and the purge deletes it.
     issuer.advance(Duration::from_secs(301));

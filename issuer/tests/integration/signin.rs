@@ -4,6 +4,7 @@
 
 use crate::common::{TestIssuer, get, json, post_form, send};
 use crate::oauth::{PASSWORD, form, text};
+use crate::revocation::{assert_ended, jti};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -251,6 +252,33 @@ async fn codes_are_bound_to_the_client_the_redirect_uri_the_verifier_and_a_minut
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "expired");
     let (status, body) = exchange(&issuer.app(), &secret, "made-up", VERIFIER).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "unknown");
+}
+
+#[tokio::test]
+async fn a_reused_code_lists_every_access_token_of_the_session_it_started() {
+    let (issuer, secret) = issuer().await;
+    let app = issuer.app();
+    let mut browser = Browser::new(app.clone());
+    let code = params(&browser.sign_in(&query("site", "")).await)["code"].clone();
+    let (status, tokens) = exchange(&app, &secret, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let rotate = form(&[("grant_type", "refresh_token"), ("refresh_token", &text(&tokens, "refresh_token"))]);
+    let (status, _, rotated) = post_form(&app, "/oauth/token", &rotate, Some(("site", &secret)), None).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let mut ended = Vec::new();
+    for access in [text(&tokens, "access_token"), text(&rotated, "access_token")] {
+        ended.push((jti(&issuer, &access).await, access));
+    }
+    // Another sign-in of the same user at the same client, in another browser: another session.
+    let other = params(&Browser::new(app.clone()).sign_in(&query("site", "")).await)["code"].clone();
+    let (status, kept) = exchange(&app, &secret, &other, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    let kept = text(&kept, "access_token");
+    let kept = [(kept.as_str(), jti(&issuer, &kept).await)];
+    let (status, _) = exchange(&app, &secret, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a second use");
+    let ended: Vec<(&str, String)> = ended.iter().map(|(jti, token)| (token.as_str(), jti.clone())).collect();
+    assert_ended(&issuer, &ended, &kept).await;
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ pub(crate) mod refresh;
 use crate::domain::secrets::{random_id, random_token, secret_hash};
 use crate::domain::tokens::{MintError, MintedToken};
 use crate::store::accounts::{decode_list, encode_list};
-use crate::store::sessions::{self as rows, NewFamily, NewRefreshToken, Rotation};
-use crate::store::{Db, DbError, from_db_time};
+use crate::store::sessions::{self as rows, Families, NewFamily, NewRefreshToken, Rotation};
+use crate::store::{Db, DbError, DbResult, from_db_time};
 use sqlx::AnyConnection;
 use std::time::Duration;
 
@@ -115,6 +115,15 @@ pub struct RevokedToken {
     pub exp: u64,
 }
 
+/// The access token issued with a refresh token: what ending its session lists as revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuedAccess<'a> {
+    /// Its `jti`.
+    pub jti: &'a str,
+    /// Its `exp` (Unix seconds).
+    pub expires_at: u64,
+}
+
 /// A login attempt recorded by [`Sessions::begin_login`], pending the password check.
 #[derive(Debug)]
 pub struct LoginAttempt {
@@ -156,42 +165,40 @@ impl Sessions {
             scope: None,
             audiences: audiences.as_deref(),
         };
-        let refresh = self.start_in(&mut tx, family, &access.jti).await?;
+        let issued = IssuedAccess { jti: &access.jti, expires_at: access.expires_at };
+        let refresh = self.start_in(&mut tx, family, issued).await?;
         tx.commit().await?;
         Ok(refresh)
     }
 
     /// Starts the family `family` (its expiry set here, from the policy) in the transaction of
-    /// `connection`, with its first refresh token issued with the access token `access_jti`.
+    /// `connection`, with its first refresh token issued with the access token `access`.
     pub(crate) async fn start_in(
         &self,
         connection: &mut AnyConnection,
         mut family: NewFamily<'_>,
-        access_jti: &str,
+        access: IssuedAccess<'_>,
     ) -> Result<String, SessionError> {
         family.expires_at = family.created_at.saturating_add(self.policy.max_lifetime.as_secs());
         rows::insert_family(connection, &family).await?;
-        self.insert_token(connection, family.id, access_jti, family.created_at, family.expires_at).await
-    }
-
-    async fn insert_token(
-        &self,
-        connection: &mut AnyConnection,
-        family_id: &str,
-        access_jti: &str,
-        now: u64,
-        family_expires_at: u64,
-    ) -> Result<String, SessionError> {
         let refresh = random_token();
         let hash = secret_hash(&refresh);
-        let expires_at = now.saturating_add(self.policy.idle_timeout.as_secs()).min(family_expires_at);
-        let token = NewRefreshToken { hash: &hash, family_id, access_jti, issued_at: now, expires_at };
+        let now = family.created_at;
+        let expires_at = now.saturating_add(self.policy.idle_timeout.as_secs()).min(family.expires_at);
+        let token = NewRefreshToken {
+            hash: &hash,
+            family_id: family.id,
+            access_jti: access.jti,
+            access_expires_at: access.expires_at,
+            issued_at: now,
+            expires_at,
+        };
         rows::insert_token(connection, &token).await?;
         Ok(refresh)
     }
 
     /// Rotates `refresh`, presented by `client_id` at `now`: spends it and stores its successor,
-    /// issued with the access token `access_jti`, durably and in one step (see
+    /// issued with the access token `access`, durably and in one step (see
     /// [`Db::rotate_refresh`]), when it is spendable and its user is enabled. Otherwise says why;
     /// a token spent before (past the grace window) revokes its family. Returns the family, the
     /// user's roles as they are now, and the new refresh token.
@@ -200,7 +207,7 @@ impl Sessions {
         refresh: &str,
         client_id: &str,
         now: u64,
-        access_jti: &str,
+        access: IssuedAccess<'_>,
     ) -> Result<Rotated, SessionError> {
         let hash = secret_hash(refresh);
         let floor = refresh::grace_floor(now, self.policy.reuse_grace);
@@ -211,7 +218,8 @@ impl Sessions {
             now,
             spent_after: floor,
             successor_hash: secret_hash(&successor),
-            access_jti: access_jti.to_owned(),
+            access_jti: access.jti.to_owned(),
+            access_expires_at: access.expires_at,
             idle_until: now.saturating_add(self.policy.idle_timeout.as_secs()),
         };
         if let Some(rotated) = self.db.rotate_refresh(rotation).await? {
@@ -265,12 +273,41 @@ impl Sessions {
         }
     }
 
-    /// Revokes a family (idempotent).
+    /// Ends a session: revokes the family (idempotent) and lists the access tokens issued with
+    /// it that are still unexpired as revoked (so that `/revoked` tells verifiers), in one
+    /// transaction.
     pub async fn revoke_family(&self, family_id: &str, now: u64) -> Result<(), SessionError> {
         let mut tx = self.db.begin().await?;
-        rows::revoke_family(&mut tx, family_id, now).await?;
+        self.end_families(&mut tx, Families::One(family_id), now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Revokes `families` and lists their unexpired access tokens, in the transaction of
+    /// `connection`. Returns the families revoked now.
+    async fn end_families(&self, connection: &mut AnyConnection, families: Families<'_>, now: u64) -> DbResult<u64> {
+        let lifetime = self.policy.access_token_lifetime.as_secs();
+        rows::revoke_families(connection, families, lifetime, now).await
+    }
+
+    /// Ends every session of the client `client_id` in the transaction of `connection` (its
+    /// removal): its families are revoked, and the unexpired access tokens issued with them or to
+    /// it by the client credentials grant are listed as revoked. Returns the families revoked.
+    pub(crate) async fn end_client_in(
+        &self,
+        connection: &mut AnyConnection,
+        client_id: &str,
+        now: u64,
+    ) -> DbResult<u64> {
+        let ended = self.end_families(connection, Families::OfClient(client_id), now).await?;
+        rows::revoke_service_tokens(connection, client_id, now).await?;
+        Ok(ended)
+    }
+
+    /// Records an access token issued to `client_id` by the client credentials grant, so that
+    /// removing the client lists it as revoked while it lives.
+    pub async fn record_service_token(&self, token: &MintedToken, client_id: &str) -> Result<(), SessionError> {
+        Ok(rows::insert_service_token(&self.db, &token.jti, client_id, token.expires_at).await?)
     }
 
     /// The family whose refresh token was issued with the access token `jti`.
@@ -280,11 +317,14 @@ impl Sessions {
 
     /// Ends every session of `user_id`: its refresh-token families are revoked, and so are the
     /// access tokens issued with them that may still be accepted (so that `/revoked` lists them
-    /// for verifiers); the issuer's browser sessions of the user end. Returns the number of
-    /// families revoked.
+    /// for verifiers); the issuer's browser sessions of the user end. One transaction. Returns
+    /// the number of families revoked.
     pub async fn revoke_user(&self, user_id: &str, now: u64) -> Result<u64, SessionError> {
-        let lifetime = self.policy.access_token_lifetime.as_secs();
-        Ok(rows::revoke_user(&self.db, user_id, lifetime, now).await?)
+        let mut tx = self.db.begin().await?;
+        let ended = self.end_families(&mut tx, Families::OfUser(user_id), now).await?;
+        rows::end_browser_sessions(&mut tx, user_id, now).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Revokes an access token until its expiry (idempotent).

@@ -19,7 +19,7 @@ pub mod request;
 
 use crate::domain::accounts::AccountError;
 use crate::domain::secrets::{random_id, random_token, same_hash, secret_hash};
-use crate::domain::sessions::{SessionError, Sessions};
+use crate::domain::sessions::{IssuedAccess, SessionError, Sessions};
 use crate::domain::tokens::MintError;
 use crate::store::sessions::NewFamily;
 use crate::store::signin::{
@@ -338,7 +338,8 @@ impl SignIn {
             scope: Some(&row.scope),
             audiences: None,
         };
-        let refresh = sessions.start_in(&mut tx, family, exchange.access_jti).await?;
+        let access = IssuedAccess { jti: exchange.access_jti, expires_at: exchange.access_expires_at };
+        let refresh = sessions.start_in(&mut tx, family, access).await?;
         tx.commit().await?;
         Ok(Exchanged {
             user_id: row.user_id,
