@@ -6,9 +6,9 @@
 
 use crate::assertion::{AssertionSettings, parse_keys};
 use crate::cors::Cors;
-use crate::keycache::CacheBounds;
+use crate::document_cache::CacheBounds;
 use jwks::assertion::{DEFAULT_ASSERTION_ISSUER, MAX_ASSERTION_LIFETIME};
-use jwks::{ClaimsOptions, Policy, PolicyError, Validator};
+use jwks::{Access, ClaimsOptions, Policy, PolicyError, Validator};
 use std::fmt;
 
 /// Every variable the Worker reads; the status page lists which of them are set.
@@ -33,6 +33,11 @@ pub const VARIABLES: &[&str] = &[
     "ASSERTION_ISSUER",
     "ASSERTION_TTL_SECONDS",
     "CORS",
+    "REVOCATION_URL",
+    "REVOCATION_MAX_AGE_SECONDS",
+    "REVOCATION_MAX_STALE_SECONDS",
+    "STATUS_ROLE",
+    "STATUS_SECRET",
 ];
 
 /// The most verified tokens an isolate may keep: an entry (the token and its decoded claims) takes
@@ -73,9 +78,43 @@ pub struct Config {
     /// `CORS`: which pages of other origins may call the protected routes (see [`crate::cors`]);
     /// unset, none. The edge answers preflights itself.
     pub cors: Option<Cors>,
+    /// `REVOCATION_URL` (default: `ISSUER` + `/revoked`; `off`: no checks),
+    /// `REVOCATION_MAX_AGE_SECONDS` (default 30) and `REVOCATION_MAX_STALE_SECONDS` (default 300):
+    /// where the issuer lists revoked access tokens, and how the edge caches that list.
+    pub revocations: Option<RevocationSettings>,
+    /// Who may read `/_portcullis/status`: a token with `STATUS_ROLE` (default `admin`), or the
+    /// bearer `STATUS_SECRET` (a secret; unset: none).
+    pub status: StatusAccess,
     /// The names of the [`VARIABLES`] that are set (for the status page: names, never values), in
     /// the order of [`VARIABLES`].
     pub variables_set: Vec<&'static str>,
+}
+
+/// Where the revocation list comes from and how it is cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSettings {
+    /// The list's URL.
+    pub url: String,
+    /// Its lifetime is at most `REVOCATION_MAX_AGE_SECONDS` (the bound on how long a revoked
+    /// token still passes while the issuer answers); it is refreshed from half that, retried every
+    /// sixth of it, and serves `REVOCATION_MAX_STALE_SECONDS` past it when it cannot be refreshed.
+    pub bounds: CacheBounds,
+}
+
+/// Who may read the status page.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatusAccess {
+    /// What a token must carry.
+    pub access: Access,
+    /// A bearer secret that opens it too.
+    pub secret: Option<String>,
+}
+
+impl fmt::Debug for StatusAccess {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = self.secret.as_ref().map(|_| "<set>");
+        formatter.debug_struct("StatusAccess").field("access", &self.access).field("secret", &secret).finish()
+    }
 }
 
 /// A configuration value that is missing or wrong. Its message names the variable and never
@@ -159,12 +198,12 @@ impl Config {
 
         let jwks_url = match vars.optional("JWKS_URL") {
             Some(url) => {
-                check_jwks_url(&url).map_err(|why| problem("JWKS_URL", why))?;
+                check_issuer_url(&url).map_err(|why| problem("JWKS_URL", why))?;
                 url
             }
             None => {
                 let derived = format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'));
-                check_jwks_url(&derived).map_err(|why| {
+                check_issuer_url(&derived).map_err(|why| {
                     problem("ISSUER", format!("does not give a usable JWKS_URL ({why}); set JWKS_URL"))
                 })?;
                 derived
@@ -211,7 +250,7 @@ impl Config {
             min_ttl_secs,
             max_ttl_secs,
             refetch_cooldown_secs: vars.number("JWKS_REFETCH_COOLDOWN_SECONDS", 30, 1..=DAY)?,
-            max_stale_secs: vars.number("JWKS_MAX_STALE_SECONDS", DAY, 0..=7 * DAY)?,
+            max_stale_secs: vars.number("JWKS_MAX_STALE_SECONDS", 0, 0..=7 * DAY)?,
             fetch_timeout_ms: u32::try_from(vars.number("JWKS_TIMEOUT_MS", 5000, 100..=30_000)?)
                 .map_err(|_| problem("JWKS_TIMEOUT_MS", "is too large"))?,
         };
@@ -242,6 +281,47 @@ impl Config {
             Some(text) => Some(Cors::parse(&text).map_err(|why| problem("CORS", why))?),
         };
 
+        let revocations = match vars.optional("REVOCATION_URL").as_deref() {
+            Some("off") => None,
+            url => {
+                let url = match url {
+                    Some(url) => {
+                        check_issuer_url(url).map_err(|why| problem("REVOCATION_URL", why))?;
+                        url.to_owned()
+                    }
+                    None => {
+                        let derived = format!("{}/revoked", issuer.trim_end_matches('/'));
+                        check_issuer_url(&derived).map_err(|why| {
+                            problem(
+                                "ISSUER",
+                                format!("does not give a usable REVOCATION_URL ({why}); set REVOCATION_URL"),
+                            )
+                        })?;
+                        derived
+                    }
+                };
+                let max_age_secs = vars.number("REVOCATION_MAX_AGE_SECONDS", 30, 1..=3600)?;
+                let bounds = CacheBounds {
+                    min_ttl_secs: 1,
+                    max_ttl_secs: max_age_secs,
+                    refetch_cooldown_secs: (max_age_secs / 6).max(1),
+                    max_stale_secs: vars.number("REVOCATION_MAX_STALE_SECONDS", 300, 0..=DAY)?,
+                    fetch_timeout_ms: cache.fetch_timeout_ms,
+                };
+                Some(RevocationSettings { url, bounds })
+            }
+        };
+
+        let status_role = vars.optional("STATUS_ROLE").unwrap_or_else(|| "admin".to_owned());
+        if !is_visible_ascii(&status_role) || status_role.contains(',') {
+            return Err(problem("STATUS_ROLE", "must be one role: printable ASCII without spaces or commas"));
+        }
+        let status_secret = vars.optional("STATUS_SECRET");
+        if status_secret.as_ref().is_some_and(|secret| secret.len() < 16 || !is_visible_ascii(secret)) {
+            return Err(problem("STATUS_SECRET", "must be at least 16 printable ASCII characters"));
+        }
+        let status = StatusAccess { access: Access::AnyRole(vec![status_role]), secret: status_secret };
+
         let validator = Validator::new(ClaimsOptions::new(issuer, audiences).with_leeway(leeway_secs));
         let variables_set = VARIABLES.iter().copied().filter(|name| vars.optional(name).is_some()).collect();
         Ok(Self {
@@ -257,6 +337,8 @@ impl Config {
             token_cache_entries,
             assertion,
             cors,
+            revocations,
+            status,
             variables_set,
         })
     }
@@ -342,7 +424,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// The key set must come over https (plain http only to this machine, for development).
-fn check_jwks_url(text: &str) -> Result<(), &'static str> {
+fn check_issuer_url(text: &str) -> Result<(), &'static str> {
     let url = parse_http_url(text)?;
     if url.scheme != "https" && !is_loopback(url.host) {
         return Err("must be https (http is only accepted for localhost)");
@@ -427,10 +509,24 @@ mod tests {
                 min_ttl_secs: 60,
                 max_ttl_secs: 86_400,
                 refetch_cooldown_secs: 30,
-                max_stale_secs: 86_400,
+                max_stale_secs: 0,
                 fetch_timeout_ms: 5000
             }
         );
+        assert_eq!(
+            config.revocations,
+            Some(RevocationSettings {
+                url: "https://issuer.example/revoked".to_owned(),
+                bounds: CacheBounds {
+                    min_ttl_secs: 1,
+                    max_ttl_secs: 30,
+                    refetch_cooldown_secs: 5,
+                    max_stale_secs: 300,
+                    fetch_timeout_ms: 5000
+                }
+            })
+        );
+        assert_eq!(config.status, StatusAccess { access: Access::AnyRole(vec!["admin".to_owned()]), secret: None });
         assert_eq!(config.validator.claims.issuer, "https://issuer.example");
         assert_eq!(config.validator.claims.leeway_secs, 60);
         assert_eq!(config.token_cache_entries, jwks::DEFAULT_TOKEN_CACHE_ENTRIES);
@@ -477,6 +573,45 @@ mod tests {
     }
 
     #[test]
+    fn revocation_checks_and_the_status_page_can_be_set() {
+        let config = with(&[
+            ("REVOCATION_URL", "http://127.0.0.1:9000/revoked"),
+            ("REVOCATION_MAX_AGE_SECONDS", "2"),
+            ("REVOCATION_MAX_STALE_SECONDS", "0"),
+            ("JWKS_TIMEOUT_MS", "250"),
+            ("STATUS_ROLE", "ops"),
+            ("STATUS_SECRET", "0123456789abcdef"),
+        ])
+        .expect("valid");
+        let revocations = config.revocations.expect("checked");
+        assert_eq!(revocations.url, "http://127.0.0.1:9000/revoked");
+        assert_eq!(
+            revocations.bounds,
+            CacheBounds {
+                min_ttl_secs: 1,
+                max_ttl_secs: 2,
+                refetch_cooldown_secs: 1,
+                max_stale_secs: 0,
+                fetch_timeout_ms: 250
+            }
+        );
+        assert_eq!(config.status.access, Access::AnyRole(vec!["ops".to_owned()]));
+        assert_eq!(config.status.secret.as_deref(), Some("0123456789abcdef"));
+        assert!(!format!("{:?}", config.status).contains("0123"), "the secret is not printed");
+        for (name, bad) in [
+            ("REVOCATION_URL", "http://issuer.example/revoked"),
+            ("REVOCATION_MAX_AGE_SECONDS", "0"),
+            ("REVOCATION_MAX_AGE_SECONDS", "3601"),
+            ("REVOCATION_MAX_STALE_SECONDS", "86401"),
+            ("STATUS_ROLE", "a,b"),
+            ("STATUS_ROLE", "two words"),
+            ("STATUS_SECRET", "short"),
+        ] {
+            assert_eq!(fails_on(&[(name, bad)]), name, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn required_values_are_named_when_missing() {
         for name in ["ISSUER", "AUDIENCE", "ORIGIN_URL", "POLICY"] {
             let mut vars = base();
@@ -503,7 +638,11 @@ mod tests {
         // Without JWKS_URL, the issuer must give a usable one.
         let error = with(&[("ISSUER", "urn:example:issuer")]).expect_err("no JWKS URL");
         assert_eq!(error.variable, "ISSUER");
-        assert!(with(&[("ISSUER", "urn:example:issuer"), ("JWKS_URL", "https://k.example/j")]).is_ok());
+        let urn = with(&[("ISSUER", "urn:example:issuer"), ("JWKS_URL", "https://k.example/j")]).expect_err("no list");
+        assert!(urn.problem.contains("REVOCATION_URL"), "{urn}");
+        let issuer_elsewhere =
+            [("ISSUER", "urn:example:issuer"), ("JWKS_URL", "https://k.example/j"), ("REVOCATION_URL", "off")];
+        assert_eq!(with(&issuer_elsewhere).expect("no revocation checks").revocations, None);
         assert_eq!(
             with(&[("ISSUER", "http://127.0.0.1:8080/")]).expect("local issuer").jwks_url,
             "http://127.0.0.1:8080/.well-known/jwks.json"

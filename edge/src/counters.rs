@@ -34,14 +34,17 @@ impl Allowed {
     }
 }
 
-/// How one fetch of the key set ended.
+/// How one fetch of the key set or the revocation list ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FetchOutcome {
-    /// A set was fetched and installed.
+    /// A document was fetched and installed.
     Ok,
-    /// `JWKS_URL` answered with a status other than 200 (a redirect included).
+    /// The issuer answered `304 Not Modified`: the document held serves a new lifetime.
+    NotModified,
+    /// The URL answered with a status other than 200 (or 304 to `If-None-Match`), a redirect
+    /// included.
     BadStatus,
-    /// A document came but was not taken: too large, not a key set, no usable key, or it would
+    /// A document came but was not taken: too large, not of its form, no usable key, or it would
     /// break a key in use.
     Refused,
     /// No answer (or not all of the body) within `JWKS_TIMEOUT_MS`.
@@ -52,7 +55,8 @@ pub enum FetchOutcome {
 
 impl FetchOutcome {
     /// Every outcome, in the order of the discriminants (each indexes its counter).
-    pub const ALL: [Self; 5] = [Self::Ok, Self::BadStatus, Self::Refused, Self::Timeout, Self::Unreachable];
+    pub const ALL: [Self; 6] =
+        [Self::Ok, Self::NotModified, Self::BadStatus, Self::Refused, Self::Timeout, Self::Unreachable];
 
     /// The outcome of a fetch that failed with a JavaScript error named `name` (the fetch itself,
     /// or reading its body): a timeout when the `JWKS_TIMEOUT_MS` signal aborted it (workerd
@@ -66,6 +70,7 @@ impl FetchOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
+            Self::NotModified => "not_modified",
             Self::BadStatus => "bad_status",
             Self::Refused => "refused",
             Self::Timeout => "timeout",
@@ -97,6 +102,7 @@ pub struct Counters {
     allowed: [Cell<u64>; Allowed::ALL.len()],
     refused: [Cell<u64>; RefusalCode::ALL.len()],
     jwks_fetches: [Cell<u64>; FetchOutcome::ALL.len()],
+    revocation_fetches: [Cell<u64>; FetchOutcome::ALL.len()],
 }
 
 /// Adds one.
@@ -130,7 +136,13 @@ impl Counters {
         bump(&self.jwks_fetches[outcome as usize]);
     }
 
+    /// Counts a finished fetch of the revocation list.
+    pub fn revocation_fetch(&self, outcome: FetchOutcome) {
+        bump(&self.revocation_fetches[outcome as usize]);
+    }
+
     /// The status page's view: `{"allowed": {...}, "refused": {...}, "jwks_fetches": {...},
+    /// "revocation_fetches": {...},
     /// "token_cache": {"hits", "misses"}}`, every label present, zeros included; the look-ups are
     /// the verified-token cache's own counts.
     pub fn status(&self, lookups: CacheLookups) -> Value {
@@ -139,6 +151,8 @@ impl Counters {
         document.insert("refused".to_owned(), object(&RefusalCode::ALL, RefusalCode::as_str, &self.refused));
         let fetches = object(&FetchOutcome::ALL, FetchOutcome::as_str, &self.jwks_fetches);
         document.insert("jwks_fetches".to_owned(), fetches);
+        let fetches = object(&FetchOutcome::ALL, FetchOutcome::as_str, &self.revocation_fetches);
+        document.insert("revocation_fetches".to_owned(), fetches);
         document.insert("token_cache".to_owned(), json!({"hits": lookups.hits, "misses": lookups.misses}));
         Value::Object(document)
     }
@@ -157,8 +171,10 @@ mod tests {
                 "allowed": {"public": 0, "preflight": 0, "token": 0},
                 "refused": {
                     "no_token": 0, "invalid_token": 0, "insufficient_role": 0, "no_rule": 0, "keys_unavailable": 0,
+                    "revoked": 0, "revocations_unavailable": 0,
                 },
-                "jwks_fetches": {"ok": 0, "bad_status": 0, "refused": 0, "timeout": 0, "unreachable": 0},
+                "jwks_fetches": {"ok": 0, "not_modified": 0, "bad_status": 0, "refused": 0, "timeout": 0, "unreachable": 0},
+                "revocation_fetches": {"ok": 0, "not_modified": 0, "bad_status": 0, "refused": 0, "timeout": 0, "unreachable": 0},
                 "token_cache": {"hits": 0, "misses": 0},
             })
         );
@@ -175,14 +191,18 @@ mod tests {
         counters.refused(RefusalCode::InvalidToken);
         counters.jwks_fetch(FetchOutcome::Timeout);
         counters.jwks_fetch(FetchOutcome::Ok);
+        counters.revocation_fetch(FetchOutcome::NotModified);
+        counters.refused(RefusalCode::Revoked);
         assert_eq!(
             counters.status(CacheLookups::default()),
             json!({
                 "allowed": {"public": 0, "preflight": 1, "token": 2},
                 "refused": {
                     "no_token": 0, "invalid_token": 2, "insufficient_role": 0, "no_rule": 0, "keys_unavailable": 1,
+                    "revoked": 1, "revocations_unavailable": 0,
                 },
-                "jwks_fetches": {"ok": 1, "bad_status": 0, "refused": 0, "timeout": 1, "unreachable": 0},
+                "jwks_fetches": {"ok": 1, "not_modified": 0, "bad_status": 0, "refused": 0, "timeout": 1, "unreachable": 0},
+                "revocation_fetches": {"ok": 0, "not_modified": 1, "bad_status": 0, "refused": 0, "timeout": 0, "unreachable": 0},
                 "token_cache": {"hits": 0, "misses": 0},
             })
         );

@@ -1,5 +1,6 @@
 //! After verification: allow with an identity for the origin, or refuse with a reason for the log.
 
+use crate::revocations::RevocationList;
 use jwks::{Access, Claims, VerifyError};
 
 /// Who a verified request is, as the origin will be told in `X-Auth-*` headers.
@@ -67,24 +68,32 @@ pub enum Refusal {
     NoRule,
     /// No key set can be had (the issuer unreachable and nothing cached): 503.
     KeysUnavailable,
+    /// The token verifies but the issuer lists it as revoked: 401 `invalid_token`.
+    Revoked {
+        /// The token's subject, for the log.
+        subject: Option<String>,
+    },
+    /// Revocations are checked but no list that may serve can be had (the issuer unreachable
+    /// past the stale bound): 503.
+    RevocationsUnavailable,
 }
 
 impl Refusal {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NoToken | Self::InvalidToken(_) => 401,
+            Self::NoToken | Self::InvalidToken(_) | Self::Revoked { .. } => 401,
             Self::InsufficientRole { .. } | Self::NoRule => 403,
-            Self::KeysUnavailable => 503,
+            Self::KeysUnavailable | Self::RevocationsUnavailable => 503,
         }
     }
 
     /// The RFC 6750 `error` code, if any.
     pub fn bearer_error(&self) -> Option<&'static str> {
         match self {
-            Self::InvalidToken(_) => Some("invalid_token"),
+            Self::InvalidToken(_) | Self::Revoked { .. } => Some("invalid_token"),
             Self::InsufficientRole { .. } => Some("insufficient_scope"),
-            Self::NoToken | Self::NoRule | Self::KeysUnavailable => None,
+            Self::NoToken | Self::NoRule | Self::KeysUnavailable | Self::RevocationsUnavailable => None,
         }
     }
 
@@ -96,6 +105,8 @@ impl Refusal {
             Self::InsufficientRole { .. } => RefusalCode::InsufficientRole,
             Self::NoRule => RefusalCode::NoRule,
             Self::KeysUnavailable => RefusalCode::KeysUnavailable,
+            Self::Revoked { .. } => RefusalCode::Revoked,
+            Self::RevocationsUnavailable => RefusalCode::RevocationsUnavailable,
         }
     }
 
@@ -107,6 +118,8 @@ impl Refusal {
             Self::InsufficientRole { .. } => "the token lacks a role the rule requires",
             Self::NoRule => "no rule of the policy matches the request",
             Self::KeysUnavailable => "no key set is available to verify the token",
+            Self::Revoked { .. } => "the issuer lists the token as revoked",
+            Self::RevocationsUnavailable => "no revocation list is available to check the token against",
         }
     }
 }
@@ -125,12 +138,23 @@ pub enum RefusalCode {
     NoRule,
     /// [`Refusal::KeysUnavailable`].
     KeysUnavailable,
+    /// [`Refusal::Revoked`].
+    Revoked,
+    /// [`Refusal::RevocationsUnavailable`].
+    RevocationsUnavailable,
 }
 
 impl RefusalCode {
     /// Every code, in the order of the discriminants (each indexes its counter).
-    pub const ALL: [Self; 5] =
-        [Self::NoToken, Self::InvalidToken, Self::InsufficientRole, Self::NoRule, Self::KeysUnavailable];
+    pub const ALL: [Self; 7] = [
+        Self::NoToken,
+        Self::InvalidToken,
+        Self::InsufficientRole,
+        Self::NoRule,
+        Self::KeysUnavailable,
+        Self::Revoked,
+        Self::RevocationsUnavailable,
+    ];
 
     /// The code as the log and the status page write it.
     pub fn as_str(self) -> &'static str {
@@ -140,13 +164,25 @@ impl RefusalCode {
             Self::InsufficientRole => "insufficient_role",
             Self::NoRule => "no_rule",
             Self::KeysUnavailable => "keys_unavailable",
+            Self::Revoked => "revoked",
+            Self::RevocationsUnavailable => "revocations_unavailable",
         }
     }
 }
 
-/// Applies the rule's `access` to the outcome of verification.
-pub fn authorize(access: &Access, verified: Result<Claims, VerifyError>) -> Result<Identity, Refusal> {
+/// Applies the revocation list (when revocations are checked) and then the rule's `access` to the
+/// outcome of verification. A revoked token is refused as such whatever its roles.
+pub fn authorize(
+    access: &Access,
+    verified: Result<Claims, VerifyError>,
+    revocations: Option<&RevocationList>,
+) -> Result<Identity, Refusal> {
     let claims = verified.map_err(|error| Refusal::InvalidToken(error.to_string()))?;
+    if let (Some(list), Some(jti)) = (revocations, claims.jti.as_deref())
+        && list.contains(jti)
+    {
+        return Err(Refusal::Revoked { subject: claims.sub });
+    }
     if !access.permits(&claims.roles) {
         return Err(Refusal::InsufficientRole { subject: claims.sub });
     }
@@ -177,7 +213,7 @@ mod tests {
     #[test]
     fn a_good_token_with_the_roles_is_allowed() {
         let access = Access::AnyRole(vec!["admin".to_owned()]);
-        let identity = authorize(&access, Ok(claims(&["reader", "admin"]))).expect("allowed");
+        let identity = authorize(&access, Ok(claims(&["reader", "admin"])), None).expect("allowed");
         assert_eq!(
             identity.headers(),
             [
@@ -194,7 +230,7 @@ mod tests {
         let mut claims = claims(&[]);
         claims.sub = None;
         claims.jti = None;
-        let identity = authorize(&Access::Authenticated, Ok(claims)).expect("allowed");
+        let identity = authorize(&Access::Authenticated, Ok(claims), None).expect("allowed");
         assert_eq!(
             identity.headers(),
             [("x-auth-roles", String::new()), ("x-auth-issuer", "https://issuer.example".to_owned())]
@@ -203,19 +239,45 @@ mod tests {
 
     #[test]
     fn a_missing_role_is_403_insufficient_scope() {
-        let refusal = authorize(&Access::AllRoles(vec!["a".into(), "b".into()]), Ok(claims(&["a"]))).expect_err("x");
+        let refusal =
+            authorize(&Access::AllRoles(vec!["a".into(), "b".into()]), Ok(claims(&["a"])), None).expect_err("x");
         assert_eq!(refusal, Refusal::InsufficientRole { subject: Some("user-1".to_owned()) });
         assert_eq!((refusal.status(), refusal.bearer_error()), (403, Some("insufficient_scope")));
     }
 
     #[test]
     fn a_bad_token_is_401_invalid_token_with_the_reason_kept_for_the_log() {
-        let refusal = authorize(&Access::Authenticated, Err(ClaimsError::Expired.into())).expect_err("refused");
+        let refusal = authorize(&Access::Authenticated, Err(ClaimsError::Expired.into()), None).expect_err("refused");
         assert_eq!((refusal.status(), refusal.bearer_error()), (401, Some("invalid_token")));
         assert!(refusal.reason().contains("expired"), "{}", refusal.reason());
-        let refusal = authorize(&Access::Authenticated, Err(SignatureError::Invalid.into())).expect_err("refused");
+        let refusal =
+            authorize(&Access::Authenticated, Err(SignatureError::Invalid.into()), None).expect_err("refused");
         assert_eq!(refusal.code(), RefusalCode::InvalidToken);
         assert_eq!(refusal.code().as_str(), "invalid_token");
+    }
+
+    #[test]
+    fn a_revoked_token_is_401_invalid_token_whatever_its_roles() {
+        let list = <RevocationList as crate::document_cache::FetchedDocument>::parse(
+            br#"{"revoked":[{"jti":"t-1","exp":99}]}"#,
+            1,
+        )
+        .expect("a list");
+        let refusal =
+            authorize(&Access::AnyRole(vec!["admin".into()]), Ok(claims(&["reader"])), Some(&list)).expect_err("x");
+        assert_eq!(refusal, Refusal::Revoked { subject: Some("user-1".to_owned()) });
+        assert_eq!(
+            (refusal.status(), refusal.bearer_error(), refusal.code().as_str()),
+            (401, Some("invalid_token"), "revoked")
+        );
+        // Another token of the same user passes; so does one without a jti (it cannot be listed).
+        let mut other = claims(&[]);
+        other.jti = Some("t-2".to_owned());
+        assert!(authorize(&Access::Authenticated, Ok(other), Some(&list)).is_ok());
+        let mut bare = claims(&[]);
+        bare.jti = None;
+        assert!(authorize(&Access::Authenticated, Ok(bare), Some(&list)).is_ok());
+        assert_eq!(Refusal::RevocationsUnavailable.status(), 503);
     }
 
     #[test]
@@ -223,9 +285,12 @@ mod tests {
         for bad in ["a\r\nX-Auth-Roles: admin", "caf\u{e9}", " padded", ""] {
             let mut claims = claims(&[]);
             claims.sub = Some(bad.to_owned());
-            assert!(matches!(authorize(&Access::Authenticated, Ok(claims)), Err(Refusal::InvalidToken(_))), "{bad:?}");
+            assert!(
+                matches!(authorize(&Access::Authenticated, Ok(claims), None), Err(Refusal::InvalidToken(_))),
+                "{bad:?}"
+            );
         }
-        assert!(authorize(&Access::Authenticated, Ok(claims(&["a,admin"]))).is_err());
+        assert!(authorize(&Access::Authenticated, Ok(claims(&["a,admin"])), None).is_err());
     }
 
     /// One refusal of each kind. A new kind fails to compile here until it is added.
@@ -236,6 +301,8 @@ mod tests {
             Refusal::InsufficientRole { subject: None },
             Refusal::NoRule,
             Refusal::KeysUnavailable,
+            Refusal::Revoked { subject: None },
+            Refusal::RevocationsUnavailable,
         ];
         for refusal in &every {
             match refusal {
@@ -243,7 +310,9 @@ mod tests {
                 | Refusal::InvalidToken(_)
                 | Refusal::InsufficientRole { .. }
                 | Refusal::NoRule
-                | Refusal::KeysUnavailable => {}
+                | Refusal::KeysUnavailable
+                | Refusal::Revoked { .. }
+                | Refusal::RevocationsUnavailable => {}
             }
         }
         every
@@ -257,7 +326,18 @@ mod tests {
             assert_eq!(code as usize, index, "{code:?}: ALL is in the order of the discriminants");
         }
         let names: Vec<&str> = RefusalCode::ALL.iter().map(|code| code.as_str()).collect();
-        assert_eq!(names, ["no_token", "invalid_token", "insufficient_role", "no_rule", "keys_unavailable"]);
+        assert_eq!(
+            names,
+            [
+                "no_token",
+                "invalid_token",
+                "insufficient_role",
+                "no_rule",
+                "keys_unavailable",
+                "revoked",
+                "revocations_unavailable"
+            ]
+        );
     }
 
     #[test]

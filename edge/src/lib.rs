@@ -3,7 +3,7 @@
 //! headers.
 //!
 //! The decisions are pure and build everywhere ([`config`], [`request`], [`decision`],
-//! [`headers`], [`reply`], [`keycache`], [`counters`], [`assertion`], [`cors`]), so `cargo test -p edge` checks them
+//! [`headers`], [`reply`], [`document_cache`], [`revocations`], [`counters`], [`assertion`], [`cors`]), so `cargo test -p edge` checks them
 //! natively. The Worker itself (the fetch handler, the key set fetching, WebCrypto and forwarding)
 //! only builds for `wasm32` and stays a thin shell of I/O around them, counting its decisions
 //! where it makes them.
@@ -13,10 +13,11 @@ pub mod config;
 pub mod cors;
 pub mod counters;
 pub mod decision;
+pub mod document_cache;
 pub mod headers;
-pub mod keycache;
 pub mod reply;
 pub mod request;
+pub mod revocations;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;

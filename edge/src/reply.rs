@@ -63,10 +63,13 @@ fn percent_encode(text: &str) -> String {
 fn sends_to_login(config: &Config, head: &RequestHead<'_>, refusal: &Refusal) -> bool {
     let token_problem = match refusal {
         Refusal::NoToken => true,
-        Refusal::InvalidToken(_) => {
+        Refusal::InvalidToken(_) | Refusal::Revoked { .. } => {
             matches!(credential(head, config.token_cookie.as_deref()), Credential::Cookie(_))
         }
-        Refusal::InsufficientRole { .. } | Refusal::NoRule | Refusal::KeysUnavailable => false,
+        Refusal::InsufficientRole { .. }
+        | Refusal::NoRule
+        | Refusal::KeysUnavailable
+        | Refusal::RevocationsUnavailable => false,
     };
     token_problem && config.login_url.is_some() && head.is_browser_navigation()
 }
@@ -90,8 +93,14 @@ pub fn refusal_reply(config: &Config, head: &RequestHead<'_>, refusal: &Refusal)
     if refusal.status() == 401 || refusal.bearer_error().is_some() {
         reply.headers.push(("www-authenticate", www_authenticate(&config.realm, refusal.bearer_error())));
     }
-    if *refusal == Refusal::KeysUnavailable {
-        reply.headers.push(("retry-after", config.cache.refetch_cooldown_secs.to_string()));
+    match refusal {
+        Refusal::KeysUnavailable => reply.headers.push(("retry-after", config.cache.refetch_cooldown_secs.to_string())),
+        Refusal::RevocationsUnavailable => {
+            let cooldown =
+                config.revocations.as_ref().map_or(1, |revocations| revocations.bounds.refetch_cooldown_secs);
+            reply.headers.push(("retry-after", cooldown.to_string()));
+        }
+        _ => {}
     }
     reply
 }
@@ -136,6 +145,7 @@ pub fn assertion_keys_reply(config: &Config) -> Reply {
 pub fn status_reply(
     config: &Config,
     keys: Value,
+    revocations: Value,
     tokens_cached: usize,
     lookups: CacheLookups,
     assertion_reuse: (u64, u64),
@@ -150,6 +160,7 @@ pub fn status_reply(
         "rules": config.policy.rules().len(),
         "preflight": config.policy.allows_preflight(),
         "keys": keys,
+        "revocations": revocations,
         "token_cache": {"entries": tokens_cached, "capacity": config.token_cache_entries},
         "assertions": config.assertion.as_ref().map(|settings| json!({
             "issuer": settings.issuer,
@@ -180,7 +191,8 @@ pub fn refusal_log(head: &RequestHead<'_>, refusal: &Refusal, rule: Option<&str>
         // An attacker chooses the kid of a bad token: keep the log line short.
         line["kid"] = json!(kid.chars().take(64).collect::<String>());
     }
-    if let Refusal::InsufficientRole { subject: Some(subject) } = refusal {
+    if let Refusal::InsufficientRole { subject: Some(subject) } | Refusal::Revoked { subject: Some(subject) } = refusal
+    {
         line["sub"] = json!(subject);
     }
     line.to_string()
@@ -384,6 +396,7 @@ mod tests {
         let reply = status_reply(
             &config(&[("LOGIN_URL", "https://login.example/secret-path")]),
             json!({"state": "fresh"}),
+            json!({"state": "fresh", "revocations": {"entries": 0}}),
             3,
             CacheLookups { hits: 5, misses: 2 },
             (0, 0),

@@ -7,6 +7,9 @@ use jwks::Access;
 /// The reserved path prefix: the edge answers these itself, they never reach the origin.
 pub const RESERVED_PREFIX: &str = "/_portcullis/";
 
+/// The status page's path (its refusals name it as their rule).
+pub const STATUS_PATH: &str = "/_portcullis/status";
+
 /// The request headers the edge decides on: the token's (`Authorization`, `Cookie`), a
 /// preflight's (`Origin`, `Access-Control-Request-Method`, `-Headers`), a browser's (`Accept`), the
 /// runtime's `CF-Connecting-IP` (the client's address, told to the origin), and the `Connection`
@@ -229,6 +232,18 @@ pub fn credential<'a>(head: &RequestHead<'a>, cookie_name: Option<&str>) -> Cred
     Credential::Missing
 }
 
+/// True when the request's `Authorization: Bearer` is exactly `secret`, compared without an early
+/// exit (its time tells nothing of how much of it matched); false without a secret. The edge
+/// keeps this loop rather than a crate: it is the only comparison of a secret it makes.
+pub fn bearer_is(head: &RequestHead<'_>, secret: Option<&str>) -> bool {
+    let (Some(secret), Credential::Bearer(presented)) = (secret, credential(head, None)) else {
+        return false;
+    };
+    let (secret, presented) = (secret.as_bytes(), presented.as_bytes());
+    let difference = secret.iter().zip(presented).fold(0u8, |difference, (a, b)| difference | (a ^ b));
+    secret.len() == presented.len() && difference == 0
+}
+
 /// The `name=value` pairs of a `Cookie` header, trimmed, empty ones left out. Pairs are split on
 /// `;` and on `,` too: the runtime joins repeated `Cookie` headers with `, ` (and a cookie value
 /// may hold neither, RFC 6265 §4.1.1).
@@ -255,6 +270,25 @@ pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_secret_is_matched_whole() {
+        let secret = Some("0123456789abcdef");
+        let with = |authorization: &str| {
+            let block = format!("GET\nhttps://e.example/_portcullis/status\nauthorization\n{authorization}\n");
+            let parsed = ParsedHead::parse(&block).expect("a head");
+            bearer_is(&parsed.head(), secret)
+        };
+        assert!(with("Bearer 0123456789abcdef"));
+        assert!(with("bearer  0123456789abcdef "));
+        for other in
+            ["Bearer 0123456789abcde", "Bearer 0123456789abcdefg", "Bearer x", "Basic 0123456789abcdef", "Bearer"]
+        {
+            assert!(!with(other), "{other:?}");
+        }
+        let block = "GET\nhttps://e.example/_portcullis/status\nauthorization\nBearer 0123456789abcdef\n";
+        assert!(!bearer_is(&ParsedHead::parse(block).expect("a head").head(), None), "no secret: nothing matches");
+    }
 
     use crate::testing::pairs as headers;
 

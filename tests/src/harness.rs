@@ -170,7 +170,11 @@ impl Wrangler {
         let deadline = self.started + Duration::from_secs(90);
         loop {
             self.process.assert_running();
-            let answer = client.try_send("GET", "/_portcullis/status", &[], Vec::new(), Duration::from_secs(5)).await;
+            // With the status secret: a Worker that has it counts no refusal for the probe.
+            let secret = [("authorization", format!("Bearer {STATUS_SECRET}"))];
+            let headers: Vec<(&str, &str)> = secret.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            let answer =
+                client.try_send("GET", "/_portcullis/status", &headers, Vec::new(), Duration::from_secs(5)).await;
             if answer.is_some_and(|answer| answer.headers.contains_key("cache-control")) {
                 return self.started.elapsed();
             }
@@ -299,6 +303,11 @@ impl Client {
         self.send("GET", path, headers, Vec::new()).await
     }
 
+    /// The edge's status page, opened with [`STATUS_SECRET`] (which the test Workers run with).
+    pub async fn status(&self) -> Answer {
+        self.get_with_token("/_portcullis/status", STATUS_SECRET).await
+    }
+
     /// `GET path` with `Authorization: Bearer <token>`.
     pub async fn get_with_token(&self, path: &str, token: &str) -> Answer {
         self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
@@ -311,6 +320,9 @@ impl Client {
         self.try_send("POST", path, &headers, form(params), limit).await
     }
 }
+
+/// The `STATUS_SECRET` the test Workers run with: the bearer that opens their status page.
+pub const STATUS_SECRET: &str = "portcullis-test-status-secret";
 
 /// `params` as an `application/x-www-form-urlencoded` body (bytes other than ASCII letters,
 /// digits and `-._*` percent-encoded, spaces as `+`).

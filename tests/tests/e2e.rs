@@ -20,13 +20,17 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tests::harness::{Answer, Client, Process, Wrangler, free_port, poll, wait_until_serving};
+use tests::harness::{Answer, Client, Process, STATUS_SECRET, Wrangler, free_port, poll, wait_until_serving};
 use tests::issuer::{AUDIENCE, Issuer, OTHER_AUDIENCE};
 use tests::signin::{add_user, sign_in};
 
 /// The edge's refetch cooldown and least key-set lifetime (seconds): small, so that it notices
 /// key changes within seconds.
 const EDGE_JWKS_SECONDS: &str = "1";
+
+/// The edge's revocation bound here (seconds): a token revoked at the issuer is refused at the
+/// edge at most this long (and a second) after.
+const REVOCATION_MAX_AGE_SECONDS: u64 = 2;
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
@@ -80,6 +84,10 @@ impl Stack {
             ("JWKS_MIN_TTL_SECONDS", EDGE_JWKS_SECONDS.to_owned()),
             ("JWKS_REFETCH_COOLDOWN_SECONDS", EDGE_JWKS_SECONDS.to_owned()),
             ("JWKS_TIMEOUT_MS", "2000".to_owned()),
+            // Step 5 stops the issuer: the edge rides that out on its last key set.
+            ("JWKS_MAX_STALE_SECONDS", "86400".to_owned()),
+            ("REVOCATION_MAX_AGE_SECONDS", REVOCATION_MAX_AGE_SECONDS.to_string()),
+            ("STATUS_SECRET", STATUS_SECRET.to_owned()),
             ("ASSERTION_KEYS", edge_keys),
             ("CORS", r#"{"allow_origins": ["https://app.test"]}"#.to_owned()),
         ];
@@ -112,7 +120,7 @@ impl Stack {
 
     /// The edge's key cache, from its status page.
     async fn edge_keys(&self) -> Value {
-        self.client.get("/_portcullis/status", &[]).await.json()["keys"].clone()
+        self.client.status().await.json()["keys"].clone()
     }
 
     /// Asserts that each token is accepted (200 from the origin, with its subject).
@@ -474,6 +482,23 @@ async fn session_login_refresh_logout(stack: &Stack) {
     let bearer2 = bearer(access2);
     let logout = issuer.client.send("POST", "/logout", &[("authorization", &bearer2)], Vec::new()).await;
     assert!(matches!(logout.status, 200 | 204), "logout: {} {}", logout.status, logout.text());
+    // The session's access tokens (both still unexpired) are refused at the edge within the
+    // revocation bound: from the logout's answer to the edge's first 401 for each.
+    let bound = Duration::from_secs(REVOCATION_MAX_AGE_SECONDS + 1);
+    let logged_out = Instant::now();
+    for (what, token) in [("the current access token", access2), ("the session's first access token", access)] {
+        let (took, _) = poll(what, bound + Duration::from_secs(5), async || {
+            let answer = stack.me(token).await;
+            if answer.status == 401 {
+                Ok(logged_out.elapsed())
+            } else {
+                Err(format!("{} {}", answer.status, answer.text()))
+            }
+        })
+        .await;
+        eprintln!("logout -> the edge refuses {what}: {:.2} s (bound {bound:?})", took.as_secs_f64());
+        assert!(took <= bound, "{what} refused {took:?} after the logout");
+    }
     for (what, spent) in [("after logout", refresh2), ("the first, spent", refresh)] {
         let (status, body) = issuer.grant(&[("grant_type", "refresh_token"), ("refresh_token", spent)]).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{what}: {body}");

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tests::harness::{Answer, Client, Wrangler, first_header, free_port, poll};
+use tests::harness::{Answer, Client, STATUS_SECRET, Wrangler, first_header, free_port, poll};
 use tokio::sync::oneshot;
 
 const ISSUER: &str = "https://issuer.test";
@@ -54,6 +54,8 @@ const POLICY_JSON: &str = r#"{"rules": [
 ]}"#;
 /// The refetch cooldown the Worker runs with here (seconds).
 const COOLDOWN_SECS: u64 = 2;
+/// The revocation list's longest lifetime at the Worker here (seconds): the revocation bound.
+const REVOCATION_MAX_AGE_SECS: u64 = 2;
 /// How long a poll for what the cooldown holds back may take: the cooldown and ample room.
 const COOLDOWN_POLL: Duration = Duration::from_secs(COOLDOWN_SECS + 10);
 
@@ -155,6 +157,13 @@ impl Seen {
 struct Backend {
     jwks: Mutex<String>,
     jwks_max_age: AtomicU64,
+    /// When not 0, the status the JWKS URL answers with instead of the set (the issuer failing).
+    jwks_failure: AtomicU16,
+    /// The revocation list's body (`None`: `{"revoked": []}`), served with an `ETag`.
+    revoked: Mutex<Option<String>>,
+    /// Fetches of the revocation list, and how many of them were answered 304.
+    revoked_fetches: AtomicUsize,
+    revoked_not_modified: AtomicUsize,
     jwks_fetches: AtomicUsize,
     /// When each fetch of the JWKS arrived.
     jwks_fetched_at: Mutex<Vec<Instant>>,
@@ -196,12 +205,39 @@ impl Backend {
     }
 }
 
-async fn serve_jwks(State(backend): State<Arc<Backend>>) -> impl IntoResponse {
+async fn serve_jwks(State(backend): State<Arc<Backend>>) -> axum::response::Response {
     backend.jwks_fetched_at.lock().expect("lock").push(Instant::now());
     backend.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let failure = backend.jwks_failure.load(Ordering::SeqCst);
+    if failure != 0 {
+        return StatusCode::from_u16(failure).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response();
+    }
     let max_age = backend.jwks_max_age.load(Ordering::SeqCst);
     let body = backend.jwks.lock().expect("lock").clone();
     ([("content-type", "application/json".to_owned()), ("cache-control", format!("max-age={max_age}"))], body)
+        .into_response()
+}
+
+/// The revocation list as the issuer serves it: `max-age` 30 and an `ETag` (a hash of the body)
+/// that `If-None-Match` is answered 304 to.
+async fn serve_revoked(State(backend): State<Arc<Backend>>, headers: HeaderMap) -> axum::response::Response {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    backend.revoked_fetches.fetch_add(1, Ordering::SeqCst);
+    let body = backend.revoked.lock().expect("lock").clone().unwrap_or_else(|| r#"{"revoked": []}"#.to_owned());
+    let mut hasher = DefaultHasher::new();
+    body.hash(&mut hasher);
+    let etag = format!("\"{:x}\"", hasher.finish());
+    let cache = [("cache-control", "public, max-age=30".to_owned()), ("etag", etag.clone())];
+    if first_header(&headers, "if-none-match") == Some(etag.as_str()) {
+        backend.revoked_not_modified.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (cache, body).into_response()
+}
+
+/// The issuer's part of the test server: the key set and the revocation list of `backend`.
+fn issuer_router(backend: &Arc<Backend>) -> Router {
+    Router::new().route("/jwks", get(serve_jwks)).route("/revoked", get(serve_revoked)).with_state(Arc::clone(backend))
 }
 
 async fn serve_origin(State(backend): State<Arc<Backend>>, request: Request) -> impl IntoResponse {
@@ -278,15 +314,20 @@ fn vars(jwks: SocketAddr, origin: SocketAddr) -> Vec<(&'static str, String)> {
         ("JWKS_REFETCH_COOLDOWN_SECONDS", COOLDOWN_SECS.to_string()),
         ("JWKS_TIMEOUT_MS", "2000".to_owned()),
         ("CORS", r#"{"allow_origins": ["https://app.test"]}"#.to_owned()),
+        ("JWKS_MAX_STALE_SECONDS", "86400".to_owned()),
+        ("REVOCATION_URL", format!("http://{jwks}/revoked")),
+        ("REVOCATION_MAX_AGE_SECONDS", REVOCATION_MAX_AGE_SECS.to_string()),
+        ("STATUS_SECRET", STATUS_SECRET.to_owned()),
     ]
 }
 
 /// Every counter of the status page, as [`counters`] names them.
-const COUNTERS: [&str; 15] = [
+const COUNTERS: [&str; 24] = [
     "allowed.preflight",
     "allowed.public",
     "allowed.token",
     "jwks_fetches.bad_status",
+    "jwks_fetches.not_modified",
     "jwks_fetches.ok",
     "jwks_fetches.refused",
     "jwks_fetches.timeout",
@@ -296,6 +337,14 @@ const COUNTERS: [&str; 15] = [
     "refused.keys_unavailable",
     "refused.no_rule",
     "refused.no_token",
+    "refused.revocations_unavailable",
+    "refused.revoked",
+    "revocation_fetches.bad_status",
+    "revocation_fetches.not_modified",
+    "revocation_fetches.ok",
+    "revocation_fetches.refused",
+    "revocation_fetches.timeout",
+    "revocation_fetches.unreachable",
     "token_cache.hits",
     "token_cache.misses",
 ];
@@ -316,7 +365,7 @@ fn counters(status: &Value) -> BTreeMap<String, u64> {
 
 /// The counters of the status page `client` reaches.
 async fn read_counters(client: &Client) -> BTreeMap<String, u64> {
-    counters(&client.get("/_portcullis/status", &[]).await.json())
+    counters(&client.status().await.json())
 }
 
 /// The counters that moved from `before` to `after`, and by how much (none may go down).
@@ -357,8 +406,7 @@ async fn edge_under_wrangler_dev() {
     let backend = Arc::new(Backend::default());
     backend.set_jwks(jwks_of(&[&k1]));
     backend.jwks_max_age.store(300, Ordering::SeqCst);
-    let jwks_server =
-        Server::start(Router::new().route("/jwks", get(serve_jwks)).with_state(Arc::clone(&backend))).await;
+    let jwks_server = Server::start(issuer_router(&backend)).await;
     let origin = Server::start(Router::new().fallback(serve_origin).with_state(Arc::clone(&backend))).await;
 
     let mut wrangler = Wrangler::start("main", "build", dir.path(), &vars(jwks_server.addr, origin.addr), POLICY_TABLE);
@@ -368,7 +416,7 @@ async fn edge_under_wrangler_dev() {
 
     // POLICY came as a [vars.POLICY] table, which wrangler hands over as JSON: loaded. The status
     // page says which variables are set, never their values.
-    let status = client.get("/_portcullis/status", &[]).await;
+    let status = client.status().await;
     let document = status.json();
     assert_eq!((document["config"].as_str(), document["rules"].as_u64()), (Some("loaded"), Some(3)), "{document}");
     let set: Vec<&str> =
@@ -725,14 +773,14 @@ async fn edge_under_wrangler_dev() {
             let answer = client.get_with_token("/api/items", token).await;
             assert_eq!(answer.status, 200, "the cached keys keep working: {}", answer.text());
         }
-        let status = client.get("/_portcullis/status", &[]).await.json();
+        let status = client.status().await.json();
         let keys = &status["keys"];
         if keys["state"] == "stale" && keys["last_error"].is_string() { Ok(()) } else { Err(keys.to_string()) }
     })
     .await;
     eprintln!("issuer down: the edge serves stale keys after {:.1} s", took.as_secs_f64());
     wrangler.logged(&["keys_fetch_failed"]).await;
-    let status = client.get("/_portcullis/status", &[]).await.json();
+    let status = client.status().await.json();
     assert_eq!(status["config"], "loaded");
     assert_eq!(status["keys"]["state"], "stale", "{status}");
     assert_eq!(status["keys"]["serving"], true, "{status}");
@@ -761,7 +809,7 @@ async fn edge_under_wrangler_dev() {
     for answer in at_once(&client, "/api/items", [&from_k2, &reader, &from_k2, &reader]).await {
         assert_eq!(answer.status, 200, "a fresh isolate starts warm from the Cache API: {}", answer.text());
     }
-    let status = client.get("/_portcullis/status", &[]).await.json();
+    let status = client.status().await.json();
     assert_eq!(status["keys"]["keys"]["source"], "cache_api", "{status}");
     // Its counters started at zero: no set fetched, the four requests allowed.
     let counted = counters(&status);
@@ -808,7 +856,8 @@ async fn key_set_fetches_are_counted_by_outcome() {
         Server::start(Router::new().route("/jwks", get(scripted_jwks)).with_state(Arc::clone(&script))).await;
     let origin = Server::start(Router::new().fallback(serve_origin).with_state(Arc::new(Backend::default()))).await;
     let mut vars = vars(jwks_server.addr, origin.addr);
-    vars.retain(|(name, _)| !["JWKS_TIMEOUT_MS", "JWKS_REFETCH_COOLDOWN_SECONDS"].contains(name));
+    vars.retain(|(name, _)| !["JWKS_TIMEOUT_MS", "JWKS_REFETCH_COOLDOWN_SECONDS", "REVOCATION_URL"].contains(name));
+    vars.push(("REVOCATION_URL", "off".to_owned()));
     vars.push(("JWKS_TIMEOUT_MS", "500".to_owned()));
     vars.push(("JWKS_REFETCH_COOLDOWN_SECONDS", "1".to_owned()));
     let mut wrangler = Wrangler::start("fetches", "build", dir.path(), &vars, POLICY_TABLE);
@@ -852,6 +901,117 @@ async fn key_set_fetches_are_counted_by_outcome() {
     wrangler.logged(&["\"event\":\"refused\"", "\"code\":\"keys_unavailable\""]).await;
     drop(wrangler);
     jwks_server.stop().await;
+    origin.stop().await;
+}
+
+/// Revocations under the real runtime: a token the issuer lists as revoked is refused within
+/// `REVOCATION_MAX_AGE_SECONDS` (and a second) of its listing, the verified-token cache's hits
+/// included, and the unchanged list is refreshed with `If-None-Match` (304). The status page is
+/// not public. And a key the issuer drops stops verifying within the key set's max-age while every
+/// later fetch fails (no stale set past it by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_status_page_and_key_removal_under_wrangler_dev() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = TestKey::new(4);
+    let backend = Arc::new(Backend::default());
+    backend.set_jwks(jwks_of(&[&key]));
+    backend.jwks_max_age.store(300, Ordering::SeqCst);
+    let issuer = Server::start(issuer_router(&backend)).await;
+    let origin = Server::start(Router::new().fallback(serve_origin).with_state(Arc::clone(&backend))).await;
+    let mut wrangler =
+        Wrangler::start("revocations", "build", dir.path(), &vars(issuer.addr, origin.addr), POLICY_TABLE);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+
+    // 1. Revocations. Two tokens of one user; both pass, the second time from the token cache.
+    let revoked = key.token(&claims(&[("jti", json!("revoked-1"))]));
+    let kept = key.token(&claims(&[("jti", json!("kept-1"))]));
+    for token in [&revoked, &kept, &revoked, &kept] {
+        assert_eq!(client.get_with_token("/api/items", token).await.status, 200);
+    }
+    let listed_at = Instant::now();
+    *backend.revoked.lock().expect("lock") =
+        Some(format!(r#"{{"revoked": [{{"jti": "revoked-1", "exp": {}}}]}}"#, now() + 300));
+    let (refused, took) =
+        poll("the revoked token refused", Duration::from_secs(REVOCATION_MAX_AGE_SECS + 5), async || {
+            let answer = client.get_with_token("/api/items", &revoked).await;
+            if answer.status == 401 { Ok(answer) } else { Err(answer.status.to_string()) }
+        })
+        .await;
+    let bound = Duration::from_secs(REVOCATION_MAX_AGE_SECS + 1);
+    eprintln!("revoked at the issuer -> refused at the edge: {:.2} s (bound {bound:?})", took.as_secs_f64());
+    assert!(listed_at.elapsed() >= took && took <= bound, "refused {took:?} after the listing");
+    assert_eq!(refused.header("www-authenticate"), Some(challenge(Some("invalid_token")).as_str()));
+    assert_eq!(client.get_with_token("/api/items", &kept).await.status, 200, "another token of the user still passes");
+    let line = wrangler.logged(&["\"code\":\"revoked\""]).await;
+    assert!(line.contains("\"sub\":\"user-1\""), "{line}");
+    // The list, unchanged, is refreshed with If-None-Match and answered 304.
+    poll("a 304 for the unchanged list", Duration::from_secs(REVOCATION_MAX_AGE_SECS + 5), async || {
+        client.get_with_token("/api/items", &kept).await;
+        let count = backend.revoked_not_modified.load(Ordering::SeqCst);
+        if count > 0 { Ok(()) } else { Err(format!("{} fetches", backend.revoked_fetches.load(Ordering::SeqCst))) }
+    })
+    .await;
+    let status = client.status().await.json();
+    assert_eq!(status["revocations"]["revocations"]["entries"], 1, "{status}");
+    assert!(status["counters"]["refused"]["revoked"].as_u64() >= Some(1), "{status}");
+    assert!(status["counters"]["revocation_fetches"]["not_modified"].as_u64() >= Some(1), "{status}");
+
+    // 2. The status page is not public: it answers like a protected route without the role
+    // (STATUS_ROLE, default admin) or the secret.
+    let admin = key.token(&claims(&[("jti", json!("admin-1")), ("roles", json!(["admin"]))]));
+    for (credential, expected) in [
+        (None, 401),
+        (Some(kept.as_str()), 403),
+        (Some("not-the-secret-and-not-a-token"), 401),
+        (Some(admin.as_str()), 200),
+        (Some(STATUS_SECRET), 200),
+    ] {
+        let answer = match credential {
+            Some(credential) => client.get_with_token("/_portcullis/status", credential).await,
+            None => client.get("/_portcullis/status", &[]).await,
+        };
+        assert_eq!(answer.status, expected, "{credential:?}: {}", answer.text());
+        if expected != 200 {
+            assert!(answer.header("www-authenticate").is_some() && !answer.text().contains("counters"));
+        }
+    }
+    // Opened by a revoked token? No.
+    let revoked_admin = key.token(&claims(&[("jti", json!("revoked-1")), ("roles", json!(["admin"]))]));
+    assert_eq!(client.get_with_token("/_portcullis/status", &revoked_admin).await.status, 401);
+    wrangler.process.stop();
+
+    // 3. Key removal while fetches fail: a set served with max-age 4 s; the issuer drops the key
+    // and from then on every fetch fails (500). The key verifies until the set's max-age, never
+    // past it (JWKS_MAX_STALE_SECONDS 0, the default).
+    let mut strict = vars(issuer.addr, origin.addr);
+    strict.retain(|(name, _)| !["JWKS_MAX_STALE_SECONDS", "REVOCATION_URL"].contains(name));
+    strict.push(("REVOCATION_URL", "off".to_owned()));
+    backend.jwks_max_age.store(4, Ordering::SeqCst);
+    // Its own state: no key set in its Cache API.
+    let strict_dir = tempfile::tempdir().expect("temp dir");
+    let mut wrangler = Wrangler::start("key-removal", "build", strict_dir.path(), &strict, POLICY_TABLE);
+    let client = Client::new(wrangler.base.clone());
+    wrangler.ready(&client).await;
+    assert_eq!(client.get_with_token("/api/items", &kept).await.status, 200);
+    let fetched_by = Instant::now();
+    backend.jwks_failure.store(500, Ordering::SeqCst);
+    let (_, took) = poll("the dropped key refused", Duration::from_secs(10), async || {
+        let answer = client.get_with_token("/api/items", &kept).await;
+        if answer.status == 503 { Ok(()) } else { Err(answer.status.to_string()) }
+    })
+    .await;
+    let since_fetch = fetched_by.elapsed();
+    eprintln!("key set max-age 4 s, issuer failing: the key stops verifying {:.2} s later", took.as_secs_f64());
+    assert!(since_fetch <= Duration::from_secs(4 + 1), "verified {since_fetch:?} after the set's last fetch");
+    let status = client.status().await.json();
+    assert_eq!(status["keys"]["state"], "expired", "{status}");
+    assert!(
+        status["counters"]["jwks_fetches"]["bad_status"].as_u64() >= Some(1),
+        "refreshed ahead, and failing: {status}"
+    );
+    wrangler.process.stop();
+    issuer.stop().await;
     origin.stop().await;
 }
 
@@ -986,7 +1146,7 @@ fn kid_of(assertion: &str) -> String {
 
 /// How many assertions the status page says were reused and signed.
 async fn assertion_counts(client: &Client) -> (u64, u64) {
-    let status = client.get("/_portcullis/status", &[]).await.json();
+    let status = client.status().await.json();
     let count = |name: &str| status["assertions"][name].as_u64().unwrap_or_else(|| panic!("{name}: {status}"));
     (count("reused"), count("signed"))
 }
@@ -1004,8 +1164,7 @@ async fn assertions_under_wrangler_dev() {
     let backend = Arc::new(Backend::default());
     backend.set_jwks(jwks_of(&[&issuer_key]));
     backend.jwks_max_age.store(300, Ordering::SeqCst);
-    let jwks_server =
-        Server::start(Router::new().route("/jwks", get(serve_jwks)).with_state(Arc::clone(&backend))).await;
+    let jwks_server = Server::start(issuer_router(&backend)).await;
     let origin = Server::start(Router::new().fallback(serve_origin).with_state(Arc::clone(&backend))).await;
     let vars = vars(jwks_server.addr, origin.addr);
     // The audience is ORIGIN_URL as configured, without a trailing slash.
@@ -1026,7 +1185,7 @@ async fn assertions_under_wrangler_dev() {
     let took = wrangler.ready(&client).await;
     eprintln!("wrangler dev (ASSERTION_KEYS [A]): first answer {:.2} s after start", took.as_secs_f64());
     let keys_a = published_keys(&client, &[&a]).await;
-    let status = client.get("/_portcullis/status", &[]).await.json();
+    let status = client.status().await.json();
     let shown = &status["assertions"];
     assert_eq!((shown["issuer"].as_str(), shown["ttl_seconds"].as_u64()), (Some(EDGE), Some(60)), "{status}");
     assert_eq!(shown["signing_kid"], "edge-a", "{status}");
@@ -1199,7 +1358,7 @@ async fn assertions_under_wrangler_dev() {
     // A's assertions made before the switch stay good against the new set while they live.
     let first_iat = jws_part(&first, 1)["iat"].as_u64().expect("iat");
     validator.validate(&first, &keys_ba, &P256Verifier, first_iat).expect("A's assertion after the switch");
-    let status = client.get("/_portcullis/status", &[]).await.json();
+    let status = client.status().await.json();
     assert_eq!(status["assertions"]["signing_kid"], "edge-b", "{status}");
     let log = wrangler.process.log_text();
     assert!(!log.contains(&a.d()) && !log.contains(&b.d()), "the private keys are never logged");

@@ -199,7 +199,7 @@ impl Stack {
         let probes = [
             ("issuer", ISSUER_ADDR, "/healthz"),
             ("demo origin", ORIGIN_ADDR, "/public/hello"),
-            ("edge", EDGE_ADDR, "/_portcullis/status"),
+            ("edge", EDGE_ADDR, "/_portcullis/jwks.json"),
         ];
         for (name, address, path) in probes {
             let deadline = Instant::now() + READY_TIMEOUT;
@@ -347,7 +347,7 @@ Portcullis is running (logs in {logs}):
   edge (wrangler dev)  http://{EDGE_ADDR}      policy: wrangler.toml [vars.POLICY]
   issuer               http://{ISSUER_ADDR}      JWKS: http://{ISSUER_ADDR}/.well-known/jwks.json
   demo origin          http://{ORIGIN_ADDR}      (reach it through the edge: /api/* needs the edge's assertion)
-  edge status          http://{EDGE_ADDR}/_portcullis/status
+  edge status          http://{EDGE_ADDR}/_portcullis/status   (for a token with the admin role)
   edge assertion keys  {EDGE_JWKS_URL}   (the secret: {edge_vars}, new each run)
 
 Users (new passwords each run; more with `{issuer} users add EMAIL --role ROLE`, with

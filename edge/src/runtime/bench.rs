@@ -5,7 +5,7 @@
 //! - edge: per iteration, what the Worker's fetch handler does for a verified request short of the
 //!   network (the subrequest itself is the runtime's): read the incoming request's method, URL and
 //!   headers from JavaScript, then [`Edge::decide`] (route, token, the [`KeyStore`] lookup with warm
-//!   keys, validation with WebCrypto, roles), then build the origin's request
+//!   keys, the revocation list, validation with WebCrypto, roles), then build the origin's request
 //!   ([`forward::outbound_request`]: a copy of the client's, headers cleaned, identity added);
 //! - verification: the same without building the origin's request (reading and deciding only);
 //!
@@ -32,13 +32,19 @@
 //! speed drifts between rounds). workerd's clocks only move between events, so each timed loop is
 //! bracketed by a `setTimeout(0)`.
 //!
-//! [`KeyStore`]: super::keystore::KeyStore
+//! The edge checks revocations against a list of 10,000 revoked tokens (not the bench token's);
+//! the breakdown has that look-up alone, and the time to parse such a list (what each refresh of
+//! the list costs an isolate, every half `REVOCATION_MAX_AGE_SECONDS`).
+//!
+//! [`KeyStore`]: super::documents::DocumentStore
 
 use super::webcrypto::WebCrypto;
 use super::{Action, Edge, forward, now_ms, read_head, respond};
 use crate::config::Config;
+use crate::document_cache::FetchedDocument as _;
 use crate::reply::Reply;
 use crate::request::{ParsedHead, RequestHead};
+use crate::revocations::RevocationList;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use js_sys::futures::JsFuture;
@@ -137,6 +143,8 @@ extern "C" {
 }
 
 const ISSUER: &str = "https://issuer.bench.invalid";
+/// How many revoked tokens the bench's revocation list holds.
+const REVOKED_ENTRIES: usize = 10_000;
 const URL: &str = "https://edge.bench.invalid/api/items?page=2";
 const POLICY: &str = r#"{"rules": [{"path": "/api/*", "access": "any_role", "roles": ["reader"]}]}"#;
 const ROUNDS: usize = 15;
@@ -200,6 +208,13 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let edge_private = js_sys::Reflect::get(&edge_keys, &JsValue::from_str("sign")).map_err(|_| "no edge key")?;
     let assertion_keys = wait(private_jwk(&edge_private)).await?.as_string().ok_or("no private JWK")?;
 
+    // 10,000 revoked tokens, as the issuer lists them (22-character jtis), none of them the bench's.
+    let far = now_ms() / 1000 + 3600;
+    let entries: Vec<String> =
+        (0..REVOKED_ENTRIES).map(|i| format!(r#"{{"jti":"revoked-{i:0>14}","exp":{far}}}"#)).collect();
+    let revoked_document = format!(r#"{{"revoked":[{}]}}"#, entries.join(","));
+    let revocation_list = RevocationList::parse(revoked_document.as_bytes(), now_ms() / 1000)?;
+
     // The Worker's own state for a bench configuration, its key store warm with the bench key:
     // as deployed (with the verified-token cache), and with the cache off, so that every request
     // has its signature checked.
@@ -219,6 +234,8 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         .map_err(|error| error.to_string())?;
         let edge = Edge::new(config);
         edge.keys.preload(key_set.clone())?;
+        let revocations = edge.revocations.as_ref().ok_or("revocations are not checked")?;
+        revocations.preload(RevocationList::parse(revoked_document.as_bytes(), now_ms() / 1000)?)?;
         Ok(edge)
     };
     let edge = make_edge("0")?;
@@ -304,6 +321,8 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let mut plain_js_edge_us = Vec::new();
     let mut plain_js_verification_us = Vec::new();
     let mut parts_us: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut revocation_parse_us = Vec::new();
+    const PARSES: u32 = 5;
     // Round 0 warms up (V8 tiers the wasm and JIT-compiles the loops) and is not counted.
     for round in 0..=ROUNDS {
         wait(tick()).await?;
@@ -373,6 +392,16 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
             forward::outbound_request(&edge.config, &head, Some(&identity), None, incoming, false).is_ok()
         );
         part!("plain_js_new_request", plain_new_requests(1, &target, incoming) == 1);
+        part!("revocation_lookup", !revocation_list.contains("bench-1"));
+        wait(tick()).await?;
+        let start = clock();
+        for _ in 0..PARSES {
+            RevocationList::parse(revoked_document.as_bytes(), now_ms() / 1000)?;
+        }
+        wait(tick()).await?;
+        if round > 0 {
+            revocation_parse_us.push((clock() - start) * 1000.0 / f64::from(PARSES));
+        }
     }
     let floor = median(floor_us.clone());
     let (edge_median, verification_median) = (median(edge_us.clone()), median(verification_us.clone()));
@@ -419,5 +448,8 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         "median_paired_plain_js_verification_ratio": paired(&plain_js_verification_us),
         "token_validation_ratio": ratio_to_floor("token_validation"),
         "breakdown_us": breakdown,
+        "revocation_entries": revocation_list.len(),
+        "revocation_list_bytes": revoked_document.len(),
+        "median_revocation_list_parse_us": median(revocation_parse_us),
     }))
 }

@@ -2,8 +2,8 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod documents;
 mod forward;
-mod keystore;
 mod sign;
 mod webcrypto;
 
@@ -14,9 +14,10 @@ use crate::counters::{Allowed, CacheLookups, Counters};
 use crate::decision::{self, Identity, Refusal};
 use crate::reply::{self, Reply};
 use crate::request::{self, ParsedHead, RequestHead, Route};
+use crate::revocations::RevocationList;
+use documents::DocumentStore;
 use js_sys::futures::JsFuture;
-use jwks::{Access, TokenCache, UntrustedToken};
-use keystore::KeyStore;
+use jwks::{Access, KeySet, TokenCache, UntrustedToken};
 use serde_json::json;
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
@@ -25,11 +26,12 @@ use wasm_bindgen::{JsCast as _, JsValue};
 use webcrypto::WebCrypto;
 use worker::{Context, Env, console_error, console_log, event};
 
-/// The per-isolate state: the configuration, read once, the key set cache, the tokens verified
-/// already, and the counters of what was decided (shared with the key set's fetches).
+/// The per-isolate state: the configuration, read once, the key set and revocation list caches,
+/// the tokens verified already, and the counters of what was decided (shared with the fetches).
 struct Edge {
     config: Config,
-    keys: Rc<KeyStore>,
+    keys: Rc<DocumentStore<KeySet>>,
+    revocations: Option<Rc<DocumentStore<RevocationList>>>,
     tokens: RefCell<TokenCache>,
     assertions: RefCell<AssertionCache>,
     counters: Rc<Counters>,
@@ -78,10 +80,25 @@ impl Edge {
     /// An isolate's state for `config`, with an empty key set cache and counters at zero.
     fn new(config: Config) -> Self {
         let counters = Rc::new(Counters::default());
-        let keys = Rc::new(KeyStore::new(&config, Rc::clone(&counters)));
+        let keys = Rc::new(DocumentStore::new(
+            &config.jwks_url,
+            config.cache,
+            Rc::clone(&counters),
+            Counters::jwks_fetch,
+            webcrypto::retain_only,
+        ));
+        let revocations = config.revocations.as_ref().map(|settings| {
+            Rc::new(DocumentStore::new(
+                &settings.url,
+                settings.bounds,
+                Rc::clone(&counters),
+                Counters::revocation_fetch,
+                |_| {},
+            ))
+        });
         let tokens = RefCell::new(TokenCache::new(config.token_cache_entries));
         let assertions = RefCell::new(AssertionCache::new(config.token_cache_entries));
-        Self { config, keys, tokens, assertions, counters }
+        Self { config, keys, revocations, tokens, assertions, counters }
     }
 
     /// This isolate's state, made on the first request.
@@ -135,13 +152,28 @@ impl Edge {
         let body = route.forwards_body(head.method);
         match route {
             Route::Status => {
+                if !request::bearer_is(head, self.config.status.secret.as_deref())
+                    && let Err((refusal, kid)) = self.authenticate(head, &self.config.status.access, ctx).await
+                {
+                    return Action::Answer(self.refuse(head, &refusal, Some(request::STATUS_PATH), kid.as_deref()));
+                }
                 let (tokens_cached, lookups) = {
                     let tokens = self.tokens.borrow();
                     (tokens.len(), CacheLookups::from(&*tokens))
                 };
-                let keys = self.keys.status(now_ms());
+                let now = now_ms();
+                let keys = self.keys.status(now);
+                let revocations = self.revocations.as_ref().map_or(serde_json::Value::Null, |store| store.status(now));
                 let reuse = self.assertions.borrow().counts();
-                Action::Answer(reply::status_reply(&self.config, keys, tokens_cached, lookups, reuse, &self.counters))
+                Action::Answer(reply::status_reply(
+                    &self.config,
+                    keys,
+                    revocations,
+                    tokens_cached,
+                    lookups,
+                    reuse,
+                    &self.counters,
+                ))
             }
             Route::AssertionKeys => Action::Answer(reply::assertion_keys_reply(&self.config)),
             Route::ReservedUnknown => Action::Answer(reply::not_found_reply()),
@@ -169,8 +201,9 @@ impl Edge {
         }
     }
 
-    /// Finds and verifies the token, then applies the rule's `access`. On refusal, also gives the
-    /// token's `kid` (for the log).
+    /// Finds and verifies the token, checks it against the revocation list (when revocations are
+    /// checked), then applies the rule's `access`. On refusal, also gives the token's `kid` (for
+    /// the log).
     async fn authenticate(
         &self,
         head: &RequestHead<'_>,
@@ -194,7 +227,14 @@ impl Edge {
         {
             verified = validate(refetched).await;
         }
-        decision::authorize(access, verified).map_err(|refusal| (refusal, kid()))
+        let revocations = match &self.revocations {
+            Some(store) if verified.is_ok() => match Rc::clone(store).for_request(ctx).await {
+                Some(list) => Some(list),
+                None => return Err((Refusal::RevocationsUnavailable, kid())),
+            },
+            _ => None,
+        };
+        decision::authorize(access, verified, revocations.as_deref()).map_err(|refusal| (refusal, kid()))
     }
 
     /// The assertion for a request forwarded with `identity`: `None` without assertion keys; the
