@@ -5,7 +5,7 @@
 
 use crate::decision::Identity;
 use jwks::assertion::{AssertionClaims, MAX_ASSERTION_LIFETIME, signing_input};
-use jwks::{Jwk, JwkSet, PublicKey};
+use jwks::{Jwk, JwkSet, PublicKey, SERVICE_GRANT, SubjectKind};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
@@ -104,6 +104,7 @@ pub fn to_sign(
         iat: now,
         exp,
         token_jti: identity.token_id.as_deref(),
+        gty: (identity.kind == SubjectKind::Service).then_some(SERVICE_GRANT),
     };
     (signing_input(&settings.signer.kid, &claims), exp)
 }
@@ -234,6 +235,7 @@ mod tests {
             issuer: "https://issuer.example".to_owned(),
             token_id: Some("t1".to_owned()),
             expires_at: 1_030,
+            kind: SubjectKind::User,
         };
         let (input, exp) = to_sign(&settings, "https://origin.example", &identity, "a1", 1_000);
         assert_eq!(exp, 1_030);
@@ -249,6 +251,14 @@ mod tests {
         let claims = decode(payload);
         assert_eq!((claims["aud"].as_str(), claims["sub"].as_str()), (Some("https://origin.example"), Some("alice")));
         assert_eq!((claims["token_jti"].as_str(), claims["iat"].as_u64()), (Some("t1"), Some(1_000)));
+        assert!(claims.get("gty").is_none(), "a user's: no gty");
+        let service = Identity { kind: SubjectKind::Service, ..identity.clone() };
+        let (input, _) = to_sign(&settings, "o", &service, "a3", 1_000);
+        assert_eq!(
+            decode(input.split('.').nth(1).expect("payload"))["gty"],
+            SERVICE_GRANT,
+            "a service's, as its token said"
+        );
         let long_lived = Identity { expires_at: 5_000, ..identity };
         assert_eq!(to_sign(&settings, "o", &long_lived, "a2", 1_000).1, 1_060);
     }

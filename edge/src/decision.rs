@@ -1,7 +1,7 @@
 //! After verification: allow with an identity for the origin, or refuse with a reason for the log.
 
 use crate::revocations::RevocationList;
-use jwks::{Access, Claims, VerifyError};
+use jwks::{Access, Claims, SubjectKind, VerifyError};
 
 /// Who a verified request is, as the origin will be told in `X-Auth-*` headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct Identity {
     pub token_id: Option<String>,
     /// `exp` (Unix seconds): nothing vouching for this identity may outlive it.
     pub expires_at: u64,
+    /// A user, or a service (a client for itself: `gty` `client-credentials`).
+    pub kind: SubjectKind,
 }
 
 impl Identity {
@@ -34,15 +36,17 @@ impl Identity {
             issuer: claims.iss.clone(),
             token_id: claims.jti.clone(),
             expires_at: claims.exp,
+            kind: claims.subject_kind(),
         })
     }
 
     /// The headers the origin receives, in a fixed order.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = Vec::with_capacity(4);
+        let mut headers = Vec::with_capacity(5);
         if let Some(subject) = &self.subject {
             headers.push(("x-auth-subject", subject.clone()));
         }
+        headers.push(("x-auth-subject-type", self.kind.as_str().to_owned()));
         headers.push(("x-auth-roles", self.roles.join(",")));
         headers.push(("x-auth-issuer", self.issuer.clone()));
         if let Some(token_id) = &self.token_id {
@@ -61,6 +65,12 @@ pub enum Refusal {
     InvalidToken(String),
     /// The token is good but lacks a role the rule requires: 403 `insufficient_scope`.
     InsufficientRole {
+        /// The token's subject, for the log.
+        subject: Option<String>,
+    },
+    /// The token is good but speaks for another kind of caller than the rule admits (a user's
+    /// on a route for services, or the reverse): 403 `insufficient_scope`.
+    WrongSubjectKind {
         /// The token's subject, for the log.
         subject: Option<String>,
     },
@@ -83,7 +93,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Self::NoToken | Self::InvalidToken(_) | Self::Revoked { .. } => 401,
-            Self::InsufficientRole { .. } | Self::NoRule => 403,
+            Self::InsufficientRole { .. } | Self::WrongSubjectKind { .. } | Self::NoRule => 403,
             Self::KeysUnavailable | Self::RevocationsUnavailable => 503,
         }
     }
@@ -92,7 +102,7 @@ impl Refusal {
     pub fn bearer_error(&self) -> Option<&'static str> {
         match self {
             Self::InvalidToken(_) | Self::Revoked { .. } => Some("invalid_token"),
-            Self::InsufficientRole { .. } => Some("insufficient_scope"),
+            Self::InsufficientRole { .. } | Self::WrongSubjectKind { .. } => Some("insufficient_scope"),
             Self::NoToken | Self::NoRule | Self::KeysUnavailable | Self::RevocationsUnavailable => None,
         }
     }
@@ -103,6 +113,7 @@ impl Refusal {
             Self::NoToken => RefusalCode::NoToken,
             Self::InvalidToken(_) => RefusalCode::InvalidToken,
             Self::InsufficientRole { .. } => RefusalCode::InsufficientRole,
+            Self::WrongSubjectKind { .. } => RefusalCode::WrongSubjectKind,
             Self::NoRule => RefusalCode::NoRule,
             Self::KeysUnavailable => RefusalCode::KeysUnavailable,
             Self::Revoked { .. } => RefusalCode::Revoked,
@@ -116,6 +127,7 @@ impl Refusal {
             Self::NoToken => "the request carries no token",
             Self::InvalidToken(reason) => reason,
             Self::InsufficientRole { .. } => "the token lacks a role the rule requires",
+            Self::WrongSubjectKind { .. } => "the token speaks for another kind of caller than the rule admits",
             Self::NoRule => "no rule of the policy matches the request",
             Self::KeysUnavailable => "no key set is available to verify the token",
             Self::Revoked { .. } => "the issuer lists the token as revoked",
@@ -142,11 +154,13 @@ pub enum RefusalCode {
     Revoked,
     /// [`Refusal::RevocationsUnavailable`].
     RevocationsUnavailable,
+    /// [`Refusal::WrongSubjectKind`].
+    WrongSubjectKind,
 }
 
 impl RefusalCode {
     /// Every code, in the order of the discriminants (each indexes its counter).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::NoToken,
         Self::InvalidToken,
         Self::InsufficientRole,
@@ -154,6 +168,7 @@ impl RefusalCode {
         Self::KeysUnavailable,
         Self::Revoked,
         Self::RevocationsUnavailable,
+        Self::WrongSubjectKind,
     ];
 
     /// The code as the log and the status page write it.
@@ -166,14 +181,17 @@ impl RefusalCode {
             Self::KeysUnavailable => "keys_unavailable",
             Self::Revoked => "revoked",
             Self::RevocationsUnavailable => "revocations_unavailable",
+            Self::WrongSubjectKind => "wrong_subject_kind",
         }
     }
 }
 
-/// Applies the revocation list (when revocations are checked) and then the rule's `access` to the
-/// outcome of verification. A revoked token is refused as such whatever its roles.
+/// Applies the revocation list (when revocations are checked), then the rule's `access` and the
+/// kind of caller it admits (`subject`, `None`: either), to the outcome of verification. A revoked
+/// token is refused as such whatever its roles.
 pub fn authorize(
     access: &Access,
+    subject: Option<SubjectKind>,
     verified: Result<Claims, VerifyError>,
     revocations: Option<&RevocationList>,
 ) -> Result<Identity, Refusal> {
@@ -185,6 +203,9 @@ pub fn authorize(
     }
     if !access.permits(&claims.roles) {
         return Err(Refusal::InsufficientRole { subject: claims.sub });
+    }
+    if subject.is_some_and(|kind| kind != claims.subject_kind()) {
+        return Err(Refusal::WrongSubjectKind { subject: claims.sub });
     }
     Identity::from_claims(&claims)
         .ok_or_else(|| Refusal::InvalidToken("a claim cannot be carried in an X-Auth header".to_owned()))
@@ -207,17 +228,19 @@ mod tests {
             roles: roles.iter().map(|role| (*role).to_owned()).collect(),
             client_id: None,
             scope: None,
+            gty: None,
         }
     }
 
     #[test]
     fn a_good_token_with_the_roles_is_allowed() {
         let access = Access::AnyRole(vec!["admin".to_owned()]);
-        let identity = authorize(&access, Ok(claims(&["reader", "admin"])), None).expect("allowed");
+        let identity = authorize(&access, None, Ok(claims(&["reader", "admin"])), None).expect("allowed");
         assert_eq!(
             identity.headers(),
             [
                 ("x-auth-subject", "user-1".to_owned()),
+                ("x-auth-subject-type", "user".to_owned()),
                 ("x-auth-roles", "reader,admin".to_owned()),
                 ("x-auth-issuer", "https://issuer.example".to_owned()),
                 ("x-auth-token-id", "t-1".to_owned()),
@@ -230,28 +253,33 @@ mod tests {
         let mut claims = claims(&[]);
         claims.sub = None;
         claims.jti = None;
-        let identity = authorize(&Access::Authenticated, Ok(claims), None).expect("allowed");
+        let identity = authorize(&Access::Authenticated, None, Ok(claims), None).expect("allowed");
         assert_eq!(
             identity.headers(),
-            [("x-auth-roles", String::new()), ("x-auth-issuer", "https://issuer.example".to_owned())]
+            [
+                ("x-auth-subject-type", "user".to_owned()),
+                ("x-auth-roles", String::new()),
+                ("x-auth-issuer", "https://issuer.example".to_owned())
+            ]
         );
     }
 
     #[test]
     fn a_missing_role_is_403_insufficient_scope() {
         let refusal =
-            authorize(&Access::AllRoles(vec!["a".into(), "b".into()]), Ok(claims(&["a"])), None).expect_err("x");
+            authorize(&Access::AllRoles(vec!["a".into(), "b".into()]), None, Ok(claims(&["a"])), None).expect_err("x");
         assert_eq!(refusal, Refusal::InsufficientRole { subject: Some("user-1".to_owned()) });
         assert_eq!((refusal.status(), refusal.bearer_error()), (403, Some("insufficient_scope")));
     }
 
     #[test]
     fn a_bad_token_is_401_invalid_token_with_the_reason_kept_for_the_log() {
-        let refusal = authorize(&Access::Authenticated, Err(ClaimsError::Expired.into()), None).expect_err("refused");
+        let refusal =
+            authorize(&Access::Authenticated, None, Err(ClaimsError::Expired.into()), None).expect_err("refused");
         assert_eq!((refusal.status(), refusal.bearer_error()), (401, Some("invalid_token")));
         assert!(refusal.reason().contains("expired"), "{}", refusal.reason());
         let refusal =
-            authorize(&Access::Authenticated, Err(SignatureError::Invalid.into()), None).expect_err("refused");
+            authorize(&Access::Authenticated, None, Err(SignatureError::Invalid.into()), None).expect_err("refused");
         assert_eq!(refusal.code(), RefusalCode::InvalidToken);
         assert_eq!(refusal.code().as_str(), "invalid_token");
     }
@@ -263,8 +291,8 @@ mod tests {
             1,
         )
         .expect("a list");
-        let refusal =
-            authorize(&Access::AnyRole(vec!["admin".into()]), Ok(claims(&["reader"])), Some(&list)).expect_err("x");
+        let refusal = authorize(&Access::AnyRole(vec!["admin".into()]), None, Ok(claims(&["reader"])), Some(&list))
+            .expect_err("x");
         assert_eq!(refusal, Refusal::Revoked { subject: Some("user-1".to_owned()) });
         assert_eq!(
             (refusal.status(), refusal.bearer_error(), refusal.code().as_str()),
@@ -273,11 +301,31 @@ mod tests {
         // Another token of the same user passes; so does one without a jti (it cannot be listed).
         let mut other = claims(&[]);
         other.jti = Some("t-2".to_owned());
-        assert!(authorize(&Access::Authenticated, Ok(other), Some(&list)).is_ok());
+        assert!(authorize(&Access::Authenticated, None, Ok(other), Some(&list)).is_ok());
         let mut bare = claims(&[]);
         bare.jti = None;
-        assert!(authorize(&Access::Authenticated, Ok(bare), Some(&list)).is_ok());
+        assert!(authorize(&Access::Authenticated, None, Ok(bare), Some(&list)).is_ok());
         assert_eq!(Refusal::RevocationsUnavailable.status(), 503);
+    }
+
+    #[test]
+    fn a_rule_for_services_admits_service_tokens_only_and_the_reverse() {
+        let service =
+            Claims { gty: Some(jwks::SERVICE_GRANT.to_owned()), sub: Some("billing".to_owned()), ..claims(&[]) };
+        let user = claims(&[]);
+        let services = Some(SubjectKind::Service);
+        let identity = authorize(&Access::Authenticated, services, Ok(service.clone()), None).expect("a service");
+        assert_eq!(identity.kind, SubjectKind::Service);
+        assert!(identity.headers().contains(&("x-auth-subject-type", "service".to_owned())));
+        let refusal = authorize(&Access::Authenticated, services, Ok(user.clone()), None).expect_err("a user");
+        assert_eq!(refusal, Refusal::WrongSubjectKind { subject: Some("user-1".to_owned()) });
+        assert_eq!((refusal.status(), refusal.bearer_error()), (403, Some("insufficient_scope")));
+        let users = Some(SubjectKind::User);
+        assert!(authorize(&Access::Authenticated, users, Ok(service.clone()), None).is_err());
+        assert!(authorize(&Access::Authenticated, users, Ok(user.clone()), None).is_ok());
+        for either in [service, user] {
+            assert!(authorize(&Access::Authenticated, None, Ok(either), None).is_ok());
+        }
     }
 
     #[test]
@@ -286,11 +334,11 @@ mod tests {
             let mut claims = claims(&[]);
             claims.sub = Some(bad.to_owned());
             assert!(
-                matches!(authorize(&Access::Authenticated, Ok(claims), None), Err(Refusal::InvalidToken(_))),
+                matches!(authorize(&Access::Authenticated, None, Ok(claims), None), Err(Refusal::InvalidToken(_))),
                 "{bad:?}"
             );
         }
-        assert!(authorize(&Access::Authenticated, Ok(claims(&["a,admin"])), None).is_err());
+        assert!(authorize(&Access::Authenticated, None, Ok(claims(&["a,admin"])), None).is_err());
     }
 
     /// One refusal of each kind. A new kind fails to compile here until it is added.
@@ -303,6 +351,7 @@ mod tests {
             Refusal::KeysUnavailable,
             Refusal::Revoked { subject: None },
             Refusal::RevocationsUnavailable,
+            Refusal::WrongSubjectKind { subject: None },
         ];
         for refusal in &every {
             match refusal {
@@ -312,7 +361,8 @@ mod tests {
                 | Refusal::NoRule
                 | Refusal::KeysUnavailable
                 | Refusal::Revoked { .. }
-                | Refusal::RevocationsUnavailable => {}
+                | Refusal::RevocationsUnavailable
+                | Refusal::WrongSubjectKind { .. } => {}
             }
         }
         every
@@ -335,7 +385,8 @@ mod tests {
                 "no_rule",
                 "keys_unavailable",
                 "revoked",
-                "revocations_unavailable"
+                "revocations_unavailable",
+                "wrong_subject_kind"
             ]
         );
     }

@@ -247,6 +247,7 @@ mod tests {
             issuer: "https://issuer.example".to_owned(),
             token_id: Some("t-1".to_owned()),
             expires_at: 2_000_000_000,
+            kind: jwks::SubjectKind::User,
         }
     }
 
@@ -291,6 +292,7 @@ mod tests {
                 ("x-auth-issuer", "https://issuer.example"),
                 ("x-auth-roles", "reader"),
                 ("x-auth-subject", "user-1"),
+                ("x-auth-subject-type", "user"),
                 ("x-auth-token-id", "t-1"),
                 ("x-forwarded-host", "edge.example:8443"),
                 ("x-forwarded-proto", "https"),

@@ -67,6 +67,7 @@ fn sends_to_login(config: &Config, head: &RequestHead<'_>, refusal: &Refusal) ->
             matches!(credential(head, config.token_cookie.as_deref()), Credential::Cookie(_))
         }
         Refusal::InsufficientRole { .. }
+        | Refusal::WrongSubjectKind { .. }
         | Refusal::NoRule
         | Refusal::KeysUnavailable
         | Refusal::RevocationsUnavailable => false,

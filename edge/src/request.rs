@@ -2,7 +2,7 @@
 //! carries.
 
 use crate::config::Config;
-use jwks::Access;
+use jwks::{Access, SubjectKind};
 
 /// The reserved path prefix: the edge answers these itself, they never reach the origin.
 pub const RESERVED_PREFIX: &str = "/_portcullis/";
@@ -149,6 +149,8 @@ pub enum Route<'a> {
     Protected {
         /// What the token must satisfy.
         access: &'a Access,
+        /// The kind of caller the rule admits (`None`: either).
+        subject: Option<SubjectKind>,
         /// The rule's path pattern.
         rule: &'a str,
     },
@@ -187,7 +189,7 @@ pub fn route<'a>(config: &'a Config, head: &RequestHead<'_>) -> Route<'a> {
     match config.policy.route(head.method, path) {
         None => Route::Denied,
         Some(rule) if !rule.access.needs_token() => Route::Public,
-        Some(rule) => Route::Protected { access: &rule.access, rule: &rule.path },
+        Some(rule) => Route::Protected { access: &rule.access, subject: rule.subject, rule: &rule.path },
     }
 }
 

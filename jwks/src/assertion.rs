@@ -65,6 +65,9 @@ pub struct AssertionClaims<'a> {
     /// The `jti` of the access token it vouches for, for tracing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_jti: Option<&'a str>,
+    /// [`SERVICE_GRANT`](crate::SERVICE_GRANT) when the caller is a service, as its token said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gty: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +128,7 @@ mod tests {
             iat: NOW,
             exp: NOW + 60,
             token_jti: Some("t1"),
+            gty: None,
         }
     }
 

@@ -124,9 +124,50 @@ pub struct Claims {
     /// Space-separated scopes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The grant the token came from, when the issuer says: [`SERVICE_GRANT`] marks a service
+    /// token (see [`Claims::subject_kind`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gty: Option<String>,
+}
+
+/// The `gty` of tokens issued to a client for itself (OAuth 2.0 `client_credentials`), as Auth0
+/// writes it: RFC 9068 has `sub` name the client then, but no claim that tells it from a user.
+pub const SERVICE_GRANT: &str = "client-credentials";
+
+/// Whom a token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    /// A user (a token from a login, directly or refreshed).
+    User,
+    /// A service: a client acting for itself (`gty` [`SERVICE_GRANT`]).
+    Service,
+}
+
+impl SubjectKind {
+    /// `user` or `service`, as policies and the origin's headers write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Service => "service",
+        }
+    }
+
+    /// The kind named `name` (`user` or `service`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "user" => Some(Self::User),
+            "service" => Some(Self::Service),
+            _ => None,
+        }
+    }
 }
 
 impl Claims {
+    /// Whom the token speaks for: a service when `gty` is [`SERVICE_GRANT`], else a user.
+    pub fn subject_kind(&self) -> SubjectKind {
+        if self.gty.as_deref() == Some(SERVICE_GRANT) { SubjectKind::Service } else { SubjectKind::User }
+    }
+
     /// Parses and checks a payload; `typ` is the header's.
     pub(crate) fn check(
         typ: Option<&str>,
@@ -158,6 +199,7 @@ impl Claims {
             roles: roles(&members)?,
             client_id: string(&members, "client_id")?,
             scope: string(&members, "scope")?,
+            gty: string(&members, "gty")?,
         };
         claims.check_against(options, now)?;
         Ok(claims)
@@ -280,6 +322,20 @@ mod tests {
         }
         let body: Vec<String> = members.iter().map(|(name, value)| format!(r#""{name}":{value}"#)).collect();
         format!("{{{}}}", body.join(","))
+    }
+
+    #[test]
+    fn a_service_token_is_told_from_a_user_token_by_gty() {
+        assert_eq!(check(&payload(&[])).expect("valid").subject_kind(), SubjectKind::User);
+        let service = check(&payload(&[("gty", r#""client-credentials""#)])).expect("valid");
+        assert_eq!((service.gty.as_deref(), service.subject_kind()), (Some(SERVICE_GRANT), SubjectKind::Service));
+        let other = check(&payload(&[("gty", r#""password""#)])).expect("valid");
+        assert_eq!(other.subject_kind(), SubjectKind::User);
+        assert_eq!(check(&payload(&[("gty", "7")])), Err(ClaimsError::WrongClaimType("gty")));
+        for kind in [SubjectKind::User, SubjectKind::Service] {
+            assert_eq!(SubjectKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(SubjectKind::from_name("Service"), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ mod token;
 mod verify;
 
 pub use cache::{DEFAULT_TOKEN_CACHE_ENTRIES, TokenCache};
-pub use claims::{Claims, ClaimsError, ClaimsOptions};
+pub use claims::{Claims, ClaimsError, ClaimsOptions, SERVICE_GRANT, SubjectKind};
 pub use key::{Jwk, JwkSet, KeyError, PublicKey};
 pub use keyset::{KeySet, KeySetError, KeySetLimits, SkipReason, SkippedKey};
 pub use policy::{Access, Policy, PolicyError, Rule};

@@ -7,6 +7,7 @@
 //! denied. Matching is byte-exact and case-sensitive: run it in front of an origin that routes
 //! case-sensitively.
 
+use crate::claims::SubjectKind;
 use serde::Deserialize;
 
 /// What a matching rule requires.
@@ -48,6 +49,8 @@ pub struct Rule {
     pub methods: Option<Vec<String>>,
     /// What the rule requires.
     pub access: Access,
+    /// The kind of caller the rule admits (`subject = "user"` or `"service"`); `None`: either.
+    pub subject: Option<SubjectKind>,
 }
 
 impl Rule {
@@ -110,6 +113,14 @@ pub enum PolicyError {
         /// The rule's path.
         path: String,
     },
+    /// `subject` is not `user` or `service`, or is given on a public rule.
+    #[error("rule {rule} ({path:?}): subject must be user or service, and only on a rule that needs a token")]
+    BadSubject {
+        /// Rule number, from 1.
+        rule: usize,
+        /// The rule's path.
+        path: String,
+    },
     /// A role rule without roles, or roles on a rule that takes none.
     #[error("rule {rule} ({path:?}): any_role and all_roles need a non-empty roles list, other access kinds none")]
     BadRoles {
@@ -140,6 +151,7 @@ struct RuleText {
     methods: Option<Vec<String>>,
     access: String,
     roles: Option<Vec<String>>,
+    subject: Option<String>,
 }
 
 impl Policy {
@@ -220,7 +232,14 @@ impl RuleText {
             }
             _ => return Err(PolicyError::BadAccess { rule, path }),
         };
-        Ok(Rule { path, methods, access })
+        let subject = match self.subject.as_deref() {
+            None => None,
+            Some(name) => match SubjectKind::from_name(name) {
+                Some(kind) if access.needs_token() => Some(kind),
+                _ => return Err(PolicyError::BadSubject { rule, path }),
+            },
+        };
+        Ok(Rule { path, methods, access, subject })
     }
 }
 
@@ -368,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_may_admit_only_users_or_only_services() {
+        let policy = Policy::parse(
+            r#"{"rules":[
+                {"path":"/internal/*","access":"authenticated","subject":"service"},
+                {"path":"/me","access":"authenticated","subject":"user"},
+                {"path":"/*","access":"any_role","roles":["reader"]}
+            ]}"#,
+        )
+        .expect("valid");
+        let subject = |path| policy.route("GET", path).map(|rule| rule.subject);
+        assert_eq!(subject("/internal/jobs"), Some(Some(SubjectKind::Service)));
+        assert_eq!(subject("/me"), Some(Some(SubjectKind::User)));
+        assert_eq!(subject("/other"), Some(None), "either, when the rule does not say");
+    }
+
+    #[test]
     fn errors_name_the_bad_rule() {
         let bad = |rule: &str| {
             Policy::parse(&format!(r#"{{"rules":[{{"path":"/ok","access":"public"}},{rule}]}}"#))
@@ -386,6 +421,8 @@ mod tests {
         assert!(bad(r#"{"path":"/a","access":"public","methods":[]}"#).contains("methods"));
         assert!(bad(r#"{"path":"/a","access":"public","methods":["G T"]}"#).contains("methods"));
         assert!(bad(r#"{"path":"/a","access":"public","role":["x"]}"#).contains("unknown field"));
+        assert!(bad(r#"{"path":"/a","access":"authenticated","subject":"robot"}"#).contains("subject must be"));
+        assert!(bad(r#"{"path":"/a","access":"public","subject":"user"}"#).contains("subject must be"));
         assert_eq!(Policy::parse(r#"{"rules":[]}"#), Err(PolicyError::NoRules));
         assert!(matches!(Policy::parse("rules = 5"), Err(PolicyError::Syntax { format: "TOML", .. })));
         assert!(matches!(Policy::parse("{"), Err(PolicyError::Syntax { format: "JSON", .. })));

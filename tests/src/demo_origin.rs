@@ -39,7 +39,7 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use jwks::{ClaimsOptions, KeySet, KeySetLimits, P256Verifier, Validator, VerifyError};
+use jwks::{ClaimsOptions, KeySet, KeySetLimits, P256Verifier, SubjectKind, Validator, VerifyError};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -147,6 +147,8 @@ pub struct Identity {
     pub assertion_id: Option<String>,
     /// The access token's id (`token_jti`), for tracing.
     pub token_id: Option<String>,
+    /// A user, or a service (`gty` `client-credentials`, as the access token said).
+    pub kind: SubjectKind,
 }
 
 /// Why a request has no identity.
@@ -222,7 +224,9 @@ impl EdgeKeys {
             .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
             .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok())
             .and_then(|payload| payload.get("token_jti").and_then(Value::as_str).map(str::to_owned));
+        let kind = claims.subject_kind();
         Ok(Identity {
+            kind,
             subject: claims.sub.filter(|subject| !subject.is_empty()).ok_or(Refusal::NoSubject)?,
             roles: claims.roles,
             edge: claims.iss,
@@ -324,6 +328,7 @@ async fn me(Extension(identity): Extension<Identity>) -> Json<Value> {
         "edge": identity.edge,
         "token_id": identity.token_id,
         "assertion_id": identity.assertion_id,
+        "subject_type": identity.kind.as_str(),
     }))
 }
 
@@ -448,6 +453,7 @@ mod tests {
             iat: now(),
             exp: now() + 60,
             token_jti: Some("token-1"),
+            gty: None,
         }
     }
 
@@ -545,6 +551,7 @@ mod tests {
                 "edge": EDGE,
                 "token_id": "token-1",
                 "assertion_id": "assertion-1",
+                "subject_type": "user",
             })
         );
         // X-Auth-* headers are hints: they neither replace nor change the assertion's identity.

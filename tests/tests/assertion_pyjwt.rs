@@ -78,6 +78,7 @@ async fn pyjwt_verifies_an_assertion_with_the_published_keys() {
         iat: now(),
         exp: now() + 60,
         token_jti: Some("token-1"),
+        gty: None,
     };
     let assertion = |claims: &AssertionClaims<'_>| sign(&signing, &signing_input(&kid, claims));
     let access_token = {

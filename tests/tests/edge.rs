@@ -43,6 +43,11 @@ access = "any_role"
 roles = ["admin"]
 
 [[vars.POLICY.rules]]
+path = "/api/internal/*"
+access = "authenticated"
+subject = "service"
+
+[[vars.POLICY.rules]]
 path = "/api/*"
 access = "authenticated"
 "#;
@@ -50,6 +55,7 @@ access = "authenticated"
 const POLICY_JSON: &str = r#"{"rules": [
     {"path": "/public/*", "access": "public"},
     {"path": "/api/admin/*", "access": "any_role", "roles": ["admin"]},
+    {"path": "/api/internal/*", "access": "authenticated", "subject": "service"},
     {"path": "/api/*", "access": "authenticated"}
 ]}"#;
 /// The refetch cooldown the Worker runs with here (seconds).
@@ -322,7 +328,7 @@ fn vars(jwks: SocketAddr, origin: SocketAddr) -> Vec<(&'static str, String)> {
 }
 
 /// Every counter of the status page, as [`counters`] names them.
-const COUNTERS: [&str; 24] = [
+const COUNTERS: [&str; 25] = [
     "allowed.preflight",
     "allowed.public",
     "allowed.token",
@@ -339,6 +345,7 @@ const COUNTERS: [&str; 24] = [
     "refused.no_token",
     "refused.revocations_unavailable",
     "refused.revoked",
+    "refused.wrong_subject_kind",
     "revocation_fetches.bad_status",
     "revocation_fetches.not_modified",
     "revocation_fetches.ok",
@@ -418,7 +425,7 @@ async fn edge_under_wrangler_dev() {
     // page says which variables are set, never their values.
     let status = client.status().await;
     let document = status.json();
-    assert_eq!((document["config"].as_str(), document["rules"].as_u64()), (Some("loaded"), Some(3)), "{document}");
+    assert_eq!((document["config"].as_str(), document["rules"].as_u64()), (Some("loaded"), Some(4)), "{document}");
     let set: Vec<&str> =
         document["variables_set"].as_array().expect("names").iter().filter_map(Value::as_str).collect();
     assert!(set.contains(&"POLICY") && set.contains(&"LOGIN_URL"), "{document}");
@@ -976,12 +983,41 @@ async fn revocations_status_page_and_key_removal_under_wrangler_dev() {
             assert!(answer.header("www-authenticate").is_some() && !answer.text().contains("counters"));
         }
     }
+    // 3. Service tokens are told from user tokens: a route for services admits only tokens with
+    // gty client-credentials, and the origin is told which kind it gets (a client's claim to be a
+    // service is removed).
+    let service =
+        key.token(&claims(&[("jti", json!("svc-1")), ("sub", json!("billing")), ("gty", json!("client-credentials"))]));
+    let spoof = [("x-auth-subject-type", "service"), ("x_auth_subject_type", "service")];
+    for (token, path, expected, kind) in [
+        (&service, "/api/internal/jobs", 200, Some("service")),
+        (&kept, "/api/internal/jobs", 403, None),
+        (&service, "/api/items", 200, Some("service")),
+        (&kept, "/api/items", 200, Some("user")),
+    ] {
+        let before = backend.seen().len();
+        let bearer = format!("Bearer {token}");
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(spoof);
+        let answer = client.get(path, &headers).await;
+        assert_eq!(answer.status, expected, "{path}: {}", answer.text());
+        if let Some(kind) = kind {
+            let seen = backend.last_seen();
+            assert_eq!((seen.header("x-auth-subject-type"), seen.header_count("x-auth-subject-type")), (Some(kind), 1));
+            assert_eq!(seen.header("x_auth_subject_type"), None);
+        } else {
+            assert_eq!(answer.header("www-authenticate"), Some(challenge(Some("insufficient_scope")).as_str()));
+            assert_eq!(backend.seen().len(), before, "nothing reaches the origin");
+        }
+    }
+    wrangler.logged(&["\"code\":\"wrong_subject_kind\""]).await;
+
     // Opened by a revoked token? No.
     let revoked_admin = key.token(&claims(&[("jti", json!("revoked-1")), ("roles", json!(["admin"]))]));
     assert_eq!(client.get_with_token("/_portcullis/status", &revoked_admin).await.status, 401);
     wrangler.process.stop();
 
-    // 3. Key removal while fetches fail: a set served with max-age 4 s; the issuer drops the key
+    // 4. Key removal while fetches fail: a set served with max-age 4 s; the issuer drops the key
     // and from then on every fetch fails (500). The key verifies until the set's max-age, never
     // past it (JWKS_MAX_STALE_SECONDS 0, the default).
     let mut strict = vars(issuer.addr, origin.addr);

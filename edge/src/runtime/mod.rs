@@ -17,7 +17,7 @@ use crate::request::{self, ParsedHead, RequestHead, Route};
 use crate::revocations::RevocationList;
 use documents::DocumentStore;
 use js_sys::futures::JsFuture;
-use jwks::{Access, KeySet, TokenCache, UntrustedToken};
+use jwks::{Access, KeySet, SubjectKind, TokenCache, UntrustedToken};
 use serde_json::json;
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
@@ -153,7 +153,7 @@ impl Edge {
         match route {
             Route::Status => {
                 if !request::bearer_is(head, self.config.status.secret.as_deref())
-                    && let Err((refusal, kid)) = self.authenticate(head, &self.config.status.access, ctx).await
+                    && let Err((refusal, kid)) = self.authenticate(head, &self.config.status.access, None, ctx).await
                 {
                     return Action::Answer(self.refuse(head, &refusal, Some(request::STATUS_PATH), kid.as_deref()));
                 }
@@ -191,7 +191,7 @@ impl Edge {
                 Action::Forward { identity: None, body }
             }
             Route::Denied => Action::Answer(self.refuse(head, &Refusal::NoRule, None, None)),
-            Route::Protected { access, rule } => match self.authenticate(head, access, ctx).await {
+            Route::Protected { access, subject, rule } => match self.authenticate(head, access, subject, ctx).await {
                 Ok(identity) => {
                     self.counters.allowed(Allowed::Token);
                     Action::Forward { identity: Some(identity), body }
@@ -202,12 +202,13 @@ impl Edge {
     }
 
     /// Finds and verifies the token, checks it against the revocation list (when revocations are
-    /// checked), then applies the rule's `access`. On refusal, also gives the token's `kid` (for
-    /// the log).
+    /// checked), then applies the rule's `access` and the kind of caller it admits (`subject`). On
+    /// refusal, also gives the token's `kid` (for the log).
     async fn authenticate(
         &self,
         head: &RequestHead<'_>,
         access: &Access,
+        subject: Option<SubjectKind>,
         ctx: &Context,
     ) -> Result<Identity, (Refusal, Option<String>)> {
         let Some(token) = request::credential(head, self.config.token_cookie.as_deref()).token() else {
@@ -234,7 +235,7 @@ impl Edge {
             },
             _ => None,
         };
-        decision::authorize(access, verified, revocations.as_deref()).map_err(|refusal| (refusal, kid()))
+        decision::authorize(access, subject, verified, revocations.as_deref()).map_err(|refusal| (refusal, kid()))
     }
 
     /// The assertion for a request forwarded with `identity`: `None` without assertion keys; the
