@@ -2,10 +2,12 @@
 //! environment wins), parsed and validated once at start. A bad value stops the start with a
 //! message that names the setting, where it came from, and the rule it broke.
 
+use crate::domain::address::Cidr;
 use crate::domain::kek::Kek;
 use crate::domain::keys::RotationPolicy;
 pub use crate::domain::secrets::PasswordHashing;
 use crate::domain::sessions::SessionPolicy;
+use crate::domain::sessions::limits::LoginLimits;
 use crate::domain::signin::SignInPolicy;
 use crate::duration::{parse_duration, show};
 use crate::store::Backend;
@@ -56,6 +58,10 @@ pub struct Config {
     /// Where `/metrics` is served: on a listener of its own at this address (for a port that
     /// only the monitoring network reaches), or, unset (the default), on `bind` with the API.
     pub metrics_bind: Option<SocketAddr>,
+    /// The proxies (CIDR blocks) whose `X-Forwarded-For` and `Forwarded` headers say which
+    /// client a request comes from (see [`client_address`](crate::domain::address::client_address)).
+    /// Default none: the TCP peer is the client.
+    pub trusted_proxies: Vec<Cidr>,
     /// The folder for the SQLite database and the development key file. Default `data`.
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`. Default `sqlite://<data_dir>/issuer.db?mode=rwc`.
@@ -74,11 +80,18 @@ pub struct Config {
     /// How long a spent refresh token may still be rotated (a client that lost the answer) before
     /// its reuse revokes the family. Default 0: never. At most 1 minute.
     pub refresh_reuse_grace: Duration,
-    /// Failed password logins per account, and per client address, within
-    /// `login_failure_window`, after which logins are refused with `429`. Default 5.
+    /// Failed password logins to one account from one client address (an IPv6 /64) within
+    /// `login_failure_window` after which that address is refused for that account with `429`.
+    /// Default 5.
     pub login_max_failures: u32,
+    /// Failed password logins from one client address, to any accounts, within
+    /// `login_failure_window` after which that address is refused with `429`. Default 50.
+    pub login_max_failures_per_address: u32,
     /// The window failed logins are counted in. Default 15 minutes.
     pub login_failure_window: Duration,
+    /// The longest a login to an account failing from many addresses waits before its password is
+    /// checked (it is never refused for that). 0s to 5s; default 3s.
+    pub login_max_delay: Duration,
     /// The cost of password hashes.
     pub password_hashing: PasswordHashing,
     /// `Cache-Control: max-age` of `GET /revoked`. At most `access_token_ttl`; default 30 s (or
@@ -174,6 +187,7 @@ impl fmt::Debug for Config {
             .field("leeway", &self.leeway)
             .field("bind", &self.bind)
             .field("metrics_bind", &self.metrics_bind)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.redacted_database_url())
             .field("kek", &self.kek)
@@ -183,7 +197,9 @@ impl fmt::Debug for Config {
             .field("refresh_max_lifetime", &self.refresh_max_lifetime)
             .field("refresh_reuse_grace", &self.refresh_reuse_grace)
             .field("login_max_failures", &self.login_max_failures)
+            .field("login_max_failures_per_address", &self.login_max_failures_per_address)
             .field("login_failure_window", &self.login_failure_window)
+            .field("login_max_delay", &self.login_max_delay)
             .field("password_hashing", &self.password_hashing)
             .field("revoked_max_age", &self.revoked_max_age)
             .field("session_idle_timeout", &self.session_idle_timeout)
@@ -244,8 +260,12 @@ impl Config {
             idle_timeout: self.refresh_idle_timeout,
             max_lifetime: self.refresh_max_lifetime,
             reuse_grace: self.refresh_reuse_grace,
-            max_failures: self.login_max_failures,
-            failure_window: self.login_failure_window,
+            login: LoginLimits {
+                max_failures: self.login_max_failures,
+                max_address_failures: self.login_max_failures_per_address,
+                window: self.login_failure_window,
+                max_delay: self.login_max_delay,
+            },
             access_token_lifetime: self.access_token_ttl + self.leeway,
         }
     }
@@ -378,6 +398,7 @@ struct TokenSettings {
 struct StorageSettings {
     bind: SocketAddr,
     metrics_bind: Option<SocketAddr>,
+    trusted_proxies: Vec<Cidr>,
     data_dir: PathBuf,
     database_url: String,
     kek: KekSource,
@@ -389,7 +410,9 @@ struct SessionSettings {
     refresh_max_lifetime: Duration,
     refresh_reuse_grace: Duration,
     login_max_failures: u32,
+    login_max_failures_per_address: u32,
     login_failure_window: Duration,
+    login_max_delay: Duration,
     password_hashing: PasswordHashing,
     revoked_max_age: Duration,
 }
@@ -419,6 +442,7 @@ struct Settings {
     leeway: Option<Seconds>,
     bind: Option<String>,
     metrics_bind: Option<String>,
+    trusted_proxies: Option<List>,
     data_dir: Option<String>,
     database_url: Option<String>,
     kek_file: Option<String>,
@@ -428,7 +452,9 @@ struct Settings {
     refresh_max_lifetime: Option<Seconds>,
     refresh_reuse_grace: Option<Seconds>,
     login_max_failures: Option<Whole>,
+    login_max_failures_per_address: Option<Whole>,
     login_failure_window: Option<Seconds>,
+    login_max_delay: Option<Seconds>,
     password_hash_memory: Option<Whole>,
     password_hash_iterations: Option<Whole>,
     revoked_max_age: Option<Seconds>,
@@ -628,14 +654,16 @@ impl Raw {
             retire_delay,
             rotation_period,
         } = self.tokens_and_keys(&mut settings)?;
-        let StorageSettings { bind, metrics_bind, data_dir, database_url, kek } =
+        let StorageSettings { bind, metrics_bind, trusted_proxies, data_dir, database_url, kek } =
             self.listeners_and_storage(&mut settings)?;
         let SessionSettings {
             refresh_idle_timeout,
             refresh_max_lifetime,
             refresh_reuse_grace,
             login_max_failures,
+            login_max_failures_per_address,
             login_failure_window,
+            login_max_delay,
             password_hashing,
             revoked_max_age,
         } = self.accounts_and_sessions(&mut settings, access_token_ttl)?;
@@ -652,6 +680,7 @@ impl Raw {
             leeway,
             bind,
             metrics_bind,
+            trusted_proxies,
             data_dir,
             database_url,
             kek,
@@ -661,7 +690,9 @@ impl Raw {
             refresh_max_lifetime,
             refresh_reuse_grace,
             login_max_failures,
+            login_max_failures_per_address,
             login_failure_window,
+            login_max_delay,
             password_hashing,
             revoked_max_age,
             session_idle_timeout: sign_in.session_idle_timeout,
@@ -748,6 +779,17 @@ impl Raw {
             return Err(ConfigError::invalid("metrics_bind", self.origin("metrics_bind"), rule));
         }
 
+        let trusted_proxies = settings
+            .trusted_proxies
+            .take()
+            .map_or_else(Vec::new, |List(items)| items)
+            .iter()
+            .map(|block| block.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                ConfigError::invalid("trusted_proxies", self.origin("trusted_proxies"), error.to_string())
+            })?;
+
         let data_dir = text(settings.data_dir.take(), "data");
         if data_dir.is_empty() {
             return Err(ConfigError::invalid("data_dir", self.origin("data_dir"), "must not be empty"));
@@ -781,7 +823,7 @@ impl Raw {
             (None, Some(path)) => KekSource::File(PathBuf::from(path)),
             (None, None) => KekSource::DevFile(data_dir.join("kek")),
         };
-        Ok(StorageSettings { bind, metrics_bind, data_dir, database_url, kek })
+        Ok(StorageSettings { bind, metrics_bind, trusted_proxies, data_dir, database_url, kek })
     }
 
     /// Refresh tokens, login limits, password hashing and the revocation list's cache time.
@@ -803,9 +845,15 @@ impl Raw {
         let setting = "refresh_reuse_grace";
         within(setting, self.origin(setting), refresh_reuse_grace, Duration::ZERO, one_minute)?;
         let login_max_failures = whole(self, "login_max_failures", settings.login_max_failures.take(), 5, 1, 1000)?;
+        let setting = "login_max_failures_per_address";
+        let login_max_failures_per_address =
+            whole(self, setting, settings.login_max_failures_per_address.take(), 50, 1, 100_000)?;
         let login_failure_window = seconds(settings.login_failure_window.take(), Duration::from_secs(15 * 60));
         let setting = "login_failure_window";
         within(setting, self.origin(setting), login_failure_window, one_second, DAY)?;
+        let login_max_delay = seconds(settings.login_max_delay.take(), Duration::from_secs(3));
+        let setting = "login_max_delay";
+        within(setting, self.origin(setting), login_max_delay, Duration::ZERO, Duration::from_secs(5))?;
         let memory_kib = whole(self, "password_hash_memory", settings.password_hash_memory.take(), 19_456, 8, 1 << 20)?;
         let iterations = whole(self, "password_hash_iterations", settings.password_hash_iterations.take(), 2, 1, 16)?;
         let revoked_max_age = seconds(settings.revoked_max_age.take(), Duration::from_secs(30).min(access_token_ttl));
@@ -816,7 +864,9 @@ impl Raw {
             refresh_max_lifetime,
             refresh_reuse_grace,
             login_max_failures,
+            login_max_failures_per_address,
             login_failure_window,
+            login_max_delay,
             password_hashing: PasswordHashing { memory_kib, iterations },
             revoked_max_age,
         })
@@ -996,7 +1046,10 @@ mod tests {
         assert_eq!(config.refresh_max_lifetime, 30 * DAY);
         assert_eq!(config.refresh_reuse_grace, Duration::ZERO);
         assert_eq!(config.login_max_failures, 5);
+        assert_eq!(config.login_max_failures_per_address, 50);
         assert_eq!(config.login_failure_window, Duration::from_secs(900));
+        assert_eq!(config.login_max_delay, Duration::from_secs(3));
+        assert!(config.trusted_proxies.is_empty(), "the TCP peer is the client");
         assert_eq!(config.password_hashing, PasswordHashing { memory_kib: 19_456, iterations: 2 });
         assert!(config.password_hashing.meets_owasp());
         assert_eq!(config.revoked_max_age, Duration::from_secs(30));
@@ -1014,6 +1067,18 @@ mod tests {
         let config = load(None, &[("PORTCULLIS_REGISTRATION", "open"), ("PORTCULLIS_LOGIN_MAX_FAILURES", "10")]);
         let config = config.expect("valid");
         assert_eq!((config.registration, config.login_max_failures), (Registration::Open, 10));
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidr_blocks_from_the_file_or_the_environment() {
+        let config = load(Some("trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"]"), &[]);
+        let shown: Vec<String> = config.expect("valid").trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
+        let config = load(None, &[("PORTCULLIS_TRUSTED_PROXIES", "127.0.0.1, ::1")]).expect("valid");
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(config.trusted_proxies[1].contains("::1".parse().expect("address")));
+        let config = load(None, &[("PORTCULLIS_LOGIN_MAX_DELAY", "0s")]).expect("off is valid");
+        assert_eq!(config.session_policy().login.max_delay, Duration::ZERO);
     }
 
     #[test]
@@ -1108,6 +1173,20 @@ mod tests {
             (None, &[("PORTCULLIS_REFRESH_MAX_LIFETIME", "1d")], "must be at least refresh_idle_timeout (14d)"),
             (None, &[("PORTCULLIS_REFRESH_REUSE_GRACE", "2m")], "`refresh_reuse_grace`"),
             (None, &[("PORTCULLIS_LOGIN_MAX_FAILURES", "0")], "must be between 1 and 1000; got 0"),
+            (
+                None,
+                &[("PORTCULLIS_LOGIN_MAX_FAILURES_PER_ADDRESS", "0")],
+                "`login_max_failures_per_address` (from PORTCULLIS_LOGIN_MAX_FAILURES_PER_ADDRESS): must be between 1",
+            ),
+            (None, &[("PORTCULLIS_LOGIN_MAX_DELAY", "6s")], "`login_max_delay` (from PORTCULLIS_LOGIN_MAX_DELAY)"),
+            (
+                None,
+                &[("PORTCULLIS_TRUSTED_PROXIES", "10.0.0.0/8, 10.1.2.3/16")],
+                "`trusted_proxies` (from PORTCULLIS_TRUSTED_PROXIES): \"10.1.2.3/16\" has bits set after its prefix; \
+                 the block is 10.1.0.0/16",
+            ),
+            (Some("trusted_proxies = [\"proxy.internal\"]"), &[], "is not an address or a CIDR block"),
+            (Some("trusted_proxies = \"\""), &[], "`trusted_proxies` (from the configuration file)"),
             (Some("login_max_failures = \"many\""), &[], "is not a whole number"),
             (Some("login_max_failures = 1.5"), &[], "expected a whole number"),
             (None, &[("PORTCULLIS_PASSWORD_HASH_MEMORY", "4")], "`password_hash_memory`"),

@@ -48,6 +48,20 @@ pub struct GrantLabels {
     pub outcome: &'static str,
 }
 
+/// A refusal by an attempt limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `login_account_address`, `login_address`, `sign_in_link` or `registration`.
+    pub limit: &'static str,
+}
+
+/// Password hashing work.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabels {
+    /// `hash` (a new password) or `verify` (a login).
+    pub operation: &'static str,
+}
+
 /// A change to the key set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyChangeLabels {
@@ -75,8 +89,12 @@ pub struct Metrics {
     pub refresh_reuse: Counter,
     /// Password logins refused for wrong credentials (or a disabled user).
     pub login_failures: Counter,
-    /// Password logins refused by the brute-force limit.
-    pub login_limited: Counter,
+    /// Attempts refused by a limit (logins, sign-in links, registrations), by limit.
+    pub limit_refusals: Family<LimitLabels, Counter>,
+    /// How long slowed-down logins waited before their password check.
+    pub login_delay: Histogram,
+    /// Argon2id computations since the start, by operation (set from the hasher at each scrape).
+    pub password_hashes: Family<HashLabels, Counter>,
     /// Changes to the key set made by this process.
     pub key_changes: Family<KeyChangeLabels, Counter>,
     /// Seconds since the active key started signing, as of the last scrape.
@@ -124,12 +142,14 @@ impl Default for Metrics {
         );
         let login_failures = Counter::default();
         registry.register("login_failures", "Password logins refused for wrong credentials", login_failures.clone());
-        let login_limited = Counter::default();
-        registry.register(
-            "login_limit_hits",
-            "Password logins refused by the brute-force limit",
-            login_limited.clone(),
-        );
+        let limit_refusals = Family::default();
+        registry.register("limit_refusals", "Attempts refused by a limit, by limit", limit_refusals.clone());
+        let login_delay = Histogram::new(exponential_buckets(0.25, 2.0, 6));
+        let help = "Time a login to an account failing from many addresses waited before its password check";
+        registry.register_with_unit("login_delay", help, Unit::Seconds, login_delay.clone());
+        let password_hashes = Family::default();
+        let help = "Argon2id computations, by operation: hash (a new password) or verify (a login)";
+        registry.register("password_hashes", help, password_hashes.clone());
         let key_changes = Family::default();
         registry.register("key_changes", "Changes to the signing key set made by this process", key_changes.clone());
         let active_key_age = Gauge::default();
@@ -165,7 +185,9 @@ impl Default for Metrics {
             grants,
             refresh_reuse,
             login_failures,
-            login_limited,
+            limit_refusals,
+            login_delay,
+            password_hashes,
             key_changes,
             active_key_age,
             pool,
@@ -183,6 +205,11 @@ impl Metrics {
         // Writing to a String does not fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+
+    /// Counts one refusal by `limit` (see [`LimitLabels`]).
+    pub fn limit_refused(&self, limit: &'static str) {
+        self.limit_refusals.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// Counts one key-set change (`created`, `promoted`, `retired`, `revoked`).

@@ -6,17 +6,18 @@
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::accounts::User;
-use crate::domain::accounts::{AccountError, Accounts, normalize_email};
+use crate::domain::accounts::{AccountError, Accounts, REGISTRATIONS_PER_ADDRESS, normalize_email};
+use crate::domain::address::address_key;
 use crate::domain::kek::Kek;
 use crate::domain::keys::SigningKey;
 use crate::domain::keys::{self, Change, KeyInfo, KeyStore, KeyStoreError, Revocation, Rotation};
 use crate::domain::published::{Checked, PublishedKeySet};
 use crate::domain::secrets::{PasswordError, PasswordHasher, random_id};
-use crate::domain::sessions::{IssuedAccess, SessionError, Sessions};
+use crate::domain::sessions::{IssuedAccess, LoginStart, SessionError, Sessions};
 use crate::domain::signin::mail::{MailError, Mailer};
 use crate::domain::signin::{SignIn, SignInError};
 use crate::domain::tokens::{self, AccessTokenRequest, MintError, MintedToken};
-use crate::metrics::{Metrics, PoolLabels};
+use crate::metrics::{HashLabels, Metrics, PoolLabels};
 use crate::store::{Db, DbError, MAX_CONNECTIONS, OpenMode};
 use jwks::{Claims, P256Verifier, Validator, VerifyError};
 use std::net::IpAddr;
@@ -107,6 +108,24 @@ pub enum LoginError {
     /// `resource` names no audience this user may have a token for (RFC 8707 `invalid_target`).
     #[error("the requested resource is not one this user may have a token for")]
     InvalidTarget,
+}
+
+/// Why a registration made no account.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrationError {
+    /// Too many registrations from the address: try again after `retry_after` s.
+    #[error("too many registrations; retry after {retry_after} s")]
+    RateLimited {
+        /// Seconds until a registration may be tried again.
+        retry_after: u64,
+    },
+    /// The email or the password was refused, or the account could not be stored.
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
+    /// Counting the attempt failed.
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
 }
 
 /// Why the issuer could not start.
@@ -415,7 +434,8 @@ impl AppState {
         }
     }
 
-    /// A password login at `client_id` from `peer` (see [`authenticate`](Self::authenticate)),
+    /// A password login at `client_id` from the client address `client` (see
+    /// [`authenticate`](Self::authenticate)),
     /// for the audience `resource` if asked (RFC 8707), which starts a session. Returns the access
     /// token and the first refresh token.
     pub async fn password_login(
@@ -423,10 +443,10 @@ impl AppState {
         username: &str,
         password: &str,
         client_id: &str,
-        peer: Option<IpAddr>,
+        client: Option<IpAddr>,
         resource: Option<&str>,
     ) -> Result<(MintedToken, String), LoginError> {
-        let user = self.authenticate(username, password, peer).await?;
+        let user = self.authenticate(username, password, client).await?;
         let asked = resource.map(|resource| self.target(resource, &user.roles)).transpose()?;
         let access = self.mint(&self.user_token_request(&user.id, &user.roles, client_id, asked.as_deref())).await?;
         let refresh = self.inner.sessions.start(&user.id, client_id, &access, asked.as_deref(), self.now()).await?;
@@ -434,26 +454,62 @@ impl AppState {
         Ok((access, refresh))
     }
 
-    /// Checks a password, for the password grant and the login page alike: the attempt counts
-    /// against the limits of the account and of the address `peer` before the password is
-    /// checked; a success forgets the account's failures.
-    pub async fn authenticate(&self, username: &str, password: &str, peer: Option<IpAddr>) -> Result<User, LoginError> {
-        let sessions = &self.inner.sessions;
-        let account = format!("account:{}", normalize_email(username).unwrap_or_else(|_| username.to_lowercase()));
-        let mut subjects = vec![account.clone()];
-        subjects.extend(peer.map(|ip| format!("ip:{ip}")));
+    /// Checks a password, for the password grant and the login page alike, from the client
+    /// address `client`: the attempt is recorded and judged by the login limits (see
+    /// [`limits`](crate::domain::sessions::limits)) before the password is checked; a login to an
+    /// account failing from many addresses waits first; a success forgets its address's failures
+    /// on the account.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<User, LoginError> {
+        let (sessions, metrics) = (&self.inner.sessions, &self.inner.metrics);
+        let account = normalize_email(username).unwrap_or_else(|_| username.trim().to_lowercase());
+        let address = client.map(address_key).unwrap_or_default();
         let now = self.now();
-        let metrics = &self.inner.metrics;
-        let attempt = sessions.begin_login(&subjects, now).await?.map_err(|retry_after| {
-            metrics.login_limited.inc();
-            LoginError::RateLimited { retry_after }
-        })?;
+        let attempt = match sessions.begin_login(&account, &address, now).await? {
+            LoginStart::Allowed { attempt, delay } => {
+                if !delay.is_zero() {
+                    metrics.login_delay.observe(delay.as_secs_f64());
+                    tracing::info!(?delay, "login slowed down: the account fails from many addresses");
+                    tokio::time::sleep(delay).await;
+                }
+                attempt
+            }
+            LoginStart::Refused { limit, retry_after } => {
+                metrics.limit_refused(limit.label());
+                return Err(LoginError::RateLimited { retry_after });
+            }
+        };
         let user = self.inner.accounts.login(username, password, now).await?.ok_or_else(|| {
             metrics.login_failures.inc();
             LoginError::WrongCredentials
         })?;
-        sessions.login_succeeded(attempt, &account).await?;
+        sessions.login_succeeded(attempt).await?;
         Ok(user)
+    }
+
+    /// An open registration from the client address `client`: at most
+    /// [`REGISTRATIONS_PER_ADDRESS`] per address (an IPv6 /64) in the failure window, every
+    /// attempt counted before anything else; then the user is created (the email is checked
+    /// before the password is hashed), without roles.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<User, RegistrationError> {
+        let now = self.now();
+        let subject = format!("register:{}", client.map(address_key).unwrap_or_default());
+        if let Err(retry_after) =
+            self.inner.sessions.count_attempt(&[(subject, REGISTRATIONS_PER_ADDRESS)], now).await?
+        {
+            self.inner.metrics.limit_refused("registration");
+            return Err(RegistrationError::RateLimited { retry_after });
+        }
+        Ok(self.inner.accounts.create_user(email, password, &[], now).await?)
     }
 
     /// Rotates the refresh token `refresh` presented by `client_id` (see [`Sessions::rotate`]):
@@ -564,6 +620,11 @@ impl AppState {
                 metrics.active_key_age.set(age);
             }
             Err(error) => tracing::warn!(%error, "metrics: cannot read the keys"),
+        }
+        let hasher = self.inner.accounts.hasher();
+        for (operation, count) in [("hash", hasher.hashed()), ("verify", hasher.verified())] {
+            let counter = metrics.password_hashes.get_or_create(&HashLabels { operation });
+            counter.inner().store(count, std::sync::atomic::Ordering::Relaxed);
         }
         metrics.render()
     }

@@ -37,6 +37,7 @@ pub(crate) async fn oauth(
         database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()));
     // Every client logs in from 127.0.0.1 at once: the per-address limit would refuse them.
     config.login_max_failures = u32::MAX;
+    config.login_max_failures_per_address = u32::MAX;
     let cost = config.password_hashing;
     let database = issuer::store::redact_url(&config.database_url);
     let state = AppState::open(config, Kek::generate(), Arc::new(SystemClock)).await?;

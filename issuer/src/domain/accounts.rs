@@ -15,6 +15,10 @@ use url::Url;
 /// registered client may take this id.
 pub const PUBLIC_CLIENT_ID: &str = "public";
 
+/// Open registrations (`POST /users` without an admin token) per client address (an IPv6 /64)
+/// within the login failure window, each attempt counted, taken or not.
+pub const REGISTRATIONS_PER_ADDRESS: u32 = 10;
+
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -195,8 +199,9 @@ impl Accounts {
         &self.hasher
     }
 
-    /// Creates a user. The email is normalized and must be free; the password must meet the
-    /// policy; roles are checked.
+    /// Creates a user. The email is normalized and must be free, which is checked before the
+    /// password is hashed (a taken email costs no hash); the password must meet the policy; roles
+    /// are checked.
     pub async fn create_user(
         &self,
         email: &str,
@@ -206,6 +211,9 @@ impl Accounts {
     ) -> Result<User, AccountError> {
         let email = normalize_email(email)?;
         let roles = role_set(roles)?;
+        if rows::user(&self.db, UserKey::Email, &email).await?.is_some() {
+            return Err(AccountError::EmailTaken);
+        }
         let password_hash = self.hasher.hash(password).await?;
         let row = UserRow {
             id: random_id(),

@@ -7,12 +7,14 @@
 //! | [`published`] | the JWKS as served, rebuilt when the key set moves |
 //! | [`tokens`] | what an access token and an ID token hold, and the rules they are minted under |
 //! | [`accounts`] | users and service clients |
-//! | [`sessions`] | refresh-token families, the pure refresh decision, revocations, failed logins |
+//! | [`address`] | client addresses: trusted proxies' headers, IPv6 /64 grouping |
+//! | [`sessions`] | refresh-token families, the pure refresh decision, revocations, the pure login limits |
 //! | [`signin`] | browser sign-in: browser sessions, sign-in links, authorization codes, PKCE, mail |
 //! | [`secrets`] | password hashing, random secrets and their stored hashes |
 //! | [`kek`] | the key-encryption key that seals private keys at rest |
 
 pub mod accounts;
+pub mod address;
 pub mod kek;
 pub mod keys;
 pub(crate) mod published;

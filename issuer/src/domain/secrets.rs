@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
@@ -57,11 +58,18 @@ pub enum PasswordError {
 }
 
 /// Hashes and checks passwords with argon2id, at most one hash per CPU at a time (each takes
-/// the configured memory; the others wait their turn in order). Cheap to clone.
+/// the configured memory; the others wait their turn in order). New passwords (registrations)
+/// take at most half of those slots (at least one), so that a flood of registrations leaves
+/// logins the other half, and waits behind at most that many hashes. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    /// The share of `permits` new passwords may hold.
+    new_password_permits: Arc<Semaphore>,
+    /// Hashes of new passwords, and checks, computed since the start.
+    hashed: Arc<AtomicU64>,
+    verified: Arc<AtomicU64>,
     /// A hash of a random password at the configured cost: unknown users are checked against it,
     /// so that they take as long as known ones.
     dummy: String,
@@ -79,7 +87,29 @@ impl PasswordHasher {
         })
         .await??;
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        Ok(Self { params, permits: Arc::new(Semaphore::new(cpus)), dummy })
+        Ok(Self::with_slots(params, dummy, cpus))
+    }
+
+    /// A hasher with `slots` hashes at a time.
+    fn with_slots(params: Params, dummy: String, slots: usize) -> Self {
+        Self {
+            params,
+            permits: Arc::new(Semaphore::new(slots)),
+            new_password_permits: Arc::new(Semaphore::new((slots / 2).max(1))),
+            hashed: Arc::default(),
+            verified: Arc::default(),
+            dummy,
+        }
+    }
+
+    /// How many new passwords were hashed since the start.
+    pub fn hashed(&self) -> u64 {
+        self.hashed.load(Ordering::Relaxed)
+    }
+
+    /// How many passwords were checked (logins) since the start.
+    pub fn verified(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
     }
 
     /// Checks the length rules of a new password.
@@ -95,18 +125,23 @@ impl PasswordHasher {
         Self::check_policy(password)?;
         let params = self.params.clone();
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        let permit = self.permit().await?;
+        // The share first: new passwords beyond it wait outside the queue logins wait in.
+        let share = Self::permit(&self.new_password_permits).await?;
+        let permit = Self::permit(&self.permits).await?;
+        let hashed = Arc::clone(&self.hashed);
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (share, permit);
+            hashed.fetch_add(1, Ordering::Relaxed);
             hash_with(&params, &password)
         })
         .await?
     }
 
-    /// A slot for one hash. It moves into the blocking task, so that a request dropped while
-    /// its hash runs (a timeout, a client gone) still holds the slot until the hash ends.
-    async fn permit(&self) -> Result<OwnedSemaphorePermit, PasswordError> {
-        Arc::clone(&self.permits).acquire_owned().await.map_err(|error| PasswordError::Hash(error.to_string()))
+    /// A slot of `permits` for one hash. It moves into the blocking task, so that a request
+    /// dropped while its hash runs (a timeout, a client gone) still holds the slot until the hash
+    /// ends.
+    async fn permit(permits: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, PasswordError> {
+        Arc::clone(permits).acquire_owned().await.map_err(|error| PasswordError::Hash(error.to_string()))
     }
 
     /// True when `password` matches `stored` (a PHC string). With `None` (no such user) the
@@ -116,9 +151,11 @@ impl PasswordHasher {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.clone());
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        let permit = self.permit().await?;
+        let permit = Self::permit(&self.permits).await?;
+        let verified = Arc::clone(&self.verified);
         let matches = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            verified.fetch_add(1, Ordering::Relaxed);
             let Ok(parsed) = PasswordHash::new(&stored) else {
                 tracing::error!("a stored password hash does not parse");
                 return false;
@@ -181,6 +218,30 @@ mod tests {
         assert!(!hasher.verify("anything at all", Some("not a hash".to_owned())).await.expect("verify"));
         assert!(matches!(hasher.hash("short").await, Err(PasswordError::Policy)));
         assert!(matches!(hasher.hash(&"x".repeat(1025)).await, Err(PasswordError::Policy)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_passwords_take_at_most_half_the_slots_and_logins_get_the_rest() {
+        let cost = PasswordHashing { memory_kib: 1024, iterations: 1 };
+        let params = Params::new(cost.memory_kib, cost.iterations, 1, None).expect("params");
+        let dummy = hash_with(&params, b"dummy").expect("hash");
+        let hasher = PasswordHasher::with_slots(params, dummy.clone(), 2);
+        // A flood of registrations queued first...
+        let mut flood = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let hasher = hasher.clone();
+            flood.spawn(async move { hasher.hash("correct horse").await.map(|_| ()) });
+        }
+        tokio::task::yield_now().await;
+        // ...leaves a slot to a login: it is checked while most of them still wait.
+        assert!(!hasher.verify("correct horse", Some(dummy)).await.expect("verify"));
+        let done = hasher.hashed();
+        assert!(done < 6, "{done} of 6 registrations were hashed before the login");
+        assert_eq!(hasher.verified(), 1);
+        while let Some(joined) = flood.join_next().await {
+            joined.expect("joins").expect("hashes");
+        }
+        assert_eq!(hasher.hashed(), 6);
     }
 
     #[test]

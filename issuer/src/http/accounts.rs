@@ -2,7 +2,7 @@
 //! endpoints: logout, logout everywhere, and the list of revoked access tokens.
 
 use super::ApiError;
-use super::extract::{Admin, Bearer};
+use super::extract::{Admin, Bearer, ClientAddress};
 use super::oauth::revoke_access;
 use super::well_known::public_cache;
 use crate::config::Registration;
@@ -101,7 +101,8 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(body)| body).map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))
 }
 
-/// `POST /users`: registration when open; an admin may always create users, with roles.
+/// `POST /users`: registration when open (limited per client address); an admin may always
+/// create users, with roles.
 #[utoipa::path(
     post,
     path = "/users",
@@ -112,23 +113,27 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         (status = 400, description = "`invalid_request` or `weak_password`"),
         (status = 403, description = "Registration is closed, or roles without an admin token"),
         (status = 409, description = "`email_taken`"),
+        (status = 429, description = "Too many registrations from this address, with `Retry-After`"),
     )
 )]
 async fn create_user(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     admin: Option<Admin>,
     body: Result<Json<NewUser>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(body)?;
-    match &admin {
-        Some(admin) => admin.audit("create user"),
+    let user = match &admin {
+        Some(admin) => {
+            admin.audit("create user");
+            state.accounts().create_user(&body.email, &body.password, &body.roles, state.now()).await?
+        }
         None if state.config().registration == Registration::Closed => {
             return Err(ApiError::RegistrationClosed);
         }
         None if !body.roles.is_empty() => return Err(ApiError::InsufficientScope),
-        None => {}
-    }
-    let user = state.accounts().create_user(&body.email, &body.password, &body.roles, state.now()).await?;
+        None => state.register(&body.email, &body.password, client).await?,
+    };
     tracing::info!(user = %user.id, "user created");
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }

@@ -9,7 +9,7 @@ use crate::domain::secrets::PasswordError;
 use crate::domain::sessions::SessionError;
 use crate::domain::signin::SignInError;
 use crate::domain::tokens::MintError;
-use crate::state::{LoginError, TokenError};
+use crate::state::{LoginError, RegistrationError, TokenError};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -61,8 +61,9 @@ pub enum ApiError {
     /// A `grant_type` the issuer does not serve.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
-    /// Too many failed logins: try again after `retry_after` seconds.
-    #[error("too many failed logins")]
+    /// Too many attempts (failed logins, sign-in links, registrations): try again after
+    /// `retry_after` seconds.
+    #[error("too many attempts")]
     RateLimited {
         /// Seconds until a login may be tried again.
         retry_after: u64,
@@ -198,6 +199,16 @@ impl From<LoginError> for ApiError {
     }
 }
 
+impl From<RegistrationError> for ApiError {
+    fn from(error: RegistrationError) -> Self {
+        match error {
+            RegistrationError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            RegistrationError::Accounts(error) => error.into(),
+            RegistrationError::Sessions(error) => error.into(),
+        }
+    }
+}
+
 impl From<SignInError> for ApiError {
     fn from(error: SignInError) -> Self {
         match error {
@@ -299,6 +310,12 @@ mod tests {
             (TokenError::Unconfirmed.into(), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             (LoginError::RateLimited { retry_after: 3 }.into(), StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             (LoginError::WrongCredentials.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
+            (
+                RegistrationError::RateLimited { retry_after: 3 }.into(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+            ),
+            (RegistrationError::Accounts(AccountError::EmailTaken).into(), StatusCode::CONFLICT, "email_taken"),
             (SignInError::Reused.into(), StatusCode::BAD_REQUEST, "invalid_grant"),
             (LoginError::InvalidTarget.into(), StatusCode::BAD_REQUEST, "invalid_target"),
             (SignInError::InvalidGrant("expired").into(), StatusCode::BAD_REQUEST, "invalid_grant"),

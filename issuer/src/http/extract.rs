@@ -3,18 +3,19 @@
 
 use super::ApiError;
 use crate::domain::accounts::{Client, PUBLIC_CLIENT_ID};
+use crate::domain::address::client_address;
 use crate::state::{ADMIN_ROLE, AppState};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{Extensions, HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::headers::authorization::{Basic, Bearer as BearerCredentials};
 use axum_extra::headers::{Authorization, HeaderMapExt as _};
 use jwks::Claims;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The token of an `Authorization: Bearer` header. Another scheme carries no bearer token
 /// (RFC 6750 §3.1: no error code); a header that is not visible ASCII is an invalid token.
@@ -78,15 +79,31 @@ impl FromRequestParts<AppState> for Bearer {
     }
 }
 
-/// The TCP peer's address, when the server records it (`serve` does; `oneshot` tests may).
-#[derive(Debug)]
-pub(crate) struct Peer(pub(crate) Option<std::net::IpAddr>);
+/// The client's address, as the limits count it: the TCP peer's, or, when the peer is one of
+/// `trusted_proxies`, the client its `X-Forwarded-For` or `Forwarded` header names (see
+/// [`client_address`]); a header value that is not visible ASCII leaves the peer. `None` when the
+/// server does not record the peer (`serve` does; `oneshot` tests may).
+fn client_of(headers: &HeaderMap, extensions: &Extensions, state: &AppState) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let values =
+        |name: &str| -> Option<Vec<&str>> { headers.get_all(name).iter().map(|value| value.to_str().ok()).collect() };
+    match (values("x-forwarded-for"), values(header::FORWARDED.as_str())) {
+        (Some(forwarded_for), Some(forwarded)) => {
+            Some(client_address(peer, &forwarded_for, &forwarded, &state.config().trusted_proxies))
+        }
+        _ => Some(peer),
+    }
+}
 
-impl FromRequestParts<AppState> for Peer {
+/// The client's address (see [`client_of`]).
+#[derive(Debug)]
+pub(crate) struct ClientAddress(pub(crate) Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_of(&parts.headers, &parts.extensions, state)))
     }
 }
 
@@ -94,13 +111,13 @@ const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// The parameters of an `application/x-www-form-urlencoded` body, each present at most once
 /// (RFC 6749 §3.2), with the client credentials of an `Authorization: Basic` header and the
-/// peer address.
+/// client's address.
 #[derive(Debug)]
 pub(crate) struct OAuthForm {
     params: HashMap<String, String>,
     basic: Option<(String, String)>,
-    /// The TCP peer, when the server records it.
-    pub(crate) peer: Option<SocketAddr>,
+    /// The client's address (see [`client_of`]).
+    pub(crate) client: Option<IpAddr>,
 }
 
 impl FromRequest<AppState> for OAuthForm {
@@ -115,7 +132,7 @@ impl FromRequest<AppState> for OAuthForm {
             let refusal = ApiError::InvalidRequest("the body is not application/x-www-form-urlencoded".to_owned());
             return Err(refusal.into_response());
         }
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        let client = client_of(request.headers(), request.extensions(), state);
         let basic = basic_credentials(request.headers()).map_err(IntoResponse::into_response)?;
         let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
         let mut params = HashMap::new();
@@ -127,7 +144,7 @@ impl FromRequest<AppState> for OAuthForm {
                 return Err(ApiError::InvalidRequest("a parameter is repeated".to_owned()).into_response());
             }
         }
-        Ok(Self { params, basic, peer })
+        Ok(Self { params, basic, client })
     }
 }
 

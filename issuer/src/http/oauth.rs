@@ -107,9 +107,8 @@ async fn password_grant(state: &AppState, form: &OAuthForm) -> Result<Response, 
     if let Caller::Client(Client { public: true, .. }) = caller {
         return Err(ApiError::InvalidClient);
     }
-    let peer = form.peer.map(|peer| peer.ip());
     let resource = form.optional("resource");
-    let (access, refresh) = state.password_login(username, password, caller.client_id(), peer, resource).await?;
+    let (access, refresh) = state.password_login(username, password, caller.client_id(), form.client, resource).await?;
     Ok(token_response(access, Some(refresh)))
 }
 

@@ -7,7 +7,7 @@
 //! Strict, and a hidden field that must match it) and refuse `Sec-Fetch-Site: cross-site`.
 
 use super::ApiError;
-use super::extract::Peer;
+use super::extract::ClientAddress;
 use super::pages::{self, FormTargets, LoginPage};
 use crate::domain::secrets::{random_id, same_hash};
 use crate::domain::signin::BrowserSession;
@@ -263,7 +263,7 @@ async fn login_post(
 )]
 async fn password_login(
     State(state): State<AppState>,
-    Peer(peer): Peer,
+    ClientAddress(client): ClientAddress,
     jar: CookieJar,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
@@ -272,7 +272,7 @@ async fn password_login(
         Ok(posted) => posted,
         Err(answer) => return answer,
     };
-    let user = match state.authenticate(&form.email, &form.password, peer).await {
+    let user = match state.authenticate(&form.email, &form.password, client).await {
         Ok(user) => user,
         Err(LoginError::WrongCredentials) => {
             let alert = "Wrong email or password.";
@@ -320,7 +320,7 @@ async fn start_session_and_redirect(
 )]
 async fn request_link(
     State(state): State<AppState>,
-    Peer(peer): Peer,
+    ClientAddress(client): ClientAddress,
     jar: CookieJar,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
@@ -330,7 +330,7 @@ async fn request_link(
         Err(answer) => return answer,
     };
     let browser = jar.get(CSRF_COOKIE).map(|cookie| cookie.value().to_owned());
-    match state.send_sign_in_link(&form.email, &request, peer, browser.as_deref()).await {
+    match state.send_sign_in_link(&form.email, &request, client, browser.as_deref()).await {
         Ok(()) => pages::link_sent(),
         Err(error @ LoginError::RateLimited { .. }) => {
             pages::error_page(error.into(), "Too many sign-in links were asked for. Try again later.")

@@ -3,6 +3,7 @@
 
 use super::{AppState, LoginError, TokenError};
 use crate::domain::accounts::{AccountError, User, normalize_email};
+use crate::domain::address::address_key;
 use crate::domain::secrets::random_id;
 use crate::domain::signin::request::{self, AuthorizationRequest, AuthorizeError};
 use crate::domain::signin::{
@@ -101,15 +102,15 @@ impl AppState {
         &self,
         email: &str,
         request: &AuthorizationRequest,
-        peer: Option<IpAddr>,
+        client: Option<IpAddr>,
         browser: Option<&str>,
     ) -> Result<(), LoginError> {
         let now = self.now();
         let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
         let mut limits = vec![(format!("link:{email}"), LINKS_PER_EMAIL)];
-        limits.extend(peer.map(|ip| (format!("link-ip:{ip}"), LINKS_PER_ADDRESS)));
-        if let Err(retry_after) = self.inner.sessions.begin_attempt(&limits, now).await? {
-            self.inner.metrics.login_limited.inc();
+        limits.extend(client.map(|address| (format!("link-ip:{}", address_key(address)), LINKS_PER_ADDRESS)));
+        if let Err(retry_after) = self.inner.sessions.count_attempt(&limits, now).await? {
+            self.inner.metrics.limit_refused("sign_in_link");
             return Err(LoginError::RateLimited { retry_after });
         }
         let Some(user) = self.inner.accounts.user_by_email(&email).await?.filter(|user| !user.disabled) else {

@@ -1,5 +1,5 @@
-//! The `refresh_families`, `refresh_tokens`, `revoked_access_tokens`, `service_tokens` and
-//! `login_failures` tables. Refresh tokens are stored by the SHA-256 of the token, never as sent.
+//! The `refresh_families`, `refresh_tokens`, `revoked_access_tokens`, `service_tokens`,
+//! `login_attempts` and `login_failures` tables. Refresh tokens are stored by the SHA-256 of the token, never as sent.
 
 use super::{Db, DbResult, to_db_time};
 use sqlx::{AnyConnection, FromRow};
@@ -306,8 +306,81 @@ pub(crate) async fn revoked(db: &Db, now: u64) -> DbResult<Vec<RevokedRow>> {
     .await?)
 }
 
-/// Records login attempts (one row per id and subject), in one transaction.
-pub(crate) async fn insert_login_attempts(db: &Db, attempts: &[(String, String)], now: u64) -> DbResult<()> {
+/// Records a password login attempt.
+pub(crate) async fn insert_login_attempt(db: &Db, id: &str, account: &str, address: &str, now: u64) -> DbResult<()> {
+    sqlx::query("INSERT INTO login_attempts (id, account, address, attempted_at) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(account)
+        .bind(address)
+        .bind(to_db_time(now))
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The times of the password login attempts after `since` from `address` (on `account`, or on
+/// any account with `None`), newest first: the first `max + 1` of them.
+pub(crate) async fn recent_login_attempts(
+    db: &Db,
+    account: Option<&str>,
+    address: &str,
+    since: u64,
+    max: u32,
+) -> DbResult<Vec<u64>> {
+    let on_account = if account.is_some() { "account = $4 AND " } else { "" };
+    let query = format!(
+        "SELECT attempted_at FROM login_attempts WHERE {on_account}address = $1 AND attempted_at > $2 \
+         ORDER BY attempted_at DESC LIMIT $3"
+    );
+    let mut query = sqlx::query_as::<_, (i64,)>(&query).bind(address).bind(to_db_time(since)).bind(i64::from(max) + 1);
+    if let Some(account) = account {
+        query = query.bind(account);
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    Ok(rows.into_iter().map(|(at,)| super::from_db_time(at)).collect())
+}
+
+/// How many password login attempts on `account` after `since` came from other addresses than
+/// `address`, counting up to `cap`.
+pub(crate) async fn login_attempts_elsewhere(
+    db: &Db,
+    account: &str,
+    address: &str,
+    since: u64,
+    cap: u64,
+) -> DbResult<u64> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM login_attempts WHERE account = $1 AND address <> $2 \
+         AND attempted_at > $3 LIMIT $4) AS elsewhere",
+    )
+    .bind(account)
+    .bind(address)
+    .bind(to_db_time(since))
+    .bind(to_db_time(cap))
+    .fetch_one(db.pool())
+    .await?;
+    Ok(super::from_db_time(count))
+}
+
+/// Deletes a password login attempt.
+pub(crate) async fn delete_login_attempt(db: &Db, id: &str) -> DbResult<()> {
+    sqlx::query("DELETE FROM login_attempts WHERE id = $1").bind(id).execute(db.pool()).await?;
+    Ok(())
+}
+
+/// After a successful login: deletes its attempt `id` and the failures on `account` from `address`.
+pub(crate) async fn forget_login_failures(db: &Db, id: &str, account: &str, address: &str) -> DbResult<()> {
+    sqlx::query("DELETE FROM login_attempts WHERE id = $1 OR (account = $2 AND address = $3)")
+        .bind(id)
+        .bind(account)
+        .bind(address)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Records attempts of the other limits (one row per id and subject), in one transaction.
+pub(crate) async fn insert_attempts(db: &Db, attempts: &[(String, String)], now: u64) -> DbResult<()> {
     let mut tx = db.pool().begin().await?;
     for (id, subject) in attempts {
         sqlx::query("INSERT INTO login_failures (id, subject, failed_at) VALUES ($1, $2, $3)")
@@ -335,17 +408,11 @@ pub(crate) async fn nth_recent_attempt(db: &Db, subject: &str, since: u64, offse
     Ok(row.map(|(failed_at,)| super::from_db_time(failed_at)))
 }
 
-/// Deletes login attempts by id.
-pub(crate) async fn delete_login_attempts(db: &Db, ids: &[String]) -> DbResult<()> {
+/// Deletes attempts of the other limits by id.
+pub(crate) async fn delete_attempts(db: &Db, ids: &[String]) -> DbResult<()> {
     for id in ids {
         sqlx::query("DELETE FROM login_failures WHERE id = $1").bind(id).execute(db.pool()).await?;
     }
-    Ok(())
-}
-
-/// Deletes every recorded failure of `subject`.
-pub(crate) async fn clear_login_failures(db: &Db, subject: &str) -> DbResult<()> {
-    sqlx::query("DELETE FROM login_failures WHERE subject = $1").bind(subject).execute(db.pool()).await?;
     Ok(())
 }
 
@@ -361,6 +428,7 @@ pub(crate) async fn purge(db: &Db, now: u64, failures_until: u64, codes_until: u
         ("DELETE FROM revoked_access_tokens WHERE expires_at <= $1", now),
         ("DELETE FROM service_tokens WHERE expires_at <= $1", now),
         ("DELETE FROM login_failures WHERE failed_at <= $1", failures_until),
+        ("DELETE FROM login_attempts WHERE attempted_at <= $1", failures_until),
         ("DELETE FROM sign_in_links WHERE expires_at <= $1", now),
         ("DELETE FROM authorization_codes WHERE expires_at <= $1", codes_until),
         ("DELETE FROM browser_sessions WHERE expires_at <= $1 OR ended_at IS NOT NULL", now),

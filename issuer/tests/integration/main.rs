@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod concurrency;
 mod http;
+mod limits;
 mod oauth;
 mod operations;
 mod pyjwt;

@@ -1,5 +1,6 @@
 //! The OAuth endpoints through `oneshot` on a real SQLite file: the three grants, refresh-token
-//! rotation and reuse detection, the brute-force limit, revocation, introspection and logout.
+//! rotation and reuse detection, parallel guesses against the login limit, revocation,
+//! introspection and logout. (The login limits themselves: `limits.rs`.)
 
 use crate::common::{TestIssuer, get, json, post, post_form};
 use axum::Router;
@@ -193,54 +194,6 @@ async fn token_endpoint_errors_are_rfc_6749_bodies() {
     assert_eq!((status, &disabled), (StatusCode::BAD_REQUEST, &error("invalid_grant")));
     let (status, body) = refresh(&app, &carol_refresh).await;
     assert_eq!((status, body), (StatusCode::BAD_REQUEST, error("invalid_grant")), "disabled users get nothing");
-}
-
-#[tokio::test]
-async fn failed_logins_are_limited_per_account_and_per_address() {
-    let issuer = TestIssuer::start(&[("login_max_failures", "3"), ("login_failure_window", "15m")]).await;
-    issuer.user("alice@example.com", &[]).await;
-    issuer.user("bob@example.com", &[]).await;
-    let app = issuer.app();
-    for _ in 0..3 {
-        let (status, _, _) = password_grant(&app, "alice@example.com", "wrong password").await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-    }
-    // Even the right password is refused now, from any address.
-    let body = form(&[("grant_type", "password"), ("username", "alice@example.com"), ("password", PASSWORD)]);
-    let (status, headers, answer) = post_form(&app, "/oauth/token", &body, None, Some("198.51.100.7:1")).await;
-    assert_eq!((status, answer), (StatusCode::TOO_MANY_REQUESTS, error("too_many_requests")));
-    assert_eq!(headers[header::RETRY_AFTER], "900");
-    // The address that failed three times is blocked for other accounts too.
-    let (status, _, _) = password_grant(&app, "bob@example.com", PASSWORD).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    // Another address may still log in to another account.
-    let body = form(&[("grant_type", "password"), ("username", "bob@example.com"), ("password", PASSWORD)]);
-    let (status, _, _) = post_form(&app, "/oauth/token", &body, None, Some("198.51.100.7:1")).await;
-    assert_eq!(status, StatusCode::OK);
-    // Unknown accounts are limited the same way (no hint that they do not exist).
-    for _ in 0..3 {
-        post_form(
-            &app,
-            "/oauth/token",
-            &form(&[("grant_type", "password"), ("username", "x@example.com"), ("password", "p")]),
-            None,
-            Some("203.0.113.9:1"),
-        )
-        .await;
-    }
-    let again = form(&[("grant_type", "password"), ("username", "x@example.com"), ("password", "p")]);
-    let (status, _, _) = post_form(&app, "/oauth/token", &again, None, Some("203.0.113.10:1")).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    // The window passes.
-    issuer.advance(Duration::from_secs(10 * 60));
-    let (status, headers, _) = password_grant(&app, "alice@example.com", PASSWORD).await;
-    assert_eq!(
-        (status, &headers[header::RETRY_AFTER]),
-        (StatusCode::TOO_MANY_REQUESTS, &"300".parse().expect("value"))
-    );
-    issuer.advance(Duration::from_secs(5 * 60));
-    let (status, _, _) = password_grant(&app, "alice@example.com", PASSWORD).await;
-    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

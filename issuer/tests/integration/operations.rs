@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use std::time::Duration;
 
-async fn scrape(app: &axum::Router) -> String {
+pub(crate) async fn scrape(app: &axum::Router) -> String {
     let (status, headers, body) = get(app, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers[header::CONTENT_TYPE].to_str().expect("ASCII").starts_with("application/openmetrics-text"));
@@ -43,7 +43,9 @@ async fn metrics_count_requests_grants_logins_reuse_and_key_changes() {
         r#"portcullis_oauth_grants_total{grant_type="refresh_token",outcome="invalid_grant"} 1"#,
         "portcullis_refresh_reuse_detections_total 1",
         "portcullis_login_failures_total 1",
-        "portcullis_login_limit_hits_total 1",
+        r#"portcullis_limit_refusals_total{limit="login_account_address"} 1"#,
+        r#"portcullis_password_hashes_total{operation="verify"} 2"#,
+        "portcullis_login_delay_seconds_count 0",
         r#"portcullis_key_changes_total{change="scheduled"} 1"#,
         r#"portcullis_http_requests_total{route="/oauth/token",method="POST",status="200"} 2"#,
         r#"portcullis_http_requests_total{route="/oauth/token",method="POST",status="400"} 2"#,

@@ -8,6 +8,7 @@
 //! spends nothing is explained by the pure [`refresh::decide`] from the token's row: a reuse
 //! (which revokes the family) or a refusal.
 
+pub mod limits;
 pub(crate) mod refresh;
 
 use crate::domain::secrets::{random_id, random_token, secret_hash};
@@ -15,6 +16,7 @@ use crate::domain::tokens::{MintError, MintedToken};
 use crate::store::accounts::{decode_list, encode_list};
 use crate::store::sessions::{self as rows, Families, NewFamily, NewRefreshToken, Rotation};
 use crate::store::{Db, DbError, DbResult, from_db_time};
+use limits::{Limit, LoginLimits, Recent, Verdict};
 use sqlx::AnyConnection;
 use std::time::Duration;
 
@@ -34,10 +36,9 @@ pub struct SessionPolicy {
     pub max_lifetime: Duration,
     /// A spent refresh token may be rotated again this long after it was spent.
     pub reuse_grace: Duration,
-    /// Failed logins (per account, per address) within `failure_window` that block further ones.
-    pub max_failures: u32,
-    /// The window failed logins are counted in.
-    pub failure_window: Duration,
+    /// How password logins are limited; its window is also the one of every other attempt
+    /// limit (sign-in links, registrations).
+    pub login: LoginLimits,
     /// How long an access token issued with a refresh token may still be accepted after it was
     /// issued (its lifetime plus the leeway): how long its revocation must be kept.
     pub access_token_lifetime: Duration,
@@ -124,10 +125,32 @@ pub struct IssuedAccess<'a> {
     pub expires_at: u64,
 }
 
-/// A login attempt recorded by [`Sessions::begin_login`], pending the password check.
+/// A password login attempt recorded by [`Sessions::begin_login`], pending the password check.
 #[derive(Debug)]
 pub struct LoginAttempt {
-    ids: Vec<String>,
+    id: String,
+    account: String,
+    address: String,
+}
+
+/// What [`Sessions::begin_login`] decided.
+#[derive(Debug)]
+pub enum LoginStart {
+    /// Check the password after waiting `delay`, then report a success with
+    /// [`Sessions::login_succeeded`].
+    Allowed {
+        /// The recorded attempt.
+        attempt: LoginAttempt,
+        /// How long to wait before the password is checked.
+        delay: Duration,
+    },
+    /// Refused by `limit`, without a password check; nothing stays recorded.
+    Refused {
+        /// The limit reached.
+        limit: Limit,
+        /// Seconds until a login may be tried again.
+        retry_after: u64,
+    },
 }
 
 /// The session store. Cheap to clone.
@@ -343,30 +366,56 @@ impl Sessions {
         Ok(rows.into_iter().map(|row| RevokedToken { jti: row.jti, exp: from_db_time(row.expires_at) }).collect())
     }
 
-    /// Records a login attempt for each of `subjects` before the password is checked, so that
-    /// parallel guesses count against the limit at once rather than after their hashes. When the
-    /// attempt would make more than `max_failures` in the window for any subject, nothing stays
-    /// recorded and the answer is the seconds until the oldest that counts leaves the window.
-    /// An attempt whose password turns out wrong stays recorded as a failure.
-    pub async fn begin_login(&self, subjects: &[String], now: u64) -> Result<Result<LoginAttempt, u64>, SessionError> {
-        let limited: Vec<(String, u32)> =
-            subjects.iter().map(|subject| (subject.clone(), self.policy.max_failures)).collect();
-        self.begin_attempt(&limited, now).await
+    /// Records a password login attempt on `account` (the normalized email, or the name as
+    /// given) from the client address `address` (its [`address_key`]) before the password is
+    /// checked, so that parallel guesses count at once rather than after their hashes, and judges
+    /// it by the attempts in the window (see [`limits`]). A refused attempt does not stay
+    /// recorded; an allowed one whose password turns out wrong stays as a failure.
+    ///
+    /// [`address_key`]: crate::domain::address::address_key
+    pub async fn begin_login(&self, account: &str, address: &str, now: u64) -> Result<LoginStart, SessionError> {
+        let limits = &self.policy.login;
+        let id = random_id();
+        rows::insert_login_attempt(&self.db, &id, account, address, now).await?;
+        let since = now.saturating_sub(limits.window.as_secs());
+        let recent = Recent {
+            pair: rows::recent_login_attempts(&self.db, Some(account), address, since, limits.max_failures).await?,
+            address: rows::recent_login_attempts(&self.db, None, address, since, limits.max_address_failures).await?,
+            elsewhere: rows::login_attempts_elsewhere(&self.db, account, address, since, limits.elsewhere_cap())
+                .await?,
+        };
+        match limits.decide(&recent, now) {
+            Verdict::Allow { delay } => Ok(LoginStart::Allowed {
+                attempt: LoginAttempt { id, account: account.to_owned(), address: address.to_owned() },
+                delay,
+            }),
+            Verdict::Refuse { limit, retry_after } => {
+                rows::delete_login_attempt(&self.db, &id).await?;
+                Ok(LoginStart::Refused { limit, retry_after })
+            }
+        }
+    }
+
+    /// After a successful login: forgets the attempt and the earlier failures on its account from
+    /// its address (the user's own typos), never those from other addresses (an attacker's), so
+    /// that a login does not give an attacker new guesses.
+    pub async fn login_succeeded(&self, attempt: LoginAttempt) -> Result<(), SessionError> {
+        Ok(rows::forget_login_failures(&self.db, &attempt.id, &attempt.account, &attempt.address).await?)
     }
 
     /// Records an attempt for each `(subject, limit)`, unless it would make more than `limit`
-    /// within the failure window for one of them: then nothing stays recorded and the answer is
-    /// the seconds until the oldest that counts leaves the window.
-    pub(crate) async fn begin_attempt(
+    /// within the window for one of them: then nothing stays recorded and the answer is the
+    /// seconds until the oldest that counts leaves the window. For the limits other than the
+    /// password login's (sign-in links, registrations).
+    pub(crate) async fn count_attempt(
         &self,
         subjects: &[(String, u32)],
         now: u64,
-    ) -> Result<Result<LoginAttempt, u64>, SessionError> {
+    ) -> Result<Result<(), u64>, SessionError> {
         let attempts: Vec<(String, String)> =
             subjects.iter().map(|(subject, _)| (random_id(), subject.clone())).collect();
-        rows::insert_login_attempts(&self.db, &attempts, now).await?;
-        let attempt = LoginAttempt { ids: attempts.into_iter().map(|(id, _)| id).collect() };
-        let window = self.policy.failure_window.as_secs();
+        rows::insert_attempts(&self.db, &attempts, now).await?;
+        let window = self.policy.login.window.as_secs();
         let mut retry_after = None;
         for (subject, limit) in subjects {
             // The attempt that would be one too many, counting this one.
@@ -378,17 +427,12 @@ impl Sessions {
         }
         match retry_after {
             Some(wait) => {
-                rows::delete_login_attempts(&self.db, &attempt.ids).await?;
+                let ids: Vec<String> = attempts.into_iter().map(|(id, _)| id).collect();
+                rows::delete_attempts(&self.db, &ids).await?;
                 Ok(Err(wait))
             }
-            None => Ok(Ok(attempt)),
+            None => Ok(Ok(())),
         }
-    }
-
-    /// After a successful login: forgets the attempt and the earlier failed logins of `account`.
-    pub async fn login_succeeded(&self, attempt: LoginAttempt, account: &str) -> Result<(), SessionError> {
-        rows::delete_login_attempts(&self.db, &attempt.ids).await?;
-        Ok(rows::clear_login_failures(&self.db, account).await?)
     }
 
     /// Deletes what can no longer matter: expired revocations, failed logins out of the window,
@@ -397,7 +441,7 @@ impl Sessions {
     /// tokens and families that are revoked or past their lifetime. Returns the number of rows
     /// deleted.
     pub async fn purge(&self, now: u64) -> Result<u64, SessionError> {
-        let failures_until = now.saturating_sub(self.policy.failure_window.as_secs());
+        let failures_until = now.saturating_sub(self.policy.login.window.as_secs());
         let codes_until = now.saturating_sub(CODE_MEMORY.as_secs());
         Ok(rows::purge(&self.db, now, failures_until, codes_until).await?)
     }
