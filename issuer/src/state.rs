@@ -398,6 +398,7 @@ impl AppState {
             client_id: client_id.to_owned(),
             scope: None,
             ttl: None,
+            service: false,
         }
     }
 
@@ -431,6 +432,7 @@ impl AppState {
             client_id: client_id.to_owned(),
             scope: Some(scope.to_owned()).filter(|scope| !scope.is_empty()),
             ttl: None,
+            service: false,
         }
     }
 

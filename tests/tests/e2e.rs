@@ -506,7 +506,30 @@ async fn session_login_refresh_logout(stack: &Stack) {
     eprintln!("session: login, edge, refresh, edge, logout; the refresh tokens are dead");
 }
 
-/// 8. An ID token is not an access token: a user signs in by the authorization-code flow
+/// 8. A service's token (`client_credentials`) reaches the origin marked as a service's, a
+///    user's as a user's: the issuer writes `gty`, the edge puts it in its assertion.
+async fn a_service_token_is_told_from_a_user_token(stack: &Stack) {
+    let issuer = &stack.issuer;
+    let added = issuer.cli_json(&["clients", "add", "billing-worker", "--role", "reader"]).await;
+    let secret = added["client_secret"].as_str().expect("a client secret");
+    let (status, body) = issuer
+        .grant(&[("grant_type", "client_credentials"), ("client_id", "billing-worker"), ("client_secret", secret)])
+        .await;
+    assert_eq!(status, 200, "client_credentials: {body}");
+    let service = body["access_token"].as_str().expect("an access token");
+    assert_eq!(segment(service, 1)["gty"], "client-credentials");
+    let me = stack.me(service).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(
+        (me.json()["subject"].clone(), me.json()["subject_type"].clone()),
+        (json!("billing-worker"), json!("service"))
+    );
+    let user = issuer.mint("dave", "reader", &[]).await;
+    assert_eq!(stack.me(&user).await.json()["subject_type"], "user");
+    eprintln!("a service's token reaches the origin as a service's, a user's as a user's");
+}
+
+/// 9. An ID token is not an access token: a user signs in by the authorization-code flow
 ///    (`scope=openid`, PKCE) to a client registered with `issuer clients add`. The ID token of the
 ///    exchange, signed by this issuer with the key of its access token but typed `JWT` and for the
 ///    client (`aud`), is refused at the edge like any invalid token, before and after the access
@@ -556,6 +579,7 @@ async fn whole_stack_end_to_end() {
     let before = issuer_down(&mut stack, &good, &refused).await;
     issuer_back(&mut stack, &before, &good, &refused).await;
     session_login_refresh_logout(&stack).await;
+    a_service_token_is_told_from_a_user_token(&stack).await;
     an_id_token_is_not_an_access_token_at_the_edge(&stack).await;
     stack.edge.process.assert_running();
     eprintln!("end to end in {:.1} s", started.elapsed().as_secs_f64());

@@ -195,6 +195,7 @@ pub(crate) fn sign(duration: Duration) -> anyhow::Result<()> {
         client_id: "web".to_owned(),
         scope: None,
         ttl: None,
+        service: false,
     };
     let ttl = Duration::from_secs(300);
     let now = SystemClock.now();

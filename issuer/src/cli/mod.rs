@@ -277,7 +277,8 @@ pub(crate) async fn run(command: Command, config: Config, recorder: DbEventRecor
             closing(state, async |state| print_json(&state.revoke_key(&kid).await?)).await
         }
         Command::Token { command: TokenCommand::Mint { sub, roles, aud, ttl, client_id, scope } } => {
-            let request = AccessTokenRequest { subject: sub, audiences: aud, roles, client_id, scope, ttl };
+            let request =
+                AccessTokenRequest { subject: sub, audiences: aud, roles, client_id, scope, ttl, service: false };
             closing(open(config).await?, async |state| mint(state, request).await).await
         }
         Command::Users { command } => users::run(command, &config).await,

@@ -33,6 +33,11 @@ pub(crate) struct PublishedSnapshot {
     pub(crate) active: Option<String>,
 }
 
+/// A strong entity tag (RFC 9110 §8.8.3) for a document: its SHA-256, base64url, quoted.
+pub(crate) fn entity_tag(body: &[u8]) -> String {
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(body)))
+}
+
 impl PublishedSnapshot {
     fn build(published: &PublishedKeys) -> Result<Self, KeyStoreError> {
         let set = JwkSet { keys: published.keys.iter().map(jwks::PublicKey::to_jwk).collect() };
@@ -42,7 +47,7 @@ impl PublishedSnapshot {
         if keys.len() != published.keys.len() {
             return Err(KeyStoreError::Jwks(format!("{} of its keys are unusable", keys.skipped().len())));
         }
-        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&body)));
+        let etag = entity_tag(&body);
         Ok(Self { version: published.version, body: Bytes::from(body), etag, keys, active: published.active.clone() })
     }
 }

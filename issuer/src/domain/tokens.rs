@@ -33,6 +33,9 @@ pub struct AccessTokenRequest {
     pub scope: Option<String>,
     /// The lifetime; at most (and by default) the configured `access_token_ttl`.
     pub ttl: Option<Duration>,
+    /// A client's token for itself (`client_credentials`): marked `gty: client-credentials`, so
+    /// that verifiers tell it from a user's.
+    pub service: bool,
 }
 
 /// A signed access token.
@@ -73,6 +76,8 @@ struct AccessClaims<'a> {
     client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gty: Option<&'static str>,
 }
 
 fn invalid(field: &'static str, rule: impl Into<String>) -> MintError {
@@ -156,7 +161,12 @@ pub fn sign(
         audiences: Some(audiences),
         jwt_id: Some(jti.clone()),
         nonce: None,
-        custom: AccessClaims { roles: &roles, client_id: &request.client_id, scope: request.scope.as_deref() },
+        custom: AccessClaims {
+            roles: &roles,
+            client_id: &request.client_id,
+            scope: request.scope.as_deref(),
+            gty: request.service.then_some(jwks::SERVICE_GRANT),
+        },
     };
     let token = key.sign(claims, ACCESS_TOKEN_TYPE)?;
     Ok(MintedToken { token, kid: key.kid().to_owned(), jti, issued_at: now, expires_at })

@@ -4,14 +4,15 @@
 use super::ApiError;
 use super::extract::{Admin, Bearer, ClientAddress};
 use super::oauth::revoke_access;
-use super::well_known::public_cache;
+use super::well_known::{if_none_match, public_cache};
 use crate::config::Registration;
 use crate::domain::accounts::AccountError;
+use crate::domain::published::entity_tag;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -72,12 +73,28 @@ async fn logout_all(State(state): State<AppState>, Bearer(claims): Bearer) -> Re
     get,
     path = "/revoked",
     tag = "sessions",
-    responses((status = 200, description = "`{\"revoked\": [{\"jti\", \"exp\"}]}`, with `Cache-Control`", content_type = "application/json"))
+    responses(
+        (status = 200, description = "`{\"revoked\": [{\"jti\", \"exp\"}]}`, with `ETag` and `Cache-Control`", content_type = "application/json"),
+        (status = 304, description = "`If-None-Match` matched: the list has not changed"),
+    )
 )]
-async fn revoked(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn revoked(State(state): State<AppState>, request_headers: HeaderMap) -> Result<Response, ApiError> {
     let revoked = state.sessions().revoked(state.now()).await?;
-    let cache = public_cache(state.config().revoked_max_age);
-    Ok(([(header::CACHE_CONTROL, cache)], Json(serde_json::json!({ "revoked": revoked }))).into_response())
+    let body = serde_json::to_vec(&serde_json::json!({ "revoked": revoked }))
+        .map_err(|error| ApiError::Internal(format!("the revocation list does not serialize: {error}")))?;
+    let etag = entity_tag(&body);
+    let headers = [
+        (header::CACHE_CONTROL, public_cache(state.config().revoked_max_age)),
+        (
+            header::ETAG,
+            HeaderValue::try_from(etag.as_str()).map_err(|_| ApiError::Internal("a bad entity tag".to_owned()))?,
+        ),
+    ];
+    if if_none_match(&request_headers, etag.as_bytes()) {
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    let content_type = (header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok((headers, [content_type], body).into_response())
 }
 
 /// The body of `POST /users`.

@@ -131,6 +131,7 @@ async fn client_credentials_grant(state: &AppState, form: &OAuthForm) -> Result<
         client_id: client.client_id.clone(),
         scope: None,
         ttl: None,
+        service: true,
     };
     let access = state.mint(&request).await?;
     state.sessions().record_service_token(&access, &client.client_id).await?;

@@ -51,7 +51,7 @@ async fn jwks(State(state): State<AppState>, request_headers: HeaderMap) -> Resu
 }
 
 /// RFC 9110 §13.1.2: `If-None-Match` matches `*` or any listed entity tag, compared weakly.
-fn if_none_match(headers: &HeaderMap, ours: &[u8]) -> bool {
+pub(super) fn if_none_match(headers: &HeaderMap, ours: &[u8]) -> bool {
     headers.get_all(header::IF_NONE_MATCH).iter().any(|value| {
         value
             .as_bytes()

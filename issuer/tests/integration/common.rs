@@ -121,6 +121,7 @@ pub(crate) async fn mint(state: &AppState, audience: &str, roles: &[&str]) -> Mi
         client_id: "tests".to_owned(),
         scope: None,
         ttl: None,
+        service: false,
     };
     state.mint(&request).await.expect("mints")
 }

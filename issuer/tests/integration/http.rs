@@ -135,6 +135,7 @@ async fn admin_endpoints_need_a_valid_admin_token() {
             client_id: "x".to_owned(),
             scope: None,
             ttl: None,
+            service: false,
         };
         issuer::domain::tokens::sign(
             &key,
@@ -283,6 +284,7 @@ async fn minting_checks_the_request() {
         client_id: "web".to_owned(),
         scope: Some("read write".to_owned()),
         ttl: Some(Duration::from_secs(60)),
+        service: false,
     };
     let minted = issuer.state.mint(&base).await.expect("mints");
     assert_eq!(minted.expires_at - minted.issued_at, 60);

@@ -2,7 +2,7 @@
 //! rotation and reuse detection, parallel guesses against the login limit, revocation,
 //! introspection and logout. (The login limits themselves: `limits.rs`.)
 
-use crate::common::{TestIssuer, get, json, post, post_form};
+use crate::common::{TestIssuer, get, json, mint, post, post_form, send};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -343,6 +343,14 @@ async fn client_credentials_by_basic_or_form() {
     assert_eq!(claims.sub.as_deref(), Some("billing-worker"));
     assert_eq!(claims.client_id.as_deref(), Some("billing-worker"));
     assert_eq!(claims.roles, ["billing"]);
+    // A service's token says so (gty), so that verifiers tell it from a user's.
+    assert_eq!((claims.gty.as_deref(), claims.subject_kind()), (Some(jwks::SERVICE_GRANT), jwks::SubjectKind::Service));
+    let user = mint(&issuer.state, "api", &["reader"]).await;
+    let user_claims = issuer
+        .validator()
+        .validate(&user.token, &issuer.key_set().await, &jwks::P256Verifier, issuer.now())
+        .expect("the core accepts it");
+    assert_eq!((user_claims.gty.as_deref(), user_claims.subject_kind()), (None, jwks::SubjectKind::User));
 
     let posted =
         form(&[("grant_type", "client_credentials"), ("client_id", "billing-worker"), ("client_secret", &secret)]);
@@ -414,13 +422,25 @@ async fn revocation_is_idempotent_and_listed() {
     let (status, headers, body) = get(&app, "/revoked", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=30");
+    // Asked again with its entity tag: 304 while the list is the same.
+    let etag = headers[header::ETAG].to_str().expect("ASCII").to_owned();
+    let conditional =
+        |etag: &str| Request::get("/revoked").header("if-none-match", etag).body(Body::empty()).expect("request");
+    let (status, unchanged, body_304) = send(&app, conditional(&etag)).await;
+    assert_eq!(
+        (status, unchanged[header::ETAG].to_str().ok(), body_304.len()),
+        (StatusCode::NOT_MODIFIED, Some(etag.as_str()), 0)
+    );
+    let (status, _, _) = send(&app, conditional("\"another\"")).await;
+    assert_eq!(status, StatusCode::OK);
     let listed = json(&body);
     assert_eq!(listed["revoked"].as_array().map(Vec::len), Some(2), "both sessions' access tokens");
     assert_eq!(listed["revoked"][1]["exp"], issuer.now() + 300);
 
     // Once expired, the entry leaves the list, and the purge deletes it.
     issuer.advance(Duration::from_secs(301));
-    let (_, _, body) = get(&app, "/revoked", None).await;
+    let (status, _, body) = send(&app, conditional(&etag)).await;
+    assert_eq!(status, StatusCode::OK, "a changed list under the old tag is sent whole");
     assert_eq!(json(&body), json!({ "revoked": [] }));
     assert!(issuer.state.sessions().purge(issuer.now()).await.expect("purges") >= 1);
 }
