@@ -76,13 +76,6 @@ pub(super) struct DocumentStore<D> {
     on_install: fn(&D),
 }
 
-/// What a fetch brought: a new document (its body, for the Cache API, the parsed document, its
-/// `max-age` and `ETag`), or the issuer's word that the current one is unchanged.
-enum Fetched<D> {
-    New { body: Vec<u8>, document: D, max_age: Option<u64>, etag: Option<String> },
-    NotModified { max_age: Option<u64> },
-}
-
 /// Why a fetch gave no document: the outcome it counts as, and the reason for the log.
 type FetchFailure = (FetchOutcome, String);
 
@@ -94,8 +87,8 @@ fn js_failure(context: &str, error: JsValue) -> FetchFailure {
 }
 
 /// The log event `<document>_<what>`.
-fn event<D: FetchedDocument>(what: &str) -> String {
-    format!("{}_{what}", D::NAME)
+fn event(document: &str, what: &str) -> String {
+    format!("{document}_{what}")
 }
 
 impl<D: FetchedDocument + 'static> DocumentStore<D> {
@@ -186,174 +179,184 @@ impl<D: FetchedDocument + 'static> DocumentStore<D> {
     /// Fetches the document and installs it if it is good; a failure keeps the current one.
     /// Counts the outcome as soon as it is known.
     async fn fetch_and_install(&self) {
-        let fetched = self.fetch().await;
+        let etag = self.cache.borrow().current().and_then(|current| current.etag.clone());
+        let got = get(&self.url, D::ACCEPT, etag.as_deref(), self.timeout_ms, D::MAX_BYTES).await;
         let now = now_ms();
-        match fetched {
-            Ok(Fetched::New { body, document, max_age, etag }) => {
+        let parsed = got.and_then(|got| match got {
+            Got::Body { body, max_age, etag } => D::parse(&body, now / 1000)
+                .map(|document| (Some((body, document, etag)), max_age))
+                .map_err(|reason| (FetchOutcome::Refused, reason)),
+            Got::NotModified { max_age } => Ok((None, max_age)),
+        });
+        let (outcome, what, detail) = match parsed {
+            Ok((Some((body, document, etag)), max_age)) => {
                 let summary = document.summary();
                 let installed = self.cache.borrow_mut().fetched(document, max_age, etag.clone(), now);
                 match installed {
                     Ok(()) => {
-                        let current = self
-                            .cache
-                            .borrow()
-                            .current()
-                            .map(|current| (Rc::clone(&current.document), current.ttl_secs));
-                        let ttl = current.as_ref().map_or(0, |(document, ttl)| {
-                            (self.on_install)(document);
-                            *ttl
-                        });
-                        let detail = json!({"document": summary, "ttl_seconds": ttl});
-                        console_log!("{}", event_log(&event::<D>("fetched"), detail));
-                        (self.count)(&self.counters, FetchOutcome::Ok);
-                        self.store_in_cache_api(&body, now, ttl, etag.as_deref()).await;
+                        let (document, ttl) = {
+                            let cache = self.cache.borrow();
+                            let current =
+                                cache.current().map(|current| (Rc::clone(&current.document), current.ttl_secs));
+                            (
+                                current.as_ref().map(|(document, _)| Rc::clone(document)),
+                                current.map_or(0, |(_, ttl)| ttl),
+                            )
+                        };
+                        if let Some(document) = document {
+                            (self.on_install)(&document);
+                        }
+                        let keep_secs = ttl.saturating_add(self.cache.borrow().bounds().max_stale_secs);
+                        let stored = Stored { body, fetched_at_ms: now, ttl_secs: ttl, etag };
+                        if let Err(reason) = store_in_cache_api(&self.cache_api_key, &stored, keep_secs).await {
+                            console_log!(
+                                "{}",
+                                event_log(&event(D::NAME, "cache_put_failed"), json!({"reason": reason}))
+                            );
+                        }
+                        (FetchOutcome::Ok, "fetched", json!({"document": summary, "ttl_seconds": ttl}))
                     }
-                    Err(reason) => {
-                        let outcome = FetchOutcome::Refused;
-                        let detail = json!({"outcome": outcome.as_str(), "reason": reason, "document": summary});
-                        console_log!("{}", event_log(&event::<D>("refused"), detail));
-                        (self.count)(&self.counters, outcome);
-                    }
+                    Err(reason) => (FetchOutcome::Refused, "refused", json!({"reason": reason, "document": summary})),
                 }
             }
-            Ok(Fetched::NotModified { max_age }) => {
-                let renewed = self.cache.borrow_mut().not_modified(max_age, now);
-                let outcome = if renewed.is_ok() { FetchOutcome::NotModified } else { FetchOutcome::BadStatus };
-                (self.count)(&self.counters, outcome);
-                if let Err(reason) = renewed {
-                    console_log!(
-                        "{}",
-                        event_log(&event::<D>("fetch_failed"), json!({"reason": reason, "url": self.url}))
-                    );
-                }
-            }
+            Ok((None, max_age)) => match self.cache.borrow_mut().not_modified(max_age, now) {
+                Ok(()) => (FetchOutcome::NotModified, "", Value::Null),
+                Err(reason) => (FetchOutcome::BadStatus, "fetch_failed", json!({"reason": reason, "url": self.url})),
+            },
             Err((outcome, reason)) => {
-                let detail = json!({"outcome": outcome.as_str(), "reason": reason, "url": self.url});
-                console_log!("{}", event_log(&event::<D>("fetch_failed"), detail));
-                self.cache.borrow_mut().failed(now, reason);
-                (self.count)(&self.counters, outcome);
+                self.cache.borrow_mut().failed(now, reason.clone());
+                (outcome, "fetch_failed", json!({"outcome": outcome.as_str(), "reason": reason, "url": self.url}))
             }
-        }
-    }
-
-    /// One GET of the URL, bounded in time and size, parsed strictly.
-    async fn fetch(&self) -> Result<Fetched<D>, FetchFailure> {
-        let etag = self.cache.borrow().current().and_then(|current| current.etag.clone());
-        let request = self.request(etag.as_deref()).map_err(|error| js_failure("making the request", error))?;
-        let response = subrequest(&request).await.map_err(|error| js_failure("fetching", error))?;
-        let header = |name: &str| response.headers().get(name).ok().flatten();
-        let max_age = header("cache-control").and_then(|value| document_cache::max_age(&value));
-        let limit = D::MAX_BYTES;
-        let refused = match response.status() {
-            200 => document_cache::check_declared_length(header("content-length").as_deref(), limit)
-                .map_err(|reason| (FetchOutcome::Refused, reason)),
-            304 if etag.is_some() => Ok(()),
-            status => Err((FetchOutcome::BadStatus, format!("the URL answered {status}"))),
         };
-        if refused.is_err() || response.status() == 304 {
-            // The body is not wanted: let the connection go.
-            if let Some(body) = response.body() {
-                let _ = body.cancel();
-            }
-            refused?;
-            return Ok(Fetched::NotModified { max_age });
+        if !what.is_empty() {
+            console_log!("{}", event_log(&event(D::NAME, what), detail));
         }
-        let cap = u32::try_from(limit).unwrap_or(u32::MAX);
-        let body =
-            JsFuture::from(read_capped(&response, cap)).await.map_err(|error| js_failure("reading the body", error))?;
-        if body.is_null() {
-            return Err((FetchOutcome::Refused, format!("the response is larger than {limit} bytes")));
-        }
-        let body = js_sys::Uint8Array::new(&body).to_vec();
-        let document = D::parse(&body, now_ms() / 1000).map_err(|reason| (FetchOutcome::Refused, reason))?;
-        Ok(Fetched::New { body, document, max_age, etag: header("etag") })
-    }
-
-    /// The GET of the URL: redirects not followed, aborted after the fetch timeout.
-    fn request(&self, etag: Option<&str>) -> Result<web_sys::Request, JsValue> {
-        let headers = web_sys::Headers::new()?;
-        headers.set("accept", D::ACCEPT)?;
-        if let Some(etag) = etag {
-            headers.set("if-none-match", etag)?;
-        }
-        let init = web_sys::RequestInit::new();
-        init.set_method("GET");
-        init.set_headers(&headers);
-        // A redirect is refused rather than followed: the URL must name the document itself.
-        init.set_redirect(web_sys::RequestRedirect::Manual);
-        init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(self.timeout_ms)));
-        web_sys::Request::new_with_str_and_init(&self.url, &init)
-    }
-
-    /// Keeps the last good document in the Cache API for the stale bound past its lifetime.
-    async fn store_in_cache_api(&self, body: &[u8], fetched_at_ms: u64, ttl_secs: u64, etag: Option<&str>) {
-        let Some(cache) = default_cache() else {
-            return;
-        };
-        let keep_secs = ttl_secs.saturating_add(self.cache.borrow().bounds().max_stale_secs);
-        let stored = async {
-            let headers = web_sys::Headers::new()?;
-            headers.set("content-type", "application/json")?;
-            headers.set("cache-control", &format!("max-age={keep_secs}"))?;
-            headers.set(document_cache::FETCHED_AT_HEADER, &fetched_at_ms.to_string())?;
-            headers.set(document_cache::TTL_HEADER, &ttl_secs.to_string())?;
-            if let Some(etag) = etag {
-                headers.set(ETAG_HEADER, etag)?;
-            }
-            let init = web_sys::ResponseInit::new();
-            init.set_headers(&headers);
-            let mut body = body.to_vec();
-            let response = web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut body), &init)?;
-            JsFuture::from(cache.put_with_str(&self.cache_api_key, &response)).await
-        };
-        if let Err(error) = stored.await {
-            console_log!("{}", event_log(&event::<D>("cache_put_failed"), json!({"reason": js_reason(error)})));
-        }
+        (self.count)(&self.counters, outcome);
     }
 
     /// Installs the document the Cache API holds, if any, trusted for what is left of its recorded
     /// lifetime.
     async fn restore(&self) {
-        let Some(cache) = default_cache() else {
-            return;
-        };
-        let Ok(found) = JsFuture::from(cache.match_with_str(&self.cache_api_key)).await else {
-            return;
-        };
-        if !found.is_object() {
-            return;
-        }
-        let response: web_sys::Response = found.unchecked_into();
-        let header = |name: &str| response.headers().get(name).ok().flatten();
-        let number = |name: &str| header(name).and_then(|value| value.parse::<u64>().ok());
-        let (Some(fetched_at_ms), Some(ttl_secs)) =
-            (number(document_cache::FETCHED_AT_HEADER), number(document_cache::TTL_HEADER))
-        else {
-            return;
-        };
-        let etag = header(ETAG_HEADER);
-        let Ok(promise) = response.array_buffer() else {
-            return;
-        };
-        let Ok(buffer) = JsFuture::from(promise).await else {
+        let Some(stored) = read_cache_api(&self.cache_api_key).await else {
             return;
         };
         let now = now_ms();
-        let restored = D::parse(&js_sys::Uint8Array::new(&buffer).to_vec(), now / 1000).and_then(|document| {
+        let restored = D::parse(&stored.body, now / 1000).and_then(|document| {
             let summary = document.summary();
-            self.cache.borrow_mut().restored(document, fetched_at_ms, ttl_secs, etag, now).map(|()| summary)
+            let restored =
+                self.cache.borrow_mut().restored(document, stored.fetched_at_ms, stored.ttl_secs, stored.etag, now);
+            restored.map(|()| summary)
         });
-        match restored {
+        let (what, detail) = match restored {
             Ok(summary) => {
-                let age = now.saturating_sub(fetched_at_ms) / 1000;
-                console_log!(
-                    "{}",
-                    event_log(&event::<D>("restored"), json!({"document": summary, "age_seconds": age}))
-                );
+                let age = now.saturating_sub(stored.fetched_at_ms) / 1000;
+                ("restored", json!({"document": summary, "age_seconds": age}))
             }
-            Err(reason) => console_log!("{}", event_log(&event::<D>("cache_refused"), json!({"reason": reason}))),
-        }
+            Err(reason) => ("cache_refused", json!({"reason": reason})),
+        };
+        console_log!("{}", event_log(&event(D::NAME, what), detail));
     }
+}
+
+/// What a GET brought: a body (within the limit) with its `max-age` and `ETag`, or `304`.
+enum Got {
+    Body { body: Vec<u8>, max_age: Option<u64>, etag: Option<String> },
+    NotModified { max_age: Option<u64> },
+}
+
+/// One GET of `url` with `accept` (and `If-None-Match: etag`), redirects not followed, aborted
+/// after `timeout_ms`, its body read up to `limit` bytes. Not generic: one copy serves every
+/// document.
+async fn get(url: &str, accept: &str, etag: Option<&str>, timeout_ms: u32, limit: usize) -> Result<Got, FetchFailure> {
+    let request = request(url, accept, etag, timeout_ms).map_err(|error| js_failure("making the request", error))?;
+    let response = subrequest(&request).await.map_err(|error| js_failure("fetching", error))?;
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let max_age = header("cache-control").and_then(|value| document_cache::max_age(&value));
+    let refused = match response.status() {
+        200 => document_cache::check_declared_length(header("content-length").as_deref(), limit)
+            .map_err(|reason| (FetchOutcome::Refused, reason)),
+        304 if etag.is_some() => Ok(()),
+        status => Err((FetchOutcome::BadStatus, format!("the URL answered {status}"))),
+    };
+    if refused.is_err() || response.status() == 304 {
+        // The body is not wanted: let the connection go.
+        if let Some(body) = response.body() {
+            let _ = body.cancel();
+        }
+        refused?;
+        return Ok(Got::NotModified { max_age });
+    }
+    let cap = u32::try_from(limit).unwrap_or(u32::MAX);
+    let body =
+        JsFuture::from(read_capped(&response, cap)).await.map_err(|error| js_failure("reading the body", error))?;
+    if body.is_null() {
+        return Err((FetchOutcome::Refused, format!("the response is larger than {limit} bytes")));
+    }
+    Ok(Got::Body { body: js_sys::Uint8Array::new(&body).to_vec(), max_age, etag: header("etag") })
+}
+
+/// The GET of `url`: redirects not followed (the URL must name the document itself), aborted after
+/// `timeout_ms`.
+fn request(url: &str, accept: &str, etag: Option<&str>, timeout_ms: u32) -> Result<web_sys::Request, JsValue> {
+    let headers = web_sys::Headers::new()?;
+    headers.set("accept", accept)?;
+    if let Some(etag) = etag {
+        headers.set("if-none-match", etag)?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    init.set_headers(&headers);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(timeout_ms)));
+    web_sys::Request::new_with_str_and_init(url, &init)
+}
+
+/// A document's copy in the Cache API: its body and what the cache knew of it.
+struct Stored {
+    body: Vec<u8>,
+    fetched_at_ms: u64,
+    ttl_secs: u64,
+    etag: Option<String>,
+}
+
+/// Keeps `stored` in the Cache API under `key` for `keep_secs` (its lifetime and stale bound).
+async fn store_in_cache_api(key: &str, stored: &Stored, keep_secs: u64) -> Result<(), String> {
+    let Some(cache) = default_cache() else {
+        return Ok(());
+    };
+    let put = async {
+        let headers = web_sys::Headers::new()?;
+        headers.set("content-type", "application/json")?;
+        headers.set("cache-control", &format!("max-age={keep_secs}"))?;
+        headers.set(document_cache::FETCHED_AT_HEADER, &stored.fetched_at_ms.to_string())?;
+        headers.set(document_cache::TTL_HEADER, &stored.ttl_secs.to_string())?;
+        if let Some(etag) = &stored.etag {
+            headers.set(ETAG_HEADER, etag)?;
+        }
+        let init = web_sys::ResponseInit::new();
+        init.set_headers(&headers);
+        let mut body = stored.body.clone();
+        let response = web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut body), &init)?;
+        JsFuture::from(cache.put_with_str(key, &response)).await
+    };
+    put.await.map(|_| ()).map_err(js_reason)
+}
+
+/// The copy the Cache API holds under `key`, if any, with what it recorded.
+async fn read_cache_api(key: &str) -> Option<Stored> {
+    let cache = default_cache()?;
+    let found = JsFuture::from(cache.match_with_str(key)).await.ok()?;
+    if !found.is_object() {
+        return None;
+    }
+    let response: web_sys::Response = found.unchecked_into();
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let number = |name: &str| header(name).and_then(|value| value.parse::<u64>().ok());
+    let fetched_at_ms = number(document_cache::FETCHED_AT_HEADER)?;
+    let ttl_secs = number(document_cache::TTL_HEADER)?;
+    let etag = header(ETAG_HEADER);
+    let buffer = JsFuture::from(response.array_buffer().ok()?).await.ok()?;
+    Some(Stored { body: js_sys::Uint8Array::new(&buffer).to_vec(), fetched_at_ms, ttl_secs, etag })
 }
 
 /// `caches.default`, if the runtime has it.
