@@ -24,6 +24,8 @@ pub const DECISION_HEADERS: &[&str] = &[
     "connection",
     "cookie",
     "origin",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
 ];
 
 /// The parts of an incoming request that the edge decides on.
@@ -77,10 +79,22 @@ impl<'a> RequestHead<'a> {
         UrlParts::split(self.url)
     }
 
-    /// True for a request a browser navigates with: GET or HEAD that accepts HTML.
+    /// True for a browser's navigation to a page: `Sec-Fetch-Mode: navigate` with `Sec-Fetch-Dest:
+    /// document`; from a browser without Fetch Metadata, a GET or HEAD that accepts HTML. A
+    /// `fetch`, an XHR, an image or an iframe is not, even when it accepts HTML: it gets a 401,
+    /// never a redirect to a login page.
     pub fn is_browser_navigation(&self) -> bool {
-        let method_ok = self.method.eq_ignore_ascii_case("GET") || self.method.eq_ignore_ascii_case("HEAD");
-        method_ok && self.header("accept").is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
+        match (self.header("sec-fetch-mode"), self.header("sec-fetch-dest")) {
+            (None, None) => {
+                let method_ok = self.method.eq_ignore_ascii_case("GET") || self.method.eq_ignore_ascii_case("HEAD");
+                method_ok
+                    && self.header("accept").is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
+            }
+            (mode, dest) => {
+                mode.is_some_and(|mode| mode.trim().eq_ignore_ascii_case("navigate"))
+                    && dest.is_some_and(|dest| dest.trim().eq_ignore_ascii_case("document"))
+            }
+        }
     }
 
     /// For a CORS preflight (OPTIONS with `Origin` and `Access-Control-Request-Method`), the method
@@ -430,6 +444,20 @@ mod tests {
         assert!(!RequestHead { method: "POST", ..head }.is_browser_navigation());
         let json = headers(&[("accept", "application/json")]);
         assert!(!RequestHead { headers: &json, ..head }.is_browser_navigation());
+        // With Fetch Metadata, only a navigation of the page itself: not a fetch that accepts HTML,
+        // not an iframe, not half of the pair.
+        let accept = ("accept", "text/html");
+        for (mode, dest, navigation) in [
+            ("navigate", "document", true),
+            ("cors", "empty", false),
+            ("navigate", "iframe", false),
+            ("no-cors", "image", false),
+        ] {
+            let metadata = headers(&[accept, ("sec-fetch-dest", dest), ("sec-fetch-mode", mode)]);
+            assert_eq!(RequestHead { headers: &metadata, ..head }.is_browser_navigation(), navigation, "{mode} {dest}");
+        }
+        let half = headers(&[accept, ("sec-fetch-mode", "navigate")]);
+        assert!(!RequestHead { headers: &half, ..head }.is_browser_navigation());
         let preflight = headers(&[("origin", "https://app.example"), ("access-control-request-method", " PUT ")]);
         let options = RequestHead { method: "OPTIONS", headers: &preflight, ..head };
         assert_eq!(options.preflight_method(), Some("PUT"));

@@ -596,6 +596,13 @@ async fn edge_under_wrangler_dev() {
     let location = answer.header("location").expect("a location");
     assert!(location.starts_with("https://login.test/start?return_to=http%3A%2F%2F127.0.0.1%3A"), "{location}");
     assert!(location.ends_with("%2Fapi%2Fitems%3Fx%3D1"), "{location}");
+    // A page's navigation as Chromium sends it goes too; a fetch from a page, even one that
+    // accepts HTML, gets its 401 (a redirect to a login page is no answer for a script).
+    let navigate = [("accept", "text/html"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")];
+    assert_eq!(client.get("/api/items", &navigate).await.status, 302);
+    let fetch = [("accept", "text/html, */*"), ("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")];
+    let answer = client.get("/api/items", &fetch).await;
+    assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some(challenge(None).as_str())));
     // So does a browser whose cookie token is no good (expired); a bad token in Authorization is
     // an API client's: 401.
     let answer = client.get("/api/items", &[("accept", "text/html"), ("cookie", &format!("pc_token={expired}"))]).await;
