@@ -10,7 +10,7 @@
 
 use crate::reply::Reply;
 use crate::request::RequestHead;
-use serde::Deserialize;
+use serde_json::Value;
 
 /// The CORS settings, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,16 +23,15 @@ pub struct Cors {
     credentials: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Written {
-    #[serde(default)]
-    allow_origins: Vec<String>,
-    allow_methods: Option<Vec<String>>,
-    allow_headers: Option<Vec<String>>,
-    max_age: Option<u64>,
-    #[serde(default)]
-    allow_credentials: bool,
+/// The members `CORS` may have.
+const MEMBERS: [&str; 5] = ["allow_origins", "allow_methods", "allow_headers", "max_age", "allow_credentials"];
+
+/// A member that is a list of strings: `None` when absent, an error when of another type.
+fn strings(written: &Value, name: &str) -> Result<Option<Vec<String>>, String> {
+    let Some(member) = written.get(name) else { return Ok(None) };
+    let wrong = || format!("{name} must be a list of strings");
+    let list = member.as_array().ok_or_else(wrong)?;
+    list.iter().map(|item| item.as_str().map(str::to_owned).ok_or_else(wrong)).collect::<Result<_, _>>().map(Some)
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, nothing after.
@@ -51,20 +50,28 @@ fn is_token(text: &str) -> bool {
 impl Cors {
     /// Reads `CORS`; the error names what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let written: Written = serde_json::from_str(text).map_err(|error| format!("is not a CORS object ({error})"))?;
-        let any_origin = written.allow_origins.iter().any(|origin| origin == "*");
-        if any_origin && written.allow_credentials {
+        // The core's strict parser, walked by hand: a derived deserializer costs the Worker more.
+        let written = jwks::json::parse(text.as_bytes()).map_err(|error| format!("is not a CORS object ({error})"))?;
+        let members = written.as_object().ok_or("is not a CORS object")?;
+        if let Some(unknown) = members.keys().find(|name| !MEMBERS.contains(&name.as_str())) {
+            return Err(format!("has an unknown member {unknown:?}"));
+        }
+        let allow_origins = strings(&written, "allow_origins")?.unwrap_or_default();
+        let allow_credentials = match written.get("allow_credentials") {
+            None => false,
+            Some(value) => value.as_bool().ok_or("allow_credentials must be true or false")?,
+        };
+        let any_origin = allow_origins.iter().any(|origin| origin == "*");
+        if any_origin && allow_credentials {
             return Err("allows any origin (\"*\") with credentials".to_owned());
         }
-        let origins: Vec<String> = written.allow_origins.into_iter().filter(|origin| origin != "*").collect();
+        let origins: Vec<String> = allow_origins.into_iter().filter(|origin| origin != "*").collect();
         if let Some(bad) = origins.iter().find(|origin| !is_origin(origin)) {
             return Err(format!("{bad:?} is not an origin (scheme://host[:port])"));
         }
-        let methods = written
-            .allow_methods
+        let methods = strings(&written, "allow_methods")?
             .unwrap_or_else(|| ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(str::to_owned).to_vec());
-        let headers: Vec<String> = written
-            .allow_headers
+        let headers: Vec<String> = strings(&written, "allow_headers")?
             .unwrap_or_else(|| vec!["authorization".to_owned(), "content-type".to_owned()])
             .iter()
             .map(|name| name.to_ascii_lowercase())
@@ -72,11 +79,14 @@ impl Cors {
         if let Some(bad) = methods.iter().chain(&headers).find(|name| !is_token(name)) {
             return Err(format!("{bad:?} is not a method or header name"));
         }
-        let max_age = written.max_age.unwrap_or(600);
+        let max_age = match written.get("max_age") {
+            None => 600,
+            Some(value) => value.as_u64().ok_or("max_age must be a whole number of seconds")?,
+        };
         if max_age > 86_400 {
             return Err("max_age must be at most 86400".to_owned());
         }
-        Ok(Self { origins, any_origin, methods, headers, max_age, credentials: written.allow_credentials })
+        Ok(Self { origins, any_origin, methods, headers, max_age, credentials: allow_credentials })
     }
 
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
@@ -208,8 +218,14 @@ mod tests {
             (r#"{"allow_origins": ["app.example"]}"#, "is not an origin"),
             (r#"{"allow_methods": ["GET POST"]}"#, "not a method"),
             (r#"{"max_age": 100000}"#, "at most 86400"),
-            (r#"{"allow_origin": ["https://app.example"]}"#, "is not a CORS object"),
+            (r#"{"allow_origin": ["https://app.example"]}"#, "unknown member \"allow_origin\""),
             ("[]", "is not a CORS object"),
+            ("{", "is not a CORS object (not JSON)"),
+            (r#"{"max_age": 60, "max_age": 60}"#, "two members with the same name"),
+            (r#"{"allow_origins": "https://app.example"}"#, "allow_origins must be a list of strings"),
+            (r#"{"allow_headers": [1]}"#, "allow_headers must be a list of strings"),
+            (r#"{"allow_credentials": "yes"}"#, "allow_credentials must be true or false"),
+            (r#"{"max_age": -1}"#, "max_age must be a whole number"),
         ] {
             let error = Cors::parse(text).expect_err(text);
             assert!(error.contains(expected), "{text}: {error}");

@@ -1,4 +1,6 @@
-//! JSON parsing that refuses duplicate object members anywhere in the document.
+//! JSON parsing that refuses duplicate object members anywhere in the document: the core's for
+//! tokens and key sets, and public for other documents a verifier reads from its issuer (the
+//! edge's revocation list), so that they are read as strictly, by the same code.
 //!
 //! `serde_json` keeps the last of two members with the same name; two parsers that disagree on
 //! which one counts is a classic way to smuggle a claim past a verifier, so Portcullis refuses
@@ -9,16 +11,19 @@ use serde_json::{Map, Number, Value};
 use std::fmt;
 
 /// Why a document was refused.
-#[derive(Debug)]
-pub(crate) enum StrictJsonError {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrictJsonError {
     /// Not JSON at all (or nested too deep).
+    #[error("not JSON")]
     Syntax,
     /// An object has two members with the same name.
+    #[error("an object has two members with the same name")]
     DuplicateMember,
 }
 
 /// Parses `bytes` as one JSON value, refusing duplicate members at any depth.
-pub(crate) fn parse(bytes: &[u8]) -> Result<Value, StrictJsonError> {
+pub fn parse(bytes: &[u8]) -> Result<Value, StrictJsonError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = StrictValue::deserialize(&mut deserializer).map_err(|error| {
         // The visitor accepts every JSON type, so the only data error is its own.

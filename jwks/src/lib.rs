@@ -36,7 +36,7 @@ mod cache;
 mod claims;
 mod curve;
 pub mod danger;
-mod json;
+pub mod json;
 mod key;
 mod keyset;
 mod policy;
