@@ -6,6 +6,7 @@
 use crate::decision::Identity;
 use jwks::assertion::{AssertionClaims, MAX_ASSERTION_LIFETIME, signing_input};
 use jwks::{Jwk, JwkSet, PublicKey, SERVICE_GRANT, SubjectKind};
+use serde::Deserialize as _;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
@@ -48,13 +49,22 @@ pub struct AssertionSettings {
 /// parts and distinct `kid`s (a key without one gets its RFC 7638 thumbprint). The first signs;
 /// all are published. The error never repeats a key.
 pub fn parse_keys(text: &str) -> Result<(SigningJwk, String), String> {
-    let set: JwkSet = serde_json::from_str(text).map_err(|_| "is not a JWK set (JSON with \"keys\")".to_owned())?;
-    if set.keys.is_empty() || set.keys.len() > MAX_ASSERTION_KEYS {
+    // The core's strict parser, and each key read as the core reads a JWKS's (one copy of that
+    // code in the Worker).
+    let not_a_set = || "is not a JWK set (JSON with \"keys\")".to_owned();
+    let document = jwks::json::parse(text.as_bytes()).map_err(|_| not_a_set())?;
+    let entries = document.get("keys").and_then(serde_json::Value::as_array).ok_or_else(not_a_set)?;
+    if entries.is_empty() || entries.len() > MAX_ASSERTION_KEYS {
         return Err(format!("must hold 1 to {MAX_ASSERTION_KEYS} keys"));
     }
-    let mut published = Vec::with_capacity(set.keys.len());
+    let keys: Vec<Jwk> = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| Jwk::deserialize(entry).map_err(|_| format!("key {index}: not a JWK")))
+        .collect::<Result<_, _>>()?;
+    let mut published = Vec::with_capacity(keys.len());
     let mut signer = None;
-    for (index, jwk) in set.keys.iter().enumerate() {
+    for (index, jwk) in keys.iter().enumerate() {
         let private = jwk.d.as_deref().filter(|d| d.len() == 43 && d.bytes().all(is_base64url));
         let Some(private) = private else {
             return Err(format!("key {index}: needs its private part d (32 bytes, base64url)"));

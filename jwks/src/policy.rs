@@ -8,7 +8,7 @@
 //! case-sensitively.
 
 use crate::claims::SubjectKind;
-use serde::Deserialize;
+use serde_json::Value;
 
 /// What a matching rule requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,21 +131,7 @@ pub enum PolicyError {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyText {
-    #[serde(default = "default_preflight")]
-    preflight: bool,
-    #[serde(default)]
-    rules: Vec<RuleText>,
-}
-
-fn default_preflight() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A rule as written, before it is checked.
 struct RuleText {
     path: String,
     methods: Option<Vec<String>>,
@@ -154,25 +140,85 @@ struct RuleText {
     subject: Option<String>,
 }
 
+/// The members a policy and a rule may have.
+const POLICY_MEMBERS: [&str; 2] = ["preflight", "rules"];
+const RULE_MEMBERS: [&str; 5] = ["path", "methods", "access", "roles", "subject"];
+
+/// The policy's members, walked by hand (the Worker parses the policy too, and a derived
+/// deserializer costs it kilobytes): unknown members are refused, like every wrong type.
+fn policy_text(document: &Value, format: &'static str) -> Result<(bool, Vec<RuleText>), PolicyError> {
+    let syntax = |detail: String| PolicyError::Syntax { format, detail };
+    let members = document.as_object().ok_or_else(|| syntax("the policy is not an object".to_owned()))?;
+    known_members(members, &POLICY_MEMBERS).map_err(syntax)?;
+    let preflight = match members.get("preflight") {
+        None => true,
+        Some(value) => value.as_bool().ok_or_else(|| syntax("preflight must be true or false".to_owned()))?,
+    };
+    let rules = match members.get("rules") {
+        None => Vec::new(),
+        Some(rules) => rules
+            .as_array()
+            .ok_or_else(|| syntax("rules must be a list".to_owned()))?
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let at = |what: &str| syntax(format!("rule {}: {what}", index + 1));
+                let rule = rule.as_object().ok_or_else(|| at("not an object"))?;
+                known_members(rule, &RULE_MEMBERS).map_err(|detail| at(&detail))?;
+                let text = |name: &str| match rule.get(name) {
+                    None => Ok(None),
+                    Some(value) => value
+                        .as_str()
+                        .map(|text| Some(text.to_owned()))
+                        .ok_or_else(|| at(&format!("{name} must be a string"))),
+                };
+                let list = |name: &str| match rule.get(name) {
+                    None => Ok(None),
+                    Some(value) => value
+                        .as_array()
+                        .and_then(|items| {
+                            items.iter().map(|item| item.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>()
+                        })
+                        .map(Some)
+                        .ok_or_else(|| at(&format!("{name} must be a list of strings"))),
+                };
+                Ok(RuleText {
+                    path: text("path")?.ok_or_else(|| at("missing field `path`"))?,
+                    methods: list("methods")?,
+                    access: text("access")?.ok_or_else(|| at("missing field `access`"))?,
+                    roles: list("roles")?,
+                    subject: text("subject")?,
+                })
+            })
+            .collect::<Result<_, PolicyError>>()?,
+    };
+    Ok((preflight, rules))
+}
+
+/// Refuses a member not in `known`.
+fn known_members(members: &serde_json::Map<String, Value>, known: &[&str]) -> Result<(), String> {
+    match members.keys().find(|name| !known.contains(&name.as_str())) {
+        Some(unknown) => Err(format!("unknown field `{unknown}`")),
+        None => Ok(()),
+    }
+}
+
 impl Policy {
     /// Parses a policy from JSON (text starting with `{`) or TOML.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let parsed: PolicyText = if text.trim_start().starts_with('{') {
-            serde_json::from_str(text)
-                .map_err(|error| PolicyError::Syntax { format: "JSON", detail: error.to_string() })?
+        let (preflight, rules) = if text.trim_start().starts_with('{') {
+            let document = crate::json::parse(text.as_bytes())
+                .map_err(|error| PolicyError::Syntax { format: "JSON", detail: error.to_string() })?;
+            policy_text(&document, "JSON")?
         } else {
-            parse_toml(text)?
+            policy_text(&parse_toml(text)?, "TOML")?
         };
-        if parsed.rules.is_empty() {
+        if rules.is_empty() {
             return Err(PolicyError::NoRules);
         }
-        let rules = parsed
-            .rules
-            .into_iter()
-            .enumerate()
-            .map(|(index, rule)| rule.validate(index + 1))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { rules, preflight: parsed.preflight })
+        let rules =
+            rules.into_iter().enumerate().map(|(index, rule)| rule.validate(index + 1)).collect::<Result<_, _>>()?;
+        Ok(Self { rules, preflight })
     }
 
     /// The first rule that matches `method` and `path`; `None` means deny. `path` is the URL path
@@ -198,12 +244,12 @@ impl Policy {
 }
 
 #[cfg(feature = "toml")]
-fn parse_toml(text: &str) -> Result<PolicyText, PolicyError> {
+fn parse_toml(text: &str) -> Result<Value, PolicyError> {
     toml::from_str(text).map_err(|error| PolicyError::Syntax { format: "TOML", detail: error.message().to_owned() })
 }
 
 #[cfg(not(feature = "toml"))]
-fn parse_toml(_text: &str) -> Result<PolicyText, PolicyError> {
+fn parse_toml(_text: &str) -> Result<Value, PolicyError> {
     Err(PolicyError::TomlUnsupported)
 }
 
