@@ -38,6 +38,11 @@ pub const VARIABLES: &[&str] = &[
     "REVOCATION_MAX_STALE_SECONDS",
     "STATUS_ROLE",
     "STATUS_SECRET",
+    "SESSION_CLIENT_ID",
+    "SESSION_CLIENT_SECRET",
+    "SESSION_COOKIE_KEYS",
+    "SESSION_SCOPE",
+    "SESSION_AFTER_LOGOUT",
 ];
 
 /// The most verified tokens an isolate may keep: an entry (the token and its decoded claims) takes
@@ -85,6 +90,10 @@ pub struct Config {
     /// Who may read `/_portcullis/status`: a token with `STATUS_ROLE` (default `admin`), or the
     /// bearer `STATUS_SECRET` (a secret; unset: none).
     pub status: StatusAccess,
+    /// Browser sessions at the edge (see [`crate::session`]): `SESSION_CLIENT_ID` turns them on,
+    /// with the secrets `SESSION_CLIENT_SECRET` and `SESSION_COOKIE_KEYS`. Unset: bearer tokens
+    /// only, as before.
+    pub session: Option<SessionSettings>,
     /// The names of the [`VARIABLES`] that are set (for the status page: names, never values), in
     /// the order of [`VARIABLES`].
     pub variables_set: Vec<&'static str>,
@@ -99,6 +108,61 @@ pub struct RevocationSettings {
     /// token still passes while the issuer answers); it is refreshed from half that, retried every
     /// sixth of it, and serves `REVOCATION_MAX_STALE_SECONDS` past it when it cannot be refreshed.
     pub bounds: CacheBounds,
+}
+
+/// The edge as the issuer's client, signing browsers in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// `SESSION_CLIENT_ID`: the edge's client at the issuer.
+    pub client_id: String,
+    /// `SESSION_CLIENT_SECRET` (a secret): its secret, sent with HTTP Basic.
+    pub client_secret: String,
+    /// `SESSION_COOKIE_KEYS` (a secret): one or two AES-256 keys, base64url, comma-separated; the
+    /// first seals, both open (so the key can be rotated without signing everyone out).
+    pub cookie_keys: Vec<[u8; 32]>,
+    /// `SESSION_SCOPE`: what the edge asks for, default `openid`.
+    pub scope: String,
+    /// `SESSION_AFTER_LOGOUT`: the path of this site a logout ends on, default `/`.
+    pub after_logout: String,
+    /// The issuer's endpoints, from `ISSUER`: `/authorize`, `/oauth/token`, `/oauth/revoke`,
+    /// `/session/end`.
+    pub authorize_endpoint: String,
+    /// See [`Self::authorize_endpoint`].
+    pub token_endpoint: String,
+    /// See [`Self::authorize_endpoint`].
+    pub revocation_endpoint: String,
+    /// See [`Self::authorize_endpoint`].
+    pub end_session_endpoint: String,
+}
+
+impl fmt::Debug for SessionSettings {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("SessionSettings")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<set>")
+            .field("cookie_keys", &self.cookie_keys.len())
+            .field("scope", &self.scope)
+            .field("after_logout", &self.after_logout)
+            .field("token_endpoint", &self.token_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cookie keys of `SESSION_COOKIE_KEYS`: one or two, each 32 bytes of base64url.
+fn parse_cookie_keys(text: &str) -> Result<Vec<[u8; 32]>, &'static str> {
+    use base64::Engine as _;
+    let keys: Vec<&str> = text.split(',').map(str::trim).filter(|key| !key.is_empty()).collect();
+    if keys.is_empty() || keys.len() > 2 {
+        return Err("must hold one or two keys, comma-separated");
+    }
+    keys.iter()
+        .map(|key| {
+            let bytes =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key).map_err(|_| "a key is not base64url")?;
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| "each key must be 32 bytes (43 characters of base64url)")
+        })
+        .collect()
 }
 
 /// Who may read the status page.
@@ -140,11 +204,11 @@ fn problem(variable: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 /// Reads the variables through `lookup`; unset and empty are the same.
-struct Vars<F> {
-    lookup: F,
+struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
-impl<F: Fn(&str) -> Option<String>> Vars<F> {
+impl Vars<'_> {
     fn optional(&self, name: &'static str) -> Option<String> {
         (self.lookup)(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
     }
@@ -178,8 +242,11 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 impl Config {
     /// Reads and checks every variable; `lookup` gives a variable's text, or `None` when unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let vars = Vars { lookup };
+        Self::from_vars(&Vars { lookup: &lookup })
+    }
 
+    /// [`Self::from_lookup`], compiled once for every kind of lookup (the Worker has two).
+    fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
         let issuer = vars.required("ISSUER")?;
         if !is_visible_ascii(&issuer) {
             return Err(problem("ISSUER", "must be printable ASCII without spaces"));
@@ -322,6 +389,43 @@ impl Config {
         }
         let status = StatusAccess { access: Access::AnyRole(vec![status_role]), secret: status_secret };
 
+        let session = match vars.optional("SESSION_CLIENT_ID") {
+            None => None,
+            Some(client_id) => {
+                if !is_visible_ascii(&client_id) {
+                    return Err(problem("SESSION_CLIENT_ID", "must be printable ASCII without spaces"));
+                }
+                let client_secret = vars.required("SESSION_CLIENT_SECRET")?;
+                let cookie_keys = parse_cookie_keys(&vars.required("SESSION_COOKIE_KEYS")?)
+                    .map_err(|why| problem("SESSION_COOKIE_KEYS", why))?;
+                let scope = vars.optional("SESSION_SCOPE").unwrap_or_else(|| "openid".to_owned());
+                if !scope.split(' ').any(|scope| scope == "openid")
+                    || !scope.bytes().all(|byte| byte == b' ' || byte.is_ascii_graphic())
+                {
+                    return Err(problem("SESSION_SCOPE", "must be space-separated scopes including openid"));
+                }
+                let after_logout = vars.optional("SESSION_AFTER_LOGOUT").unwrap_or_else(|| "/".to_owned());
+                if crate::session::safe_return_path(&after_logout).is_none() {
+                    return Err(problem("SESSION_AFTER_LOGOUT", "must be a path of this site"));
+                }
+                let base = issuer.trim_end_matches('/');
+                check_issuer_url(base).map_err(|why| {
+                    problem("ISSUER", format!("does not give usable sign-in endpoints ({why}) for SESSION_CLIENT_ID"))
+                })?;
+                Some(SessionSettings {
+                    client_id,
+                    client_secret,
+                    cookie_keys,
+                    scope,
+                    after_logout,
+                    authorize_endpoint: format!("{base}/authorize"),
+                    token_endpoint: format!("{base}/oauth/token"),
+                    revocation_endpoint: format!("{base}/oauth/revoke"),
+                    end_session_endpoint: format!("{base}/session/end"),
+                })
+            }
+        };
+
         let validator = Validator::new(ClaimsOptions::new(issuer, audiences).with_leeway(leeway_secs));
         let variables_set = VARIABLES.iter().copied().filter(|name| vars.optional(name).is_some()).collect();
         Ok(Self {
@@ -339,6 +443,7 @@ impl Config {
             cors,
             revocations,
             status,
+            session,
             variables_set,
         })
     }
@@ -608,6 +713,47 @@ mod tests {
             ("STATUS_SECRET", "short"),
         ] {
             assert_eq!(fails_on(&[(name, bad)]), name, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn browser_sessions_need_a_client_its_secret_and_cookie_keys() {
+        assert_eq!(with(&[]).expect("valid").session, None, "off by default");
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+        let other = "HxwdHhkaGxwVFhcYERITFA0ODxAJCgsMBQYHCAECAwQ";
+        let session = with(&[
+            ("SESSION_CLIENT_ID", "edge"),
+            ("SESSION_CLIENT_SECRET", "s3cret"),
+            ("SESSION_COOKIE_KEYS", &format!("{key}, {other}")),
+        ])
+        .expect("valid")
+        .session
+        .expect("on");
+        assert_eq!(
+            (session.client_id.as_str(), session.scope.as_str(), session.after_logout.as_str()),
+            ("edge", "openid", "/")
+        );
+        assert_eq!(session.cookie_keys.len(), 2);
+        assert_eq!(session.cookie_keys[0][..4], [0, 1, 2, 3]);
+        assert_eq!(session.authorize_endpoint, "https://issuer.example/authorize");
+        assert_eq!(session.token_endpoint, "https://issuer.example/oauth/token");
+        assert!(!format!("{session:?}").contains("s3cret"), "the secret is not printed");
+        let base = [("SESSION_CLIENT_ID", "edge"), ("SESSION_CLIENT_SECRET", "s"), ("SESSION_COOKIE_KEYS", key)];
+        for (name, bad) in [
+            ("SESSION_CLIENT_SECRET", ""),
+            ("SESSION_COOKIE_KEYS", ""),
+            ("SESSION_COOKIE_KEYS", "short"),
+            (
+                "SESSION_COOKIE_KEYS",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8,AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8,AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+            ),
+            ("SESSION_SCOPE", "email"),
+            ("SESSION_AFTER_LOGOUT", "https://evil.example/"),
+            ("SESSION_AFTER_LOGOUT", "//evil.example"),
+        ] {
+            let mut vars: Vec<(&str, &str)> = base.iter().filter(|(name_, _)| *name_ != name).copied().collect();
+            vars.push((name, bad));
+            assert_eq!(fails_on(&vars), name, "{name}={bad:?}");
         }
     }
 

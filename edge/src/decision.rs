@@ -86,24 +86,33 @@ pub enum Refusal {
     /// Revocations are checked but no list that may serve can be had (the issuer unreachable
     /// past the stale bound): 503.
     RevocationsUnavailable,
+    /// The browser's session has ended (the issuer refused its refresh: logout elsewhere, a
+    /// disabled user, a revoked family): 401 `invalid_token`, the cookie cleared.
+    SessionEnded,
+    /// The browser's session could not be asked for a new access token: 503.
+    SessionUnavailable,
 }
 
 impl Refusal {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NoToken | Self::InvalidToken(_) | Self::Revoked { .. } => 401,
+            Self::NoToken | Self::InvalidToken(_) | Self::Revoked { .. } | Self::SessionEnded => 401,
             Self::InsufficientRole { .. } | Self::WrongSubjectKind { .. } | Self::NoRule => 403,
-            Self::KeysUnavailable | Self::RevocationsUnavailable => 503,
+            Self::KeysUnavailable | Self::RevocationsUnavailable | Self::SessionUnavailable => 503,
         }
     }
 
     /// The RFC 6750 `error` code, if any.
     pub fn bearer_error(&self) -> Option<&'static str> {
         match self {
-            Self::InvalidToken(_) | Self::Revoked { .. } => Some("invalid_token"),
+            Self::InvalidToken(_) | Self::Revoked { .. } | Self::SessionEnded => Some("invalid_token"),
             Self::InsufficientRole { .. } | Self::WrongSubjectKind { .. } => Some("insufficient_scope"),
-            Self::NoToken | Self::NoRule | Self::KeysUnavailable | Self::RevocationsUnavailable => None,
+            Self::NoToken
+            | Self::NoRule
+            | Self::KeysUnavailable
+            | Self::RevocationsUnavailable
+            | Self::SessionUnavailable => None,
         }
     }
 
@@ -118,7 +127,14 @@ impl Refusal {
             Self::KeysUnavailable => RefusalCode::KeysUnavailable,
             Self::Revoked { .. } => RefusalCode::Revoked,
             Self::RevocationsUnavailable => RefusalCode::RevocationsUnavailable,
+            Self::SessionEnded => RefusalCode::SessionEnded,
+            Self::SessionUnavailable => RefusalCode::SessionUnavailable,
         }
+    }
+
+    /// True when signing in again would help: no token, a bad or revoked one, an ended session.
+    pub fn needs_sign_in(&self) -> bool {
+        matches!(self, Self::NoToken | Self::InvalidToken(_) | Self::Revoked { .. } | Self::SessionEnded)
     }
 
     /// The detailed reason, for the log only.
@@ -132,6 +148,8 @@ impl Refusal {
             Self::KeysUnavailable => "no key set is available to verify the token",
             Self::Revoked { .. } => "the issuer lists the token as revoked",
             Self::RevocationsUnavailable => "no revocation list is available to check the token against",
+            Self::SessionEnded => "the browser's session has ended at the issuer",
+            Self::SessionUnavailable => "the browser's session could not be asked for a token",
         }
     }
 }
@@ -156,11 +174,15 @@ pub enum RefusalCode {
     RevocationsUnavailable,
     /// [`Refusal::WrongSubjectKind`].
     WrongSubjectKind,
+    /// [`Refusal::SessionEnded`].
+    SessionEnded,
+    /// [`Refusal::SessionUnavailable`].
+    SessionUnavailable,
 }
 
 impl RefusalCode {
     /// Every code, in the order of the discriminants (each indexes its counter).
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::NoToken,
         Self::InvalidToken,
         Self::InsufficientRole,
@@ -169,6 +191,8 @@ impl RefusalCode {
         Self::Revoked,
         Self::RevocationsUnavailable,
         Self::WrongSubjectKind,
+        Self::SessionEnded,
+        Self::SessionUnavailable,
     ];
 
     /// The code as the log and the status page write it.
@@ -182,6 +206,8 @@ impl RefusalCode {
             Self::Revoked => "revoked",
             Self::RevocationsUnavailable => "revocations_unavailable",
             Self::WrongSubjectKind => "wrong_subject_kind",
+            Self::SessionEnded => "session_ended",
+            Self::SessionUnavailable => "session_unavailable",
         }
     }
 }
@@ -229,6 +255,7 @@ mod tests {
             client_id: None,
             scope: None,
             gty: None,
+            nonce: None,
         }
     }
 
@@ -352,6 +379,8 @@ mod tests {
             Refusal::Revoked { subject: None },
             Refusal::RevocationsUnavailable,
             Refusal::WrongSubjectKind { subject: None },
+            Refusal::SessionEnded,
+            Refusal::SessionUnavailable,
         ];
         for refusal in &every {
             match refusal {
@@ -362,7 +391,9 @@ mod tests {
                 | Refusal::KeysUnavailable
                 | Refusal::Revoked { .. }
                 | Refusal::RevocationsUnavailable
-                | Refusal::WrongSubjectKind { .. } => {}
+                | Refusal::WrongSubjectKind { .. }
+                | Refusal::SessionEnded
+                | Refusal::SessionUnavailable => {}
             }
         }
         every
@@ -386,7 +417,9 @@ mod tests {
                 "keys_unavailable",
                 "revoked",
                 "revocations_unavailable",
-                "wrong_subject_kind"
+                "wrong_subject_kind",
+                "session_ended",
+                "session_unavailable"
             ]
         );
     }
@@ -396,5 +429,13 @@ mod tests {
         assert_eq!((Refusal::NoToken.status(), Refusal::NoToken.bearer_error()), (401, None));
         assert_eq!((Refusal::NoRule.status(), Refusal::NoRule.bearer_error()), (403, None));
         assert_eq!(Refusal::KeysUnavailable.status(), 503);
+        assert_eq!(
+            (Refusal::SessionEnded.status(), Refusal::SessionEnded.bearer_error()),
+            (401, Some("invalid_token"))
+        );
+        assert_eq!(Refusal::SessionUnavailable.status(), 503);
+        assert!(Refusal::SessionEnded.needs_sign_in() && Refusal::NoToken.needs_sign_in());
+        assert!(!Refusal::NoRule.needs_sign_in() && !Refusal::SessionUnavailable.needs_sign_in());
+        assert!(!Refusal::InsufficientRole { subject: None }.needs_sign_in(), "signing in again gives no role");
     }
 }

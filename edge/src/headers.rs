@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::decision::Identity;
 use crate::request::RequestHead;
+use crate::session;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the common non-standard ones): never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -134,11 +135,16 @@ pub fn forward_edits(
             edits.delete.push(lower);
         }
     }
-    if let Some(cookie_name) = config.token_cookie.as_deref().filter(|_| !config.forward_token)
-        && let Some(cookies) = head.header("cookie")
+    // The token cookie (unless FORWARD_TOKEN) and the edge's own session and sign-in cookies stay
+    // at the edge; every other cookie is the origin's.
+    let token_cookie = config.token_cookie.as_deref().filter(|_| !config.forward_token);
+    let edge_cookie = |name: &str| {
+        Some(name) == token_cookie || name == session::SESSION_COOKIE || name.starts_with(session::FLOW_COOKIE_PREFIX)
+    };
+    if let Some(cookies) = head.header("cookie")
         && !edits.delete.iter().any(|name| name == "cookie")
     {
-        match without_cookie(cookies, cookie_name) {
+        match without_cookies(cookies, edge_cookie) {
             Some(kept) if kept == cookies => {}
             Some(kept) => edits.set.push(("cookie".to_owned(), kept)),
             None => edits.delete.push("cookie".to_owned()),
@@ -166,16 +172,17 @@ pub fn forward_edits(
     edits
 }
 
-/// A `Cookie` header without the cookie `name` (every occurrence, however the pairs are joined:
-/// see [`cookie_pairs`](crate::request::cookie_pairs)); `None` when nothing is left. Every other cookie keeps its bytes: only the
-/// `;`-separated pieces that hold the token are rewritten (a piece may hold several pairs joined
-/// with `,` when the client sent the header twice).
-pub fn without_cookie(cookie_header: &str, name: &str) -> Option<String> {
+/// A `Cookie` header without the cookies whose names `removed` picks (every occurrence, however
+/// the pairs are joined: see [`cookie_pairs`](crate::request::cookie_pairs)); `None` when nothing
+/// is left. Every other cookie keeps its bytes: only the `;`-separated pieces that hold a removed
+/// one are rewritten (a piece may hold several pairs joined with `,` when the client sent the
+/// header twice).
+pub fn without_cookies(cookie_header: &str, removed: impl Fn(&str) -> bool) -> Option<String> {
     let mut kept: Vec<String> = Vec::new();
     for piece in cookie_header.split(';') {
-        // A pair `name=value` (the edge reads the token only from such a pair; a bare `name` in
+        // A pair `name=value` (the edge reads its cookies only from such pairs; a bare `name` in
         // another cookie's value is that cookie's).
-        let is_token = |pair: &str| pair.split_once('=').is_some_and(|(key, _)| key.trim() == name);
+        let is_token = |pair: &str| pair.split_once('=').is_some_and(|(key, _)| removed(key.trim()));
         let holds_token = piece.split(',').any(is_token);
         let piece = if holds_token {
             piece.split(',').filter(|pair| !is_token(pair)).collect::<Vec<_>>().join(",")
@@ -206,6 +213,10 @@ fn is_address(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn is_token(name: &str) -> bool {
+        name == "token"
+    }
     use crate::request::ParsedHead;
     use crate::testing::pairs;
 
@@ -351,11 +362,26 @@ mod tests {
     }
 
     #[test]
+    fn the_edges_own_cookies_never_reach_the_origin() {
+        let config = config(&[]);
+        let cookie =
+            "theme=dark; __Host-portcullis-session=sealed; __Host-portcullis-flow-abc=f; __Host-portcullis-csrf=c";
+        let headers = pairs(&[("cookie", cookie)]);
+        let head = RequestHead { method: "GET", url: "https://edge.example/api", headers: &headers };
+        let forwarded = forward_headers(&config, &head, None, false);
+        // The CSRF cookie goes on: a page needs it for its logout form, and it is worth nothing alone.
+        assert!(
+            forwarded.contains(&("cookie".to_owned(), "theme=dark; __Host-portcullis-csrf=c".to_owned())),
+            "{forwarded:?}"
+        );
+    }
+
+    #[test]
     fn removing_the_token_cookie_keeps_the_others_byte_for_byte() {
         let header = r#"prefs=a,b; token=x.y.z;  q="1, 2"; empty="#;
-        assert_eq!(without_cookie(header, "token").as_deref(), Some(r#"prefs=a,b; q="1, 2"; empty="#));
-        assert_eq!(without_cookie("prefs=a,b, token=x; z=1", "token").as_deref(), Some("prefs=a,b; z=1"));
-        assert_eq!(without_cookie("scopes=read,token; a=1", "token").as_deref(), Some("scopes=read,token; a=1"));
+        assert_eq!(without_cookies(header, is_token).as_deref(), Some(r#"prefs=a,b; q="1, 2"; empty="#));
+        assert_eq!(without_cookies("prefs=a,b, token=x; z=1", is_token).as_deref(), Some("prefs=a,b; z=1"));
+        assert_eq!(without_cookies("scopes=read,token; a=1", is_token).as_deref(), Some("scopes=read,token; a=1"));
     }
 
     #[test]
@@ -453,19 +479,19 @@ mod tests {
 
     #[test]
     fn a_cookie_header_with_only_the_token_is_dropped() {
-        assert_eq!(without_cookie("token=a.b.c", "token"), None);
-        assert_eq!(without_cookie(" token=x ;  a=1;", "token").as_deref(), Some("a=1"));
-        assert_eq!(without_cookie("tokenx=1; token=2", "token").as_deref(), Some("tokenx=1"));
-        assert_eq!(without_cookie("flag; token=2", "token").as_deref(), Some("flag"));
+        assert_eq!(without_cookies("token=a.b.c", is_token), None);
+        assert_eq!(without_cookies(" token=x ;  a=1;", is_token).as_deref(), Some("a=1"));
+        assert_eq!(without_cookies("tokenx=1; token=2", is_token).as_deref(), Some("tokenx=1"));
+        assert_eq!(without_cookies("flag; token=2", is_token).as_deref(), Some("flag"));
     }
 
     #[test]
     fn the_token_cookie_is_stripped_from_repeated_cookie_headers() {
         // The runtime joins repeated Cookie headers with ", ".
-        assert_eq!(without_cookie("a=1, token=a.b.c", "token").as_deref(), Some("a=1"));
-        assert_eq!(without_cookie("token=a.b.c, a=1; b=2", "token").as_deref(), Some("a=1; b=2"));
-        assert_eq!(without_cookie("a=1,token=x,token=y", "token").as_deref(), Some("a=1"));
-        assert_eq!(without_cookie("token=x, token=y", "token"), None);
+        assert_eq!(without_cookies("a=1, token=a.b.c", is_token).as_deref(), Some("a=1"));
+        assert_eq!(without_cookies("token=a.b.c, a=1; b=2", is_token).as_deref(), Some("a=1; b=2"));
+        assert_eq!(without_cookies("a=1,token=x,token=y", is_token).as_deref(), Some("a=1"));
+        assert_eq!(without_cookies("token=x, token=y", is_token), None);
         let config = config(&[("TOKEN_COOKIE", "token")]);
         let headers = pairs(&[("cookie", "theme=dark, token=a.b.c, token=d.e.f; lang=en")]);
         let head = RequestHead { method: "GET", url: "https://edge.example/", headers: &headers };

@@ -18,6 +18,7 @@ pub mod headers;
 pub mod reply;
 pub mod request;
 pub mod revocations;
+pub mod session;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;

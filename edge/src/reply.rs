@@ -20,7 +20,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn text(status: u16, body: &str) -> Self {
+    pub(crate) fn text(status: u16, body: &str) -> Self {
         Self { status, headers: Vec::new(), body: format!("{body}\n") }
     }
 
@@ -45,7 +45,7 @@ pub fn login_redirect(login_url: &str, original_url: &str) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len() * 3);
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
@@ -63,14 +63,15 @@ fn percent_encode(text: &str) -> String {
 fn sends_to_login(config: &Config, head: &RequestHead<'_>, refusal: &Refusal) -> bool {
     let token_problem = match refusal {
         Refusal::NoToken => true,
-        Refusal::InvalidToken(_) | Refusal::Revoked { .. } => {
+        Refusal::InvalidToken(_) | Refusal::Revoked { .. } | Refusal::SessionEnded => {
             matches!(credential(head, config.token_cookie.as_deref()), Credential::Cookie(_))
         }
         Refusal::InsufficientRole { .. }
         | Refusal::WrongSubjectKind { .. }
         | Refusal::NoRule
         | Refusal::KeysUnavailable
-        | Refusal::RevocationsUnavailable => false,
+        | Refusal::RevocationsUnavailable
+        | Refusal::SessionUnavailable => false,
     };
     token_problem && config.login_url.is_some() && head.is_browser_navigation()
 }

@@ -26,6 +26,7 @@ pub const DECISION_HEADERS: &[&str] = &[
     "origin",
     "sec-fetch-dest",
     "sec-fetch-mode",
+    "sec-fetch-site",
 ];
 
 /// The parts of an incoming request that the edge decides on.
@@ -149,6 +150,8 @@ pub enum Route<'a> {
     Status,
     /// `/_portcullis/jwks.json`: the keys of the edge's assertions.
     AssertionKeys,
+    /// `/_portcullis/callback`: the issuer sends a signing-in browser back here.
+    Callback,
     /// `/_portcullis/bench` (only in a Worker built with the `bench` feature).
     Bench,
     /// Another reserved path: 404.
@@ -187,6 +190,7 @@ pub fn route<'a>(config: &'a Config, head: &RequestHead<'_>) -> Route<'a> {
         return match &path[RESERVED_PREFIX.len().min(path.len())..] {
             "status" => Route::Status,
             "jwks.json" => Route::AssertionKeys,
+            "callback" => Route::Callback,
             "bench" if cfg!(feature = "bench") => Route::Bench,
             _ => Route::ReservedUnknown,
         };
@@ -255,6 +259,11 @@ pub fn bearer_is(head: &RequestHead<'_>, secret: Option<&str>) -> bool {
     let (Some(secret), Credential::Bearer(presented)) = (secret, credential(head, None)) else {
         return false;
     };
+    same_secret(presented, secret)
+}
+
+/// True when `presented` is `secret`, compared without an early exit.
+pub fn same_secret(presented: &str, secret: &str) -> bool {
     let (secret, presented) = (secret.as_bytes(), presented.as_bytes());
     let difference = secret.iter().zip(presented).fold(0u8, |difference, (a, b)| difference | (a ^ b));
     secret.len() == presented.len() && difference == 0

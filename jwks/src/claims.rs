@@ -128,6 +128,9 @@ pub struct Claims {
     /// token (see [`Claims::subject_kind`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gty: Option<String>,
+    /// An ID token's `nonce` (OpenID Connect Core §2): the value its authorization request sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// The `gty` of tokens issued to a client for itself (OAuth 2.0 `client_credentials`), as Auth0
@@ -200,6 +203,7 @@ impl Claims {
             client_id: string(&members, "client_id")?,
             scope: string(&members, "scope")?,
             gty: string(&members, "gty")?,
+            nonce: string(&members, "nonce")?,
         };
         claims.check_against(options, now)?;
         Ok(claims)

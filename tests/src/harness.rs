@@ -124,6 +124,19 @@ impl Wrangler {
     /// port and a free inspector port, its state kept in `dir/state` (the Cache API persists there)
     /// and its output in `dir/<name>.log`.
     pub fn start(name: &str, build: &str, dir: &Path, vars: &[(&str, String)], config_tail: &str) -> Self {
+        Self::start_on(free_port(), name, build, dir, vars, config_tail)
+    }
+
+    /// [`Self::start`] on `port` (a test that must know the Worker's URL before it starts, to
+    /// register it somewhere).
+    pub fn start_on(
+        port: u16,
+        name: &str,
+        build: &str,
+        dir: &Path,
+        vars: &[(&str, String)],
+        config_tail: &str,
+    ) -> Self {
         let root = devtools::workspace_root();
         let entry = root.join("edge").join(build).join("index.js");
         assert!(
@@ -148,7 +161,6 @@ impl Wrangler {
         );
         std::fs::write(&config, text).expect("write the test's wrangler config");
 
-        let port = free_port();
         let mut command = Command::new(&wrangler);
         command
             .args(["dev", "--config"])

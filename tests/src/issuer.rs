@@ -34,6 +34,8 @@ pub struct Issuer {
     kek_file: Option<PathBuf>,
     serving: Option<Process>,
     starts: usize,
+    /// Settings of this test's own, as `PORTCULLIS_*` variables.
+    settings: Vec<(String, String)>,
 }
 
 impl Issuer {
@@ -57,6 +59,7 @@ impl Issuer {
             kek_file: None,
             serving: None,
             starts: 0,
+            settings: Vec::new(),
         }
     }
 
@@ -108,10 +111,17 @@ impl Issuer {
         if let Some(url) = &self.database_url {
             command.env("PORTCULLIS_DATABASE_URL", url);
         }
+        command.envs(self.settings.iter().map(|(name, value)| (name, value)));
         if let Some(kek_file) = &self.kek_file {
             command.env("PORTCULLIS_KEK_FILE", kek_file);
         }
         command
+    }
+
+    /// Sets `PORTCULLIS_<NAME>` for every later command and `serve` (a test's own setting, such
+    /// as a short `access_token_ttl`).
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.settings.push((format!("PORTCULLIS_{}", name.to_ascii_uppercase()), value.to_owned()));
     }
 
     /// Starts `issuer serve` (its log `<dir>/<name>-<n>.log` for the n-th start) and waits until

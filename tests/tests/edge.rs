@@ -328,7 +328,7 @@ fn vars(jwks: SocketAddr, origin: SocketAddr) -> Vec<(&'static str, String)> {
 }
 
 /// Every counter of the status page, as [`counters`] names them.
-const COUNTERS: [&str; 25] = [
+const COUNTERS: [&str; 27] = [
     "allowed.preflight",
     "allowed.public",
     "allowed.token",
@@ -345,6 +345,8 @@ const COUNTERS: [&str; 25] = [
     "refused.no_token",
     "refused.revocations_unavailable",
     "refused.revoked",
+    "refused.session_ended",
+    "refused.session_unavailable",
     "refused.wrong_subject_kind",
     "revocation_fetches.bad_status",
     "revocation_fetches.not_modified",

@@ -232,7 +232,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
             .map(str::to_owned)
         })
         .map_err(|error| error.to_string())?;
-        let edge = Edge::new(config);
+        let edge = Edge::new(config, None);
         edge.keys.preload(key_set.clone())?;
         let revocations = edge.revocations.as_ref().ok_or("revocations are not checked")?;
         revocations.preload(RevocationList::parse(revoked_document.as_bytes(), now_ms() / 1000)?)?;
@@ -273,13 +273,13 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
             return false;
         };
         let head = parsed.head();
-        let Action::Forward { identity: Some(identity), body } = edge.decide(&head, ctx).await else {
+        let Action::Forward { identity: Some((identity, token)), body, .. } = edge.decide(&head, ctx).await else {
             return false;
         };
         if !forward {
             return true;
         }
-        let Ok(Some(assertion)) = edge.assertion(&head, &identity).await else {
+        let Ok(Some(assertion)) = edge.assertion(&token, &identity).await else {
             return false;
         };
         forward::outbound_request(&edge.config, &head, Some(&identity), Some(&assertion), incoming, body).is_ok()
@@ -307,7 +307,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let block = read_head(incoming);
     let parsed = ParsedHead::parse(&block).ok_or("no request head")?;
     let head = parsed.head();
-    let Action::Forward { identity: Some(identity), .. } = edge.decide(&head, ctx).await else {
+    let Action::Forward { identity: Some((identity, _)), .. } = edge.decide(&head, ctx).await else {
         return Err("the edge refused the benchmark request".to_owned());
     };
     let validator = &edge.config.validator;
@@ -385,8 +385,8 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         );
         part!("decide", matches!(edge.decide(&head, ctx).await, Action::Forward { identity: Some(_), .. }));
         // `edge` keeps no assertion (its caches are off): each is signed; `cached_edge` reuses one.
-        part!("assertion_signed", matches!(edge.assertion(&head, &identity).await, Ok(Some(_))));
-        part!("assertion_reused", matches!(cached_edge.assertion(&head, &identity).await, Ok(Some(_))));
+        part!("assertion_signed", matches!(edge.assertion(&token, &identity).await, Ok(Some(_))));
+        part!("assertion_reused", matches!(cached_edge.assertion(&token, &identity).await, Ok(Some(_))));
         part!(
             "outbound_request",
             forward::outbound_request(&edge.config, &head, Some(&identity), None, incoming, false).is_ok()
@@ -411,7 +411,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let breakdown: serde_json::Map<String, serde_json::Value> =
         parts_us.into_iter().map(|(name, values)| (name.to_owned(), json!(median(values)))).collect();
 
-    let assertion_bytes = match edge.assertion(&head, &identity).await {
+    let assertion_bytes = match edge.assertion(&token, &identity).await {
         Ok(Some(assertion)) => assertion.len(),
         _ => 0,
     };

@@ -2,8 +2,11 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod browser;
 mod documents;
 mod forward;
+mod sealing;
+mod session_object;
 mod sign;
 mod webcrypto;
 
@@ -15,9 +18,10 @@ use crate::decision::{self, Identity, Refusal};
 use crate::reply::{self, Reply};
 use crate::request::{self, ParsedHead, RequestHead, Route};
 use crate::revocations::RevocationList;
+use crate::session;
 use documents::DocumentStore;
 use js_sys::futures::JsFuture;
-use jwks::{Access, KeySet, SubjectKind, TokenCache, UntrustedToken};
+use jwks::{Access, Claims, KeySet, SubjectKind, TokenCache, UntrustedToken, VerifyError};
 use serde_json::json;
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
@@ -30,6 +34,8 @@ use worker::{Context, Env, console_error, console_log, event};
 /// the tokens verified already, and the counters of what was decided (shared with the fetches).
 struct Edge {
     config: Config,
+    /// The Worker's bindings (the session objects); `None` in the benchmark.
+    env: Option<JsValue>,
     keys: Rc<DocumentStore<KeySet>>,
     revocations: Option<Rc<DocumentStore<RevocationList>>>,
     tokens: RefCell<TokenCache>,
@@ -49,7 +55,7 @@ fn now_ms() -> u64 {
 
 /// A variable's text: a string as it is, any other JSON value (wrangler turns TOML tables and
 /// numbers in `[vars]` into JSON) as its JSON text; `None` when unset.
-fn env_text(env: &Env, name: &str) -> Option<String> {
+fn env_text(env: &JsValue, name: &str) -> Option<String> {
     let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
     if value.is_undefined() || value.is_null() {
         return None;
@@ -60,16 +66,31 @@ fn env_text(env: &Env, name: &str) -> Option<String> {
     js_sys::JSON::stringify(&value).ok().and_then(|text| text.as_string())
 }
 
+/// A request that passed: who it is, with which token, and the session cookie to set if its
+/// token was refreshed.
+struct Authenticated {
+    identity: Identity,
+    token: String,
+    set_cookie: Option<String>,
+}
+
+/// The `kid` a token names, for the log.
+fn kid_of(token: &str) -> Option<String> {
+    UntrustedToken::parse(token).ok().and_then(|parsed| parsed.header().kid.clone())
+}
+
 /// What the edge does with a request, decided before any forwarding.
 enum Action {
     /// Answer it itself (a refusal is logged already).
     Answer(Reply),
     /// Send it on to the origin: with the identity on a protected route, and with its body or not.
     Forward {
-        /// Who the verified token says the caller is.
-        identity: Option<Identity>,
+        /// Who the verified token says the caller is, and that token.
+        identity: Option<(Identity, String)>,
         /// Whether the request's body goes too.
         body: bool,
+        /// A session cookie to set on the answer (its access token was refreshed).
+        set_cookie: Option<String>,
     },
     /// Run the benchmark.
     #[cfg(feature = "bench")]
@@ -77,8 +98,9 @@ enum Action {
 }
 
 impl Edge {
-    /// An isolate's state for `config`, with an empty key set cache and counters at zero.
-    fn new(config: Config) -> Self {
+    /// An isolate's state for `config` (and the bindings `env`), with empty caches and counters
+    /// at zero.
+    fn new(config: Config, env: Option<JsValue>) -> Self {
         let counters = Rc::new(Counters::default());
         let keys = Rc::new(DocumentStore::new(
             &config.jwks_url,
@@ -98,14 +120,15 @@ impl Edge {
         });
         let tokens = RefCell::new(TokenCache::new(config.token_cache_entries));
         let assertions = RefCell::new(AssertionCache::new(config.token_cache_entries));
-        Self { config, keys, revocations, tokens, assertions, counters }
+        Self { config, env, keys, revocations, tokens, assertions, counters }
     }
 
     /// This isolate's state, made on the first request.
     fn for_isolate(env: &Env) -> Result<Rc<Self>, ConfigError> {
         EDGE.with(|cell| {
             cell.get_or_init(|| {
-                Config::from_lookup(|name| env_text(env, name)).map(|config| Rc::new(Self::new(config)))
+                Config::from_lookup(|name| env_text(env, name))
+                    .map(|config| Rc::new(Self::new(config, Some(JsValue::from(env.clone())))))
             })
             .clone()
         })
@@ -119,6 +142,11 @@ impl Edge {
         };
         let head = parsed.head();
         let cors_headers = cors::response_headers(self.config.cors.as_ref(), &head);
+        if head.url_parts().path == session::LOGOUT_PATH
+            && let (Some(settings), Some(env)) = (&self.config.session, &self.env)
+        {
+            return respond(self.logout(settings, &head, &request, env).await);
+        }
         match self.decide(&head, ctx).await {
             Action::Answer(mut reply) => {
                 // A preflight's answer has its own; any other answer lets an allowed page read it.
@@ -127,18 +155,21 @@ impl Edge {
                 }
                 respond(reply)
             }
-            Action::Forward { identity, body } => {
+            Action::Forward { identity, body, set_cookie } => {
                 let assertion = match &identity {
-                    Some(identity) => match self.assertion(&head, identity).await {
+                    Some((identity, token)) => match self.assertion(token, identity).await {
                         Ok(assertion) => assertion,
                         Err(reply) => return respond(reply),
                     },
                     None => None,
                 };
+                let identity = identity.map(|(identity, _)| identity);
                 let response =
                     forward::to_origin(&self.config, &head, identity.as_ref(), assertion.as_deref(), &request, body)
                         .await?;
-                with_headers(response, &cors_headers)
+                let mut headers = cors_headers;
+                headers.extend(set_cookie.map(|cookie| ("set-cookie", cookie)));
+                with_headers(response, &headers)
             }
             #[cfg(feature = "bench")]
             Action::Bench => bench::run(&head, ctx).await,
@@ -188,35 +219,69 @@ impl Edge {
             }
             Route::Public => {
                 self.counters.allowed(Allowed::Public);
-                Action::Forward { identity: None, body }
+                Action::Forward { identity: None, body, set_cookie: None }
             }
+            Route::Callback => match (&self.config.session, &self.env) {
+                (Some(settings), Some(env)) => Action::Answer(self.callback(settings, head, env, ctx).await),
+                _ => Action::Answer(reply::not_found_reply()),
+            },
             Route::Denied => Action::Answer(self.refuse(head, &Refusal::NoRule, None, None)),
             Route::Protected { access, subject, rule } => match self.authenticate(head, access, subject, ctx).await {
-                Ok(identity) => {
+                Ok(Authenticated { identity, token, set_cookie }) => {
                     self.counters.allowed(Allowed::Token);
-                    Action::Forward { identity: Some(identity), body }
+                    Action::Forward { identity: Some((identity, token)), body, set_cookie }
                 }
-                Err((refusal, kid)) => Action::Answer(self.refuse(head, &refusal, Some(rule), kid.as_deref())),
+                Err((refusal, kid)) => {
+                    Action::Answer(self.refuse_or_sign_in(head, &refusal, rule, kid.as_deref()).await)
+                }
             },
         }
     }
 
-    /// Finds and verifies the token, checks it against the revocation list (when revocations are
-    /// checked), then applies the rule's `access` and the kind of caller it admits (`subject`). On
-    /// refusal, also gives the token's `kid` (for the log).
+    /// Finds and verifies the token (from `Authorization`, the token cookie, or the browser's
+    /// session), checks it against the revocation list (when revocations are checked), then
+    /// applies the rule's `access` and the kind of caller it admits (`subject`). On refusal, also
+    /// gives the token's `kid` (for the log).
     async fn authenticate(
         &self,
         head: &RequestHead<'_>,
         access: &Access,
         subject: Option<SubjectKind>,
         ctx: &Context,
-    ) -> Result<Identity, (Refusal, Option<String>)> {
-        let Some(token) = request::credential(head, self.config.token_cookie.as_deref()).token() else {
+    ) -> Result<Authenticated, (Refusal, Option<String>)> {
+        if let Some(token) = request::credential(head, self.config.token_cookie.as_deref()).token() {
+            let verified = self.verify(token, ctx).await?;
+            return self.authorize(token, access, subject, verified, ctx, None).await;
+        }
+        let Some(settings) = &self.config.session else {
             return Err((Refusal::NoToken, None));
         };
-        let kid = || UntrustedToken::parse(token).ok().and_then(|parsed| parsed.header().kid.clone());
+        let Some(mut cookie) = self.open_session(settings, head).await else {
+            return Err((Refusal::NoToken, None));
+        };
+        // The cookie's access token while it has more than a few seconds left; else the session's
+        // object gives the current one (refreshed once for everyone who asks at that moment).
+        let verified = self.verify(&cookie.access_token, ctx).await?;
+        let now = now_ms() / 1000;
+        if verified.as_ref().is_ok_and(|claims| claims.exp > now + session_object::REFRESH_MARGIN_SECS) {
+            let token = cookie.access_token;
+            return self.authorize(&token, access, subject, verified, ctx, None).await;
+        }
+        let set_cookie = self.refresh_session(settings, &mut cookie).await.map_err(|refusal| (refusal, None))?;
+        let token = cookie.access_token;
+        let verified = self.verify(&token, ctx).await?;
+        self.authorize(&token, access, subject, verified, ctx, set_cookie).await
+    }
+
+    /// Verifies `token` with the key set (refetched once for an unknown `kid`, within the
+    /// cooldown). `Err` only when no key set can be had.
+    async fn verify(
+        &self,
+        token: &str,
+        ctx: &Context,
+    ) -> Result<Result<Claims, VerifyError>, (Refusal, Option<String>)> {
         let Some(keys) = Rc::clone(&self.keys).for_request(ctx).await else {
-            return Err((Refusal::KeysUnavailable, kid()));
+            return Err((Refusal::KeysUnavailable, kid_of(token)));
         };
         let validator = &self.config.validator;
         let validate = |keys: Rc<jwks::KeySet>| async move {
@@ -228,23 +293,63 @@ impl Edge {
         {
             verified = validate(refetched).await;
         }
+        Ok(verified)
+    }
+
+    /// The revocation list, the rule's `access` and its `subject` applied to the outcome of
+    /// verifying `token`; `set_cookie` goes with a pass.
+    async fn authorize(
+        &self,
+        token: &str,
+        access: &Access,
+        subject: Option<SubjectKind>,
+        verified: Result<Claims, VerifyError>,
+        ctx: &Context,
+        set_cookie: Option<String>,
+    ) -> Result<Authenticated, (Refusal, Option<String>)> {
         let revocations = match &self.revocations {
             Some(store) if verified.is_ok() => match Rc::clone(store).for_request(ctx).await {
                 Some(list) => Some(list),
-                None => return Err((Refusal::RevocationsUnavailable, kid())),
+                None => return Err((Refusal::RevocationsUnavailable, kid_of(token))),
             },
             _ => None,
         };
-        decision::authorize(access, subject, verified, revocations.as_deref()).map_err(|refusal| (refusal, kid()))
+        let identity = decision::authorize(access, subject, verified, revocations.as_deref())
+            .map_err(|refusal| (refusal, kid_of(token)))?;
+        Ok(Authenticated { identity, token: token.to_owned(), set_cookie })
+    }
+
+    /// Logs a refusal and answers it; but a browser's navigation without a usable session, when
+    /// the edge runs sessions, goes to sign in instead. A session that has ended loses its cookie.
+    async fn refuse_or_sign_in(
+        &self,
+        head: &RequestHead<'_>,
+        refusal: &Refusal,
+        rule: &str,
+        kid: Option<&str>,
+    ) -> Reply {
+        let bearer =
+            matches!(request::credential(head, self.config.token_cookie.as_deref()), request::Credential::Bearer(_));
+        let mut reply = match &self.config.session {
+            Some(settings) if !bearer && refusal.needs_sign_in() && head.is_browser_navigation() => {
+                console_log!("{}", reply::refusal_log(head, refusal, Some(rule), kid));
+                self.counters.refused(refusal.code());
+                self.begin_sign_in(settings, head).await
+            }
+            _ => self.refuse(head, refusal, Some(rule), kid),
+        };
+        if *refusal == Refusal::SessionEnded {
+            reply.headers.push(("set-cookie", session::clear_cookie(session::SESSION_COOKIE)));
+        }
+        reply
     }
 
     /// The assertion for a request forwarded with `identity`: `None` without assertion keys; the
     /// one made for the same token while it has most of its life left; otherwise a new one,
     /// signed with WebCrypto. When it cannot be signed (the key does not import), an error answer:
     /// forwarding without it would only be refused by the origin.
-    async fn assertion(&self, head: &RequestHead<'_>, identity: &Identity) -> Result<Option<String>, Reply> {
+    async fn assertion(&self, token: &str, identity: &Identity) -> Result<Option<String>, Reply> {
         let Some(settings) = &self.config.assertion else { return Ok(None) };
-        let token = request::credential(head, self.config.token_cookie.as_deref()).token().unwrap_or_default();
         let now = now_ms() / 1000;
         if let Some(reused) = self.assertions.borrow_mut().get(token, now) {
             return Ok(Some(reused));
@@ -286,7 +391,10 @@ export function readHead(request, names) {
 export function withHeaders(response, plan) {
   const copy = new Response(response.body, response);
   const lines = plan.split("\n");
-  for (let i = 0; i + 1 < lines.length; i += 2) copy.headers.set(lines[i], lines[i + 1]);
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    if (lines[i] === "set-cookie") copy.headers.append(lines[i], lines[i + 1]);
+    else copy.headers.set(lines[i], lines[i + 1]);
+  }
   return copy;
 }
 export function headerNames(request) {
@@ -384,7 +492,12 @@ fn respond(reply: Reply) -> worker::Result<web_sys::Response> {
     headers.set("content-type", reply.content_type())?;
     headers.set("cache-control", "no-store")?;
     for (name, value) in &reply.headers {
-        headers.set(name, value)?;
+        // Several cookies may be set; every other header is one value (its own wins).
+        if *name == "set-cookie" {
+            headers.append(name, value)?;
+        } else {
+            headers.set(name, value)?;
+        }
     }
     let init = web_sys::ResponseInit::new();
     init.set_status(reply.status);

@@ -94,13 +94,5 @@ pub(super) async fn sign_es256(jwk: &SigningJwk, message: &[u8]) -> Option<[u8; 
 
 /// 128 random bits from `crypto.getRandomValues`, as 32 hex digits: an assertion's `jti`.
 pub(super) fn random_id() -> Option<String> {
-    let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok()?;
-    if !crypto.is_object() {
-        return None;
-    }
-    // workerd's global is not a `WorkerGlobalScope`: its `crypto` is not checked as web-sys' type.
-    let crypto: web_sys::Crypto = crypto.unchecked_into();
-    let mut bytes = [0_u8; 16];
-    crypto.get_random_values_with_u8_array(&mut bytes).ok()?;
-    Some(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+    Some(super::sealing::random_bytes::<16>()?.iter().map(|byte| format!("{byte:02x}")).collect())
 }
