@@ -45,6 +45,7 @@ use crate::document_cache::FetchedDocument as _;
 use crate::reply::Reply;
 use crate::request::{ParsedHead, RequestHead};
 use crate::revocations::RevocationList;
+use crate::session::{SESSION_COOKIE, SessionCookie};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use js_sys::futures::JsFuture;
@@ -143,6 +144,8 @@ extern "C" {
 }
 
 const ISSUER: &str = "https://issuer.bench.invalid";
+/// The bench's session cookie key (32 bytes, base64url).
+const BENCH_COOKIE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 /// How many revoked tokens the bench's revocation list holds.
 const REVOKED_ENTRIES: usize = 10_000;
 const URL: &str = "https://edge.bench.invalid/api/items?page=2";
@@ -227,6 +230,9 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
                 "POLICY" => Some(POLICY),
                 "TOKEN_CACHE_ENTRIES" => Some(token_cache_entries),
                 "ASSERTION_KEYS" => Some(assertion_keys.as_str()),
+                "SESSION_CLIENT_ID" => Some("bench-site"),
+                "SESSION_CLIENT_SECRET" => Some("bench-secret"),
+                "SESSION_COOKIE_KEYS" => Some(BENCH_COOKIE_KEY),
                 _ => None,
             }
             .map(str::to_owned)
@@ -264,10 +270,24 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let incoming = web_sys::Request::new_with_str_and_init(URL, &init).map_err(js_error)?;
     let verify_key = get("verify")?;
 
+    // The same request from a signed-in browser: the token in the sealed session cookie instead
+    // of Authorization (its access token fresh: the fast path, no session object asked).
+    let cookie_keys = edge.config.session.as_ref().ok_or("no session settings")?.cookie_keys.clone();
+    let session = SessionCookie { session_id: "s".repeat(43), csrf: "c".repeat(43), access_token: token.clone() };
+    let sealed = super::sealing::seal(&cookie_keys, SESSION_COOKIE, session.encode().as_bytes())
+        .await
+        .ok_or("the session cookie was not sealed")?;
+    let cookie_headers = web_sys::Headers::new_with_headers(&headers).map_err(js_error)?;
+    cookie_headers.delete("authorization").map_err(js_error)?;
+    cookie_headers.set("cookie", &format!("theme=dark; lang=en; {SESSION_COOKIE}={sealed}")).map_err(js_error)?;
+    let cookie_init = web_sys::RequestInit::new();
+    cookie_init.set_headers(&cookie_headers);
+    let cookie_incoming = web_sys::Request::new_with_str_and_init(URL, &cookie_init).map_err(js_error)?;
+
     // One verified request, as `Edge::handle` does it short of the subrequest; with `forward`
     // false, short of the assertion and building the origin's request too.
-    let incoming = &incoming;
-    let edge_once = async |edge: &Edge, forward: bool| {
+    let (incoming, cookie_incoming) = (&incoming, &cookie_incoming);
+    let edge_request = async |edge: &Edge, incoming: &web_sys::Request, forward: bool| {
         let block = read_head(incoming);
         let Some(parsed) = ParsedHead::parse(&block) else {
             return false;
@@ -284,16 +304,21 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         };
         forward::outbound_request(&edge.config, &head, Some(&identity), Some(&assertion), incoming, body).is_ok()
     };
-    if !edge_once(&edge, true).await || !edge_once(&cached_edge, true).await {
+    let edge_once = async |edge: &Edge, forward: bool| edge_request(edge, incoming, forward).await;
+    if !edge_once(&edge, true).await
+        || !edge_once(&cached_edge, true).await
+        || !edge_request(&cached_edge, cookie_incoming, true).await
+    {
         return Err("the edge path refused the benchmark token".to_owned());
     }
-    // Times `n` iterations of `edge_once(edge, forward)`, in microseconds per iteration.
-    let time_edge = async |edge: &Edge, forward: bool| {
+    // Times `n` iterations of `edge_request(edge, incoming, forward)`, in microseconds per
+    // iteration.
+    let time_request = async |edge: &Edge, incoming: &web_sys::Request, forward: bool| {
         wait(tick()).await?;
         let start = clock();
         let mut valid = 0;
         for _ in 0..n {
-            valid += u32::from(edge_once(edge, forward).await);
+            valid += u32::from(edge_request(edge, incoming, forward).await);
         }
         wait(tick()).await?;
         if valid != n {
@@ -301,6 +326,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         }
         Ok::<f64, String>((clock() - start) * 1000.0 / f64::from(n))
     };
+    let time_edge = async |edge: &Edge, forward: bool| time_request(edge, incoming, forward).await;
 
     // Where the difference goes: each part alone, same iterations.
     let signature64: [u8; 64] = signature.as_slice().try_into().map_err(|_| "the signature is not 64 bytes")?;
@@ -317,6 +343,8 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
     let mut edge_us = Vec::new();
     let mut verification_us = Vec::new();
     let mut cached_edge_us = Vec::new();
+    let mut cookie_edge_us = Vec::new();
+    let mut cached_cookie_edge_us = Vec::new();
     let mut cached_verification_us = Vec::new();
     let mut plain_js_edge_us = Vec::new();
     let mut plain_js_verification_us = Vec::new();
@@ -336,6 +364,8 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         let edge_round = time_edge(&edge, true).await?;
         let verification_round = time_edge(&edge, false).await?;
         let cached_edge_round = time_edge(&cached_edge, true).await?;
+        let cookie_edge_round = time_request(&edge, cookie_incoming, true).await?;
+        let cached_cookie_edge_round = time_request(&cached_edge, cookie_incoming, true).await?;
         let cached_verification_round = time_edge(&cached_edge, false).await?;
         let mut plain_js_rounds = [0.0; 2];
         for (forward, slot) in [(true, 0), (false, 1)] {
@@ -353,6 +383,8 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
             edge_us.push(edge_round);
             verification_us.push(verification_round);
             cached_edge_us.push(cached_edge_round);
+            cookie_edge_us.push(cookie_edge_round);
+            cached_cookie_edge_us.push(cached_cookie_edge_round);
             cached_verification_us.push(cached_verification_round);
             plain_js_edge_us.push(plain_js_rounds[0]);
             plain_js_verification_us.push(plain_js_rounds[1]);
@@ -381,7 +413,7 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         part!("token_validation_less_crypto", validator.validate(&token, &key_set, &Accept, now_ms() / 1000).is_ok());
         part!(
             "read_request",
-            ParsedHead::parse(&read_head(incoming)).is_some_and(|parsed| parsed.head().headers.len() == 4)
+            ParsedHead::parse(&read_head(incoming)).is_some_and(|parsed| parsed.head().headers.len() == 6)
         );
         part!("decide", matches!(edge.decide(&head, ctx).await, Action::Forward { identity: Some(_), .. }));
         // `edge` keeps no assertion (its caches are off): each is signed; `cached_edge` reuses one.
@@ -435,6 +467,10 @@ async fn measure(n: u32, ctx: &Context) -> Result<serde_json::Value, String> {
         "median_paired_ratio": paired(&edge_us),
         "median_paired_verification_ratio": paired(&verification_us),
         "cached_edge_us_per_request": cached_edge_us,
+        "median_cookie_edge_us": median(cookie_edge_us.clone()),
+        "median_cached_cookie_edge_us": median(cached_cookie_edge_us.clone()),
+        "median_paired_cookie_ratio": paired(&cookie_edge_us),
+        "median_paired_cached_cookie_ratio": paired(&cached_cookie_edge_us),
         "cached_verification_us_per_request": cached_verification_us,
         "median_cached_edge_us": median(cached_edge_us.clone()),
         "median_cached_verification_us": median(cached_verification_us.clone()),

@@ -83,6 +83,7 @@ impl Edge {
     ) -> Reply {
         let query = head.url_parts().query;
         if let Some(error) = session::form_value(query, "error") {
+            let error: String = error.chars().take(64).collect();
             return sign_in_failed(&format!("the issuer answered {error}"));
         }
         let (Some(state), Some(code)) = (session::form_value(query, "state"), session::form_value(query, "code"))

@@ -21,7 +21,7 @@ use crate::session::SessionTokens;
 use js_sys::Promise;
 use js_sys::futures::{JsFuture, future_to_promise};
 use serde_json::json;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -58,6 +58,11 @@ extern "C" {
 /// A promise of a boxed future: one copy of the conversion in the Worker for every future here.
 fn shared_promise(future: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>) -> Promise {
     future_to_promise(future)
+}
+
+thread_local! {
+    /// The session settings, read from the bindings once per isolate.
+    static SETTINGS: OnceCell<Option<SessionSettings>> = const { OnceCell::new() };
 }
 
 /// The Durable Object binding of the sessions.
@@ -116,9 +121,12 @@ fn answer(status: u16, body: &str) -> web_sys::Response {
 
 impl Object {
     async fn answer(&self, request: web_sys::Request) -> web_sys::Response {
-        let Some(settings) =
-            Config::from_lookup(|name| env_text(&self.env, name)).ok().and_then(|config| config.session)
-        else {
+        let Some(settings) = SETTINGS.with(|cell| {
+            cell.get_or_init(|| {
+                Config::from_lookup(|name| env_text(&self.env, name)).ok().and_then(|config| config.session)
+            })
+            .clone()
+        }) else {
             return answer(500, "sessions are not configured");
         };
         let path = url_path(&request.url());
