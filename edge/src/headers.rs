@@ -364,14 +364,13 @@ mod tests {
     #[test]
     fn the_edges_own_cookies_never_reach_the_origin() {
         let config = config(&[]);
-        let cookie =
-            "theme=dark; __Host-portcullis-session=sealed; __Host-portcullis-flow-abc=f; __Host-portcullis-csrf=c";
+        let cookie = "theme=dark; __Host-portcullis-edge-session=sealed; __Host-portcullis-edge-flow-abc=f; __Host-portcullis-edge-csrf=c";
         let headers = pairs(&[("cookie", cookie)]);
         let head = RequestHead { method: "GET", url: "https://edge.example/api", headers: &headers };
         let forwarded = forward_headers(&config, &head, None, false);
         // The CSRF cookie goes on: a page needs it for its logout form, and it is worth nothing alone.
         assert!(
-            forwarded.contains(&("cookie".to_owned(), "theme=dark; __Host-portcullis-csrf=c".to_owned())),
+            forwarded.contains(&("cookie".to_owned(), "theme=dark; __Host-portcullis-edge-csrf=c".to_owned())),
             "{forwarded:?}"
         );
     }

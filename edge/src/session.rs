@@ -14,14 +14,23 @@ pub const CALLBACK_PATH: &str = "/_portcullis/callback";
 pub const LOGOUT_PATH: &str = "/_portcullis/logout";
 
 /// The session cookie: sealed, HttpOnly, Secure, SameSite=Lax, the whole site.
-pub const SESSION_COOKIE: &str = "__Host-portcullis-session";
+pub const SESSION_COOKIE: &str = "__Host-portcullis-edge-session";
 
 /// The prefix of a sign-in flow's cookie; the rest of its name is the flow's `state`.
-pub const FLOW_COOKIE_PREFIX: &str = "__Host-portcullis-flow-";
+pub const FLOW_COOKIE_PREFIX: &str = "__Host-portcullis-edge-flow-";
 
 /// The cookie a page reads its logout form's CSRF token from (not HttpOnly: pages need it; it is
 /// worth nothing without the session cookie it is bound to).
-pub const CSRF_COOKIE: &str = "__Host-portcullis-csrf";
+pub const CSRF_COOKIE: &str = "__Host-portcullis-edge-csrf";
+
+/// The largest `name=value` of a cookie the edge sets: browsers refuse one over 4096 bytes (and
+/// then a sign-in would loop), so a token that would make it larger stays in the session's object.
+pub const MAX_COOKIE_BYTES: usize = 4000;
+
+/// True when the cookie `name` with `value` is small enough for every browser.
+pub fn fits_in_a_cookie(name: &str, value: &str) -> bool {
+    name.len() + 1 + value.len() <= MAX_COOKIE_BYTES
+}
 
 /// The most sign-in flows a browser keeps at once: a new one past that clears the others.
 pub const MAX_FLOWS: usize = 3;
@@ -83,7 +92,9 @@ impl Flow {
 }
 
 /// What the session cookie holds: the session object's name, the CSRF token of logout, and the
-/// current access token (so that a request with a good one needs nobody). Never the refresh token.
+/// current access token (so that a request with a good one needs nobody), unless that token is too
+/// large for a cookie (see [`fits_in_a_cookie`]): then it is empty, and every request asks the
+/// session's object. Never the refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionCookie {
     /// The session's id: the name of its session object (base64url).
@@ -104,7 +115,7 @@ impl SessionCookie {
     pub fn decode(text: &str) -> Option<Self> {
         let mut fields = text.splitn(3, '|');
         let (session_id, csrf, access_token) = (fields.next()?, fields.next()?, fields.next()?);
-        if [session_id, csrf, access_token].iter().any(|field| field.is_empty()) {
+        if session_id.is_empty() || csrf.is_empty() {
             return None;
         }
         Some(Self { session_id: session_id.to_owned(), csrf: csrf.to_owned(), access_token: access_token.to_owned() })
@@ -411,22 +422,22 @@ mod tests {
     fn cookies_are_host_only_secure_and_flows_cannot_pile_up() {
         assert_eq!(
             set_cookie(SESSION_COOKIE, "v", "Lax", 60, false),
-            "__Host-portcullis-session=v; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
+            "__Host-portcullis-edge-session=v; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
         );
         assert_eq!(
             set_cookie(CSRF_COOKIE, "c", "Strict", 60, true),
-            "__Host-portcullis-csrf=c; Path=/; Secure; SameSite=Strict; Max-Age=60"
+            "__Host-portcullis-edge-csrf=c; Path=/; Secure; SameSite=Strict; Max-Age=60"
         );
         assert_eq!(clear_cookie("__Host-x"), "__Host-x=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0");
 
-        let cookie = "theme=dark; __Host-portcullis-flow-a=1; __Host-portcullis-flow-b=2; __Host-portcullis-session=s";
+        let cookie = "theme=dark; __Host-portcullis-edge-flow-a=1; __Host-portcullis-edge-flow-b=2; __Host-portcullis-edge-session=s";
         let block = head_of("GET", "https://site.example/", &[("cookie", cookie)]);
         let parsed = ParsedHead::parse(&block).expect("a head");
         let existing = flow_cookie_names(&parsed.head());
-        assert_eq!(existing, ["__Host-portcullis-flow-a", "__Host-portcullis-flow-b"]);
+        assert_eq!(existing, ["__Host-portcullis-edge-flow-a", "__Host-portcullis-edge-flow-b"]);
         let set = flow_cookies(&existing, "c", "sealed");
-        assert_eq!(set, ["__Host-portcullis-flow-c=sealed; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"]);
-        let third = ["__Host-portcullis-flow-a", "__Host-portcullis-flow-b", "__Host-portcullis-flow-c"];
+        assert_eq!(set, ["__Host-portcullis-edge-flow-c=sealed; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"]);
+        let third = ["__Host-portcullis-edge-flow-a", "__Host-portcullis-edge-flow-b", "__Host-portcullis-edge-flow-c"];
         let set = flow_cookies(&third, "d", "sealed");
         assert_eq!(set.len(), 4, "the three cleared, the new one set: {set:?}");
         assert!(set[..3].iter().all(|cookie| cookie.ends_with("Max-Age=0")));
@@ -487,6 +498,11 @@ mod tests {
         for bad in ["", "a|b", "a||c", "|b|c"] {
             assert_eq!(SessionCookie::decode(bad), None, "{bad:?}");
         }
+        // Without its token (too large for a cookie): every request asks the session's object.
+        let tokenless = SessionCookie { session_id: "s".into(), csrf: "c".into(), access_token: String::new() };
+        assert_eq!(SessionCookie::decode(&tokenless.encode()), Some(tokenless));
+        assert!(fits_in_a_cookie(SESSION_COOKIE, &"v".repeat(MAX_COOKIE_BYTES - SESSION_COOKIE.len() - 1)));
+        assert!(!fits_in_a_cookie(SESSION_COOKIE, &"v".repeat(MAX_COOKIE_BYTES - SESSION_COOKIE.len())));
 
         let flow = Flow {
             verifier: "v".repeat(43),

@@ -18,9 +18,9 @@ use tests::signin::{HttpBrowser, Jar, add_user, described, login_page, set_cooki
 /// The issuer's access tokens live this long here: the edge refreshes them 10 s before.
 const ACCESS_TOKEN_SECONDS: u64 = 13;
 /// The edge's session cookie.
-const SESSION_COOKIE: &str = "__Host-portcullis-session";
+const SESSION_COOKIE: &str = "__Host-portcullis-edge-session";
 /// The edge's CSRF cookie for logout.
-const CSRF_COOKIE: &str = "__Host-portcullis-csrf";
+const CSRF_COOKIE: &str = "__Host-portcullis-edge-csrf";
 /// A navigation of a page, as a browser sends it.
 const NAVIGATE: [(&str, &str); 3] =
     [("accept", "text/html"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")];
@@ -71,6 +71,23 @@ impl EdgeBrowser<'_> {
     }
 }
 
+/// Signs a new browser in at the edge as `email`: the page's navigation, the issuer's login page,
+/// the callback. The browser's cookies at the edge.
+async fn sign_in_at_edge(client: &Client, issuer: &Issuer, email: &str, password: &str) -> Jar {
+    let mut browser = EdgeBrowser { client, jar: Jar::default() };
+    let started = browser.get("/api/items", &NAVIGATE).await;
+    assert_eq!(started.status, 302, "{}", described(&started));
+    let authorize = url::Url::parse(started.header("location").expect("a location")).expect("a URL");
+    let mut at_issuer = HttpBrowser::new(&issuer.client);
+    let (csrf, request) = login_page(&at_issuer.get(&authorize).await, "the login page");
+    let fields = [("csrf", csrf.as_str()), ("request", &request), ("email", email), ("password", password)];
+    let signed_in = at_issuer.submit("/login", &fields).await;
+    assert_eq!(signed_in.status, 303, "{}", described(&signed_in));
+    let landed = browser.get(signed_in.header("location").expect("back to the edge"), &[]).await;
+    assert_eq!(landed.status, 302, "{}", described(&landed));
+    browser.jar
+}
+
 /// The `portcullis_oauth_grants_total` of refresh-token grants the issuer has answered with tokens.
 async fn refreshes(issuer: &Issuer) -> u64 {
     let metrics = issuer.client.get("/metrics", &[]).await.text();
@@ -98,6 +115,9 @@ async fn browser_sessions_under_wrangler_dev() {
     let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret: {added}")).to_owned();
     let (email, password) = ("alice@example.com", "correct horse battery staple");
     add_user(&issuer, email, password, "reader");
+    // A user whose access token is too large for a cookie: 64 roles of 60 characters.
+    let roles: Vec<String> = (0..64).map(|i| format!("role-{i:02}-{}", "r".repeat(52))).collect();
+    add_user(&issuer, "many@example.com", password, &roles.join(","));
     issuer.serve().await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -134,7 +154,7 @@ async fn browser_sessions_under_wrangler_dev() {
     assert_eq!(params["code_challenge_method"], "S256");
     assert!(params["state"].len() == 43 && params["nonce"].len() == 43, "{params:?}");
     let flow_cookie =
-        set_cookie(&started, &format!("__Host-portcullis-flow-{}", params["state"])).expect("a flow cookie");
+        set_cookie(&started, &format!("__Host-portcullis-edge-flow-{}", params["state"])).expect("a flow cookie");
     assert!(flow_cookie.contains(&"httponly".to_owned()) && flow_cookie.contains(&"secure".to_owned()));
 
     // 2. The user signs in at the issuer, which sends the browser back to the callback.
@@ -239,7 +259,19 @@ async fn browser_sessions_under_wrangler_dev() {
     .await;
     eprintln!("logout -> a stolen copy of the cookie refused after {:.2} s", took.as_secs_f64());
 
-    // 6. The code is spent: the same callback again, flow cookie and all, signs nobody in (and the
+    // 6. A token too large for a cookie stays in the session's object: the cookie holds the
+    // session's id and CSRF token only (browsers refuse cookies over 4 KB, and a sign-in would
+    // loop), and every request gets the token from the object.
+    let jar = sign_in_at_edge(&client, &issuer, "many@example.com", password).await;
+    let value = jar.get(SESSION_COOKIE).expect("a session cookie");
+    assert!(SESSION_COOKIE.len() + 1 + value.len() <= 4000, "{} bytes", value.len());
+    for _ in 0..2 {
+        let page = client.get("/api/items", &[("cookie", &jar.header())]).await;
+        assert_eq!(page.status, 200, "{}", described(&page));
+    }
+    eprintln!("a user with 64 roles: session cookie {} bytes, the token kept in the session's object", value.len());
+
+    // 7. The code is spent: the same callback again, flow cookie and all, signs nobody in (and the
     // issuer revokes what the code gave, as it does for any code used twice).
     let mut replay = EdgeBrowser { client: &client, jar: Jar::default() };
     replay.jar.store(&started);

@@ -174,8 +174,14 @@ impl Edge {
     }
 
     /// The sealed session cookie's `Set-Cookie`.
+    /// The sealed session cookie's `Set-Cookie`: without the access token when the token is too
+    /// large for a cookie (a user with very many roles), which browsers would refuse.
     async fn session_cookie(&self, settings: &SessionSettings, cookie: &SessionCookie) -> Option<String> {
-        let sealed = sealing::seal(&settings.cookie_keys, SESSION_COOKIE, cookie.encode().as_bytes()).await?;
+        let mut sealed = sealing::seal(&settings.cookie_keys, SESSION_COOKIE, cookie.encode().as_bytes()).await?;
+        if !session::fits_in_a_cookie(SESSION_COOKIE, &sealed) {
+            let tokenless = SessionCookie { access_token: String::new(), ..cookie.clone() };
+            sealed = sealing::seal(&settings.cookie_keys, SESSION_COOKIE, tokenless.encode().as_bytes()).await?;
+        }
         Some(set_cookie(SESSION_COOKIE, &sealed, "Lax", SESSION_COOKIE_SECS, false))
     }
 
@@ -200,11 +206,16 @@ impl Edge {
         cookie: &mut SessionCookie,
     ) -> Result<Option<String>, Refusal> {
         let env = self.env.as_ref().ok_or(Refusal::SessionUnavailable)?;
+        let tokenless = cookie.access_token.is_empty();
         cookie.access_token = match session_call(env, &cookie.session_id, "/access", &cookie.access_token).await {
             Some((200, token)) => token,
             Some((401, _)) => return Err(Refusal::SessionEnded),
             Some(_) | None => return Err(Refusal::SessionUnavailable),
         };
+        // A cookie without its token stays as it is (the token still would not fit).
+        if tokenless {
+            return Ok(None);
+        }
         Ok(self.session_cookie(settings, cookie).await)
     }
 

@@ -259,13 +259,16 @@ impl Edge {
         let Some(mut cookie) = self.open_session(settings, head).await else {
             return Err((Refusal::NoToken, None));
         };
-        // The cookie's access token while it has more than a few seconds left; else the session's
-        // object gives the current one (refreshed once for everyone who asks at that moment).
-        let verified = self.verify(&cookie.access_token, ctx).await?;
-        let now = now_ms() / 1000;
-        if verified.as_ref().is_ok_and(|claims| claims.exp > now + session_object::REFRESH_MARGIN_SECS) {
-            let token = cookie.access_token;
-            return self.authorize(&token, access, subject, verified, ctx, None).await;
+        // The cookie's access token while it has more than a few seconds left; else (or when the
+        // token was too large for the cookie) the session's object gives the current one,
+        // refreshed once for everyone who asks at that moment.
+        if !cookie.access_token.is_empty() {
+            let verified = self.verify(&cookie.access_token, ctx).await?;
+            let now = now_ms() / 1000;
+            if verified.as_ref().is_ok_and(|claims| claims.exp > now + session_object::REFRESH_MARGIN_SECS) {
+                let token = cookie.access_token;
+                return self.authorize(&token, access, subject, verified, ctx, None).await;
+            }
         }
         let set_cookie = self.refresh_session(settings, &mut cookie).await.map_err(|refusal| (refusal, None))?;
         let token = cookie.access_token;
