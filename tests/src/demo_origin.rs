@@ -25,6 +25,14 @@
 //! | `GET /api/messages` | authenticated | the caller's messages |
 //! | `POST /api/messages` | authenticated | adds a message (text body, at most 1 KiB) |
 //! | `GET /api/admin/messages` | role `admin` | how many messages each user has |
+//! | `GET /api/page` | authenticated | an HTML page: who is signed in, their messages, a logout button |
+//! | `GET /public/signed-out` | public | an HTML page to land on after a logout |
+//!
+//! `/api/page` is for a browser the edge has signed in (README.md, "Browser sessions"): its logout
+//! button is a form that POSTs to the edge's `/_portcullis/logout` with the field `csrf`, the value
+//! of the edge's `__Host-portcullis-edge-csrf` cookie, which the edge forwards to the origin (its session
+//! cookie it keeps). Without that cookie (a bearer token) the page has no logout button. Every
+//! value on the page is HTML-escaped.
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, Request, State};
@@ -44,6 +52,12 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The edge's cookie with a browser session's CSRF token, for the logout form of the site's pages.
+pub const EDGE_CSRF_COOKIE: &str = "__Host-portcullis-edge-csrf";
+
+/// Where the edge ends a browser session: a same-origin form POST with the field `csrf`.
+pub const EDGE_LOGOUT_PATH: &str = "/_portcullis/logout";
 
 /// The most bytes one message may have.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
@@ -332,6 +346,139 @@ async fn me(Extension(identity): Extension<Identity>) -> Json<Value> {
     }))
 }
 
+/// `GET /api/page`: who is signed in, as HTML, with a logout button when the browser has a session
+/// at the edge.
+async fn page(
+    State(messages): State<Messages>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
+) -> Response {
+    let csrf = request_cookie(&headers, EDGE_CSRF_COOKIE);
+    // Without the cookie in the request, a script looks for it in `document.cookie`.
+    let nonce = if csrf.is_none() { script_nonce() } else { None };
+    let html = signed_in_html(&identity, &messages.of(&identity.subject), csrf, nonce.as_deref());
+    html_page(&html, nonce.as_deref())
+}
+
+/// `GET /public/signed-out`: where a logout ends.
+async fn signed_out() -> Response {
+    html_page(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed out</title></head>\n\
+         <body><h1>Signed out</h1><p>You are signed out of this site and of the issuer. \
+         <a href=\"/api/page\">Sign in again</a></p></body></html>\n",
+        None,
+    )
+}
+
+/// An HTML answer: not cached, no styles or frames, and no scripts but the one with `nonce`.
+fn html_page(html: &str, nonce: Option<&str>) -> Response {
+    // No `form-action`: the logout form's answer redirects on to the issuer.
+    let mut policy = "default-src 'none'; frame-ancestors 'none'".to_owned();
+    if let Some(nonce) = nonce {
+        policy.push_str(&format!("; script-src 'nonce-{nonce}'"));
+    }
+    let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"));
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::CONTENT_SECURITY_POLICY, policy),
+        ],
+        html.to_owned(),
+    )
+        .into_response()
+}
+
+/// A new nonce for a page's script (16 random bytes, base64url); `None` if there is no randomness.
+fn script_nonce() -> Option<String> {
+    use std::io::Read as _;
+    let mut bytes = [0_u8; 16];
+    std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes)).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The page of a signed-in caller. Its logout button posts the edge's CSRF token: from the
+/// request's cookie, or else (the cookie is `SameSite=Strict`: a navigation from another site, such
+/// as the issuer's redirect after a sign-in, comes without it) from `document.cookie` by the script
+/// of `nonce`, which shows the button only if it finds the cookie (a bearer token has none).
+fn signed_in_html(identity: &Identity, messages: &[String], csrf: Option<&str>, nonce: Option<&str>) -> String {
+    let subject = escape_html(&identity.subject);
+    let roles = if identity.roles.is_empty() {
+        "none".to_owned()
+    } else {
+        identity.roles.iter().map(|role| escape_html(role)).collect::<Vec<_>>().join(", ")
+    };
+    let messages = if messages.is_empty() {
+        "<p>No messages.</p>".to_owned()
+    } else {
+        let items: String = messages.iter().map(|message| format!("<li>{}</li>", escape_html(message))).collect();
+        format!("<ul>{items}</ul>")
+    };
+    let form = |hidden: &str, csrf: &str| {
+        format!(
+            "<form id=\"logout\" method=\"post\" action=\"{EDGE_LOGOUT_PATH}\"{hidden}>\
+             <input type=\"hidden\" id=\"csrf\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Log out</button></form>",
+            escape_html(csrf)
+        )
+    };
+    let logout = match (csrf, nonce) {
+        (Some(csrf), _) => form("", csrf),
+        (None, nonce) => {
+            let script = nonce.map_or_else(String::new, |nonce| {
+                format!(
+                    "\n<script nonce=\"{}\">\
+                     const name = \"{EDGE_CSRF_COOKIE}=\";\
+                     const pair = document.cookie.split(\"; \").find((pair) => pair.startsWith(name));\
+                     if (pair) {{ document.getElementById(\"csrf\").value = pair.slice(name.length);\
+                     document.getElementById(\"logout\").hidden = false;\
+                     document.getElementById(\"no-session\").hidden = true; }}</script>",
+                    escape_html(nonce)
+                )
+            });
+            format!(
+                "<p id=\"no-session\">No browser session at the edge (a bearer token?): nothing to log out of here.</p>\n{}{script}",
+                form(" hidden", "")
+            )
+        }
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed in as {subject}</title></head>\n\
+         <body><h1>Signed in as <span id=\"subject\">{subject}</span></h1>\n\
+         <p>Roles: <span id=\"roles\">{roles}</span>; a {kind}, vouched for by the edge {edge} \
+         (its signed assertion, checked by this origin).</p>\n<h2>Messages</h2>\n{messages}\n{logout}\n</body></html>\n",
+        kind = escape_html(identity.kind.as_str()),
+        edge = escape_html(&identity.edge),
+    )
+}
+
+/// `text` safe in HTML text and in a quoted attribute.
+fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// The value of the first cookie `name` of the request's `Cookie` headers.
+fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(key, value)| (key.trim() == name).then(|| value.trim()))
+        .filter(|value| !value.is_empty())
+}
+
 async fn list_messages(State(messages): State<Messages>, Extension(identity): Extension<Identity>) -> Json<Value> {
     Json(json!({"subject": identity.subject, "messages": messages.of(&identity.subject)}))
 }
@@ -389,9 +536,11 @@ pub fn app(messages: Messages, edge: Arc<EdgeKeys>) -> Router {
         .route("/api/me", get(me))
         .route("/api/messages", get(list_messages).post(add_message))
         .route("/api/admin/messages", get(message_counts))
+        .route("/api/page", get(page))
         .route_layer(middleware::from_fn_with_state(edge, require_assertion));
     Router::new()
         .route("/public/hello", get(hello))
+        .route("/public/signed-out", get(signed_out))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn(preflight))
@@ -529,6 +678,112 @@ mod tests {
         let status = response.status().as_u16();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// `GET path` with `headers`: the status, the headers and the body as text.
+    async fn get_text(app: &Router, path: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, String) {
+        let request =
+            headers.iter().fold(Request::builder().uri(path), |request, (name, value)| request.header(*name, *value));
+        let response = app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("an answer");
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, headers, String::from_utf8(bytes.to_vec()).expect("UTF-8"))
+    }
+
+    #[tokio::test]
+    async fn the_page_shows_who_is_signed_in_with_a_logout_button() {
+        let (edge, url) = Edge::start().await;
+        let key = edge_key(1);
+        edge.publish(&[&key]);
+        let (app, _) = origin(&url, DEFAULT_REFETCH_COOLDOWN);
+        let roles = ["reader".to_owned(), "writer".to_owned()];
+        let alice = assert_as(&key, &claims(&roles));
+        let csrf = "c2VjcmV0LWNzcmYtdG9rZW4tb2YtdGhlLXNlc3Npb24";
+        // The edge forwards its CSRF cookie among the site's own (its session cookie it keeps).
+        let cookie = format!("theme=dark; {EDGE_CSRF_COOKIE}={csrf}; lang=en");
+        let (status, headers, html) =
+            get_text(&app, "/api/page", &[(ASSERTION_HEADER, &alice), ("cookie", &cookie)]).await;
+        assert_eq!(
+            (status, headers[header::CONTENT_TYPE].to_str().ok()),
+            (200, Some("text/html; charset=utf-8")),
+            "{html}"
+        );
+        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], "default-src 'none'; frame-ancestors 'none'");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert!(html.contains(r#"Signed in as <span id="subject">alice</span>"#), "{html}");
+        assert!(html.contains(r#"<span id="roles">reader, writer</span>"#), "{html}");
+        assert!(html.contains("<li>the coffee machine on floor 3 works again</li>"), "her messages: {html}");
+        let form = format!(
+            r#"<form id="logout" method="post" action="/_portcullis/logout"><input type="hidden" id="csrf" name="csrf" value="{csrf}">"#
+        );
+        assert!(html.contains(&form) && !html.contains("<script"), "{html}");
+
+        // Without the edge's CSRF cookie in the request (a bearer token, or a navigation from
+        // another site, without the SameSite=Strict cookie): the button hidden, and a script that
+        // shows it with the cookie's value if `document.cookie` has one; the only script allowed.
+        let others = [
+            "theme=dark".to_owned(),
+            format!("{EDGE_CSRF_COOKIE}="),
+            format!("x{EDGE_CSRF_COOKIE}=abc"),
+            // The issuer's own CSRF cookie, should it share the host: not the edge's.
+            "__Host-portcullis-csrf=abc".to_owned(),
+        ];
+        let mut nonces = Vec::new();
+        for cookie in &others {
+            let (status, headers, html) =
+                get_text(&app, "/api/page", &[(ASSERTION_HEADER, &alice), ("cookie", cookie)]).await;
+            assert_eq!(status, 200);
+            let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().expect("text");
+            let nonce = policy.split("'nonce-").nth(1).and_then(|rest| rest.split('\'').next()).expect("a nonce");
+            assert_eq!(nonce.len(), 22, "{policy}");
+            assert!(
+                html.contains(&format!("<script nonce=\"{nonce}\">const name = \"{EDGE_CSRF_COOKIE}=\";")),
+                "{html}"
+            );
+            assert!(html.contains(r#"<form id="logout" method="post" action="/_portcullis/logout" hidden>"#), "{html}");
+            assert!(html.contains(r#"name="csrf" value="">"#) && html.contains("nothing to log out of"), "{html}");
+            nonces.push(nonce.to_owned());
+        }
+        nonces.dedup();
+        assert_eq!(nonces.len(), others.len(), "a new nonce each time");
+        let (status, _, html) = get_text(&app, "/api/page", &[(ASSERTION_HEADER, &alice)]).await;
+        assert!(
+            status == 200
+                && html.contains("<form id=\"logout\" method=\"post\" action=\"/_portcullis/logout\" hidden>")
+        );
+        // Only with the edge's assertion, like every /api/* route.
+        let (status, _, _) = get_text(&app, "/api/page", &[("cookie", &cookie), ("x-auth-subject", "alice")]).await;
+        assert_eq!(status, 401);
+        // And the page to land on after a logout is public.
+        let (status, headers, html) = get_text(&app, "/public/signed-out", &[]).await;
+        assert_eq!((status, headers[header::CONTENT_TYPE].to_str().ok()), (200, Some("text/html; charset=utf-8")));
+        assert!(html.contains("Signed out") && html.contains(r#"href="/api/page""#), "{html}");
+    }
+
+    #[tokio::test]
+    async fn the_page_escapes_every_value() {
+        let (edge, url) = Edge::start().await;
+        let key = edge_key(1);
+        edge.publish(&[&key]);
+        let (app, _) = origin(&url, DEFAULT_REFETCH_COOLDOWN);
+        let roles = ["<b>admin</b>".to_owned(), "a&b".to_owned()];
+        let subject = r#"<script>alert("x")</script>"#;
+        let assertion = assert_as(&key, &AssertionClaims { sub: Some(subject), ..claims(&roles) });
+        let (status, _) =
+            call(&app, "POST", "/api/messages", &[(ASSERTION_HEADER, &assertion)], "<img src=x onerror='y'>").await;
+        assert_eq!(status, 201);
+        let cookie = format!(r#"{EDGE_CSRF_COOKIE}="><script>z</script>"#);
+        let (status, _, html) =
+            get_text(&app, "/api/page", &[(ASSERTION_HEADER, &assertion), ("cookie", &cookie)]).await;
+        assert_eq!(status, 200, "{html}");
+        for raw in ["<script", "<b>", "<img", "a&b", "onerror='"] {
+            assert!(!html.contains(raw), "{raw} unescaped: {html}");
+        }
+        assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"), "{html}");
+        assert!(html.contains("&lt;b&gt;admin&lt;/b&gt;, a&amp;b"), "{html}");
+        assert!(html.contains("<li>&lt;img src=x onerror=&#39;y&#39;&gt;</li>"), "{html}");
+        assert!(html.contains(r#"name="csrf" value="&quot;&gt;&lt;script&gt;z&lt;/script&gt;">"#), "{html}");
+        assert_eq!(escape_html(r#"&<>"'é"#), "&amp;&lt;&gt;&quot;&#39;é");
     }
 
     #[tokio::test]
