@@ -398,8 +398,7 @@ fn script_nonce() -> Option<String> {
 }
 
 /// The page of a signed-in caller. Its logout button posts the edge's CSRF token: from the
-/// request's cookie, or else (the cookie is `SameSite=Strict`: a navigation from another site, such
-/// as the issuer's redirect after a sign-in, comes without it) from `document.cookie` by the script
+/// request's cookie, or else (a request that came without it) from `document.cookie` by the script
 /// of `nonce`, which shows the button only if it finds the cookie (a bearer token has none).
 fn signed_in_html(identity: &Identity, messages: &[String], csrf: Option<&str>, nonce: Option<&str>) -> String {
     let subject = escape_html(&identity.subject);
@@ -718,8 +717,8 @@ mod tests {
         );
         assert!(html.contains(&form) && !html.contains("<script"), "{html}");
 
-        // Without the edge's CSRF cookie in the request (a bearer token, or a navigation from
-        // another site, without the SameSite=Strict cookie): the button hidden, and a script that
+        // Without the edge's CSRF cookie in the request (a bearer token's, say): the button
+        // hidden, and a script that
         // shows it with the cookie's value if `document.cookie` has one; the only script allowed.
         let others = [
             "theme=dark".to_owned(),

@@ -577,7 +577,7 @@ In a browser: one sign-in for both sites (each edge signs browsers in: README.md
   2. then open {blog_browser}{PAGE}: signed in without a password (the issuer remembers the browser)
        a first visit: {blog_sign_in}
   3. each page shows who is signed in (the origin reads it from the edge's signed assertion); its
-     logout button ends that site's session and the issuer's (not the other site's), and lands on
+     logout button ends that site's session and the issuer's (the other site's too), and lands on
      {AFTER_LOGOUT}
   The blog is at localhost, not 127.0.0.1: cookies ignore the port, and two edges on one host
   would overwrite each other's session cookie.

@@ -137,7 +137,7 @@ impl Edge {
         let mut reply = Reply::text(302, "signed in");
         reply.headers.push(("location", flow.return_to));
         reply.headers.push(("set-cookie", session_cookie));
-        reply.headers.push(("set-cookie", set_cookie(CSRF_COOKIE, &csrf, "Strict", SESSION_COOKIE_SECS, true)));
+        reply.headers.push(("set-cookie", set_cookie(CSRF_COOKIE, &csrf, "Lax", SESSION_COOKIE_SECS, true)));
         reply.headers.push(("set-cookie", clear_cookie(&name)));
         reply
     }

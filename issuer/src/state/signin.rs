@@ -65,10 +65,14 @@ impl AppState {
         Ok(started)
     }
 
-    /// Ends a browser session.
+    /// Ends a browser session, and with it every client's session it started (single logout:
+    /// their refresh tokens stop working and their access tokens are listed at `/revoked`).
     pub async fn end_browser_session(&self, session: &BrowserSession) -> Result<(), SignInError> {
-        self.inner.signin.end_session(&session.id, self.now()).await?;
-        tracing::info!(user = %session.user_id, session = %session.id, "browser session ended");
+        let now = self.now();
+        self.inner.signin.end_session(&session.id, now).await?;
+        // Single logout: every client's session that this sign-in started ends with it.
+        let ended = self.inner.sessions.revoke_browser_session(&session.id, now).await?;
+        tracing::info!(user = %session.user_id, session = %session.id, ended, "browser session ended");
         Ok(())
     }
 

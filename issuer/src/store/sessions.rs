@@ -108,6 +108,8 @@ pub(crate) struct NewFamily<'a> {
     pub(crate) scope: Option<&'a str>,
     /// The audiences a password login asked for (a JSON list); `None`: the configured ones.
     pub(crate) audiences: Option<&'a str>,
+    /// The issuer's browser session a browser sign-in came from; `None` for the password grant.
+    pub(crate) browser_session_id: Option<&'a str>,
 }
 
 /// A new refresh token.
@@ -134,8 +136,8 @@ pub(crate) struct RevokedRow {
 /// Inserts a family.
 pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFamily<'_>) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO refresh_families (id, user_id, client_id, created_at, expires_at, scope, audiences) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO refresh_families (id, user_id, client_id, created_at, expires_at, scope, audiences, \
+         browser_session_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(family.id)
     .bind(family.user_id)
@@ -144,6 +146,7 @@ pub(crate) async fn insert_family(connection: &mut AnyConnection, family: &NewFa
     .bind(to_db_time(family.expires_at))
     .bind(family.scope)
     .bind(family.audiences)
+    .bind(family.browser_session_id)
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -197,6 +200,8 @@ pub(crate) enum Families<'a> {
     OfUser(&'a str),
     /// Every family issued to a client.
     OfClient(&'a str),
+    /// Every family started by one of the issuer's browser sessions (its single sign-on).
+    OfBrowserSession(&'a str),
 }
 
 /// Revokes `families` (idempotent) and lists as revoked, until they expire, the access tokens
@@ -216,6 +221,7 @@ pub(crate) async fn revoke_families(
         Families::One(id) => ("id", id),
         Families::OfUser(user_id) => ("user_id", user_id),
         Families::OfClient(client_id) => ("client_id", client_id),
+        Families::OfBrowserSession(session_id) => ("browser_session_id", session_id),
     };
     let done =
         sqlx::query(&format!("UPDATE refresh_families SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL"))

@@ -593,6 +593,50 @@ async fn an_id_token_hint_signs_out_at_once() {
     assert_eq!(params(&location(&headers))["error"], "login_required", "the session ended");
 }
 
+#[tokio::test]
+async fn logout_at_the_issuer_ends_every_client_session_the_sign_in_started() {
+    let (issuer, secret) = issuer().await;
+    let blog_secret = issuer.browser_client("blog", false).await.expect("a secret");
+    let mut browser = Browser::new(issuer.app());
+    // The site signs the user in; the blog gets its code by single sign-on, without a password.
+    let site_code = params(&browser.sign_in(&query("site", "")).await)["code"].clone();
+    let (_, site) = exchange(&issuer.app(), &secret, &site_code, VERIFIER).await;
+    let (_, headers, _) = browser.get(&format!("/authorize?{}", query("blog", "&prompt=none"))).await;
+    let blog_code = params(&location(&headers))["code"].clone();
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &blog_code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ]);
+    let (status, _, blog) = post_form(&issuer.app(), "/oauth/token", &body, Some(("blog", &blog_secret)), None).await;
+    assert_eq!(status, StatusCode::OK, "{blog}");
+    // A password login of the same user is another session: it survives.
+    let (status, _, other) = crate::oauth::password_grant(&issuer.app(), EMAIL, crate::oauth::PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    let other = text(&other, "access_token");
+
+    // Logout at the site (RP-initiated, with its ID token): both clients' sessions end.
+    let hint = text(&site, "id_token");
+    let end = format!(
+        "/session/end?id_token_hint={hint}&client_id=site&post_logout_redirect_uri=https%3A%2F%2Fsite.example%2Fbye"
+    );
+    let (status, _, _) = browser.get(&end).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    for (client, client_secret, tokens) in [("site", &secret, &site), ("blog", &blog_secret, &blog)] {
+        let refresh = form(&[("grant_type", "refresh_token"), ("refresh_token", &text(tokens, "refresh_token"))]);
+        let (status, _, body) =
+            post_form(&issuer.app(), "/oauth/token", &refresh, Some((client, client_secret)), None).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{client}");
+        let (status, _, _) = get(&issuer.app(), "/userinfo", Some(&text(tokens, "access_token"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{client}'s access token listed as revoked");
+    }
+    let (status, _, listed) = get(&issuer.app(), "/revoked", None).await;
+    assert_eq!((status, json(&listed)["revoked"].as_array().map(Vec::len)), (StatusCode::OK, Some(2)));
+    let (status, _, _) = get(&issuer.app(), "/userinfo", Some(&other)).await;
+    assert_eq!(status, StatusCode::OK, "a session of another sign-in is not ended");
+}
+
 /// The newest sign-in link in the outbox of `issuer`, waiting for the background send.
 async fn newest_link(issuer: &TestIssuer, count: usize) -> String {
     let outbox = issuer.state.config().outbox();

@@ -187,6 +187,7 @@ impl Sessions {
             expires_at: 0,
             scope: None,
             audiences: audiences.as_deref(),
+            browser_session_id: None,
         };
         let issued = IssuedAccess { jti: &access.jti, expires_at: access.expires_at };
         let refresh = self.start_in(&mut tx, family, issued).await?;
@@ -304,6 +305,16 @@ impl Sessions {
         self.end_families(&mut tx, Families::One(family_id), now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Ends every session started from the issuer's browser session `browser_session_id` (its
+    /// single sign-on, whichever clients hold them): their families are revoked and their
+    /// unexpired access tokens listed, in one transaction. Returns the families revoked.
+    pub async fn revoke_browser_session(&self, browser_session_id: &str, now: u64) -> Result<u64, SessionError> {
+        let mut tx = self.db.begin().await?;
+        let ended = self.end_families(&mut tx, Families::OfBrowserSession(browser_session_id), now).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Revokes `families` and lists their unexpired access tokens, in the transaction of

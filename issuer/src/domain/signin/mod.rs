@@ -337,6 +337,7 @@ impl SignIn {
             expires_at: 0,
             scope: Some(&row.scope),
             audiences: None,
+            browser_session_id: Some(&row.session_id),
         };
         let access = IssuedAccess { jti: exchange.access_jti, expires_at: exchange.access_expires_at };
         let refresh = sessions.start_in(&mut tx, family, access).await?;
