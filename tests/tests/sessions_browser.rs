@@ -13,8 +13,16 @@
 //! for a sign-in again. Each page is described (title, heading, text) and photographed (PNG, in
 //! the test's temporary folder).
 //!
-//! The edge runs on `http://localhost:<port>`, the issuer on `http://127.0.0.1:<port>`, two hosts
-//! as in production (their cookies have names of their own, so one host would do too).
+//! A second site, the blog, has an edge of its own (its own `wrangler dev`, client `blog`, secrets,
+//! cookie key and state) in front of an origin of its own: once signed in at the site, the blog's
+//! protected page signs in without a password (the issuer's single sign-on), with the same subject
+//! and a session cookie of the blog's own; the site's logout ends the blog's session too (single
+//! logout: the blog's access token is listed at the issuer's `/revoked`), and within the blog
+//! edge's revocation bound its protected page asks for a sign-in again.
+//!
+//! The edge runs on `http://localhost:<port>`, the blog's on `http://127.0.0.1:<port>` and the
+//! issuer on `http://127.0.0.1:<port>`: the site apart from the others, as in production; the blog
+//! shares its host (cookies ignore the port) with the issuer, whose cookies have names of their own.
 //!
 //! Needs the Worker (`cargo xtask build-worker`), the issuer binary, and Debian's chromium and
 //! chromium-driver (`cargo xtask test` provides all three).
@@ -39,6 +47,8 @@ const ACCESS_TOKEN_SECONDS: u64 = 13;
 const SESSION_COOKIE: &str = "__Host-portcullis-edge-session";
 /// The edge's CSRF cookie for logout.
 const CSRF_COOKIE: &str = "__Host-portcullis-edge-csrf";
+/// How long a revoked access token may still pass at an edge (`REVOCATION_MAX_AGE_SECONDS`).
+const REVOCATION_MAX_AGE: Duration = Duration::from_secs(2);
 /// The user who signs in.
 const EMAIL: &str = "alice@example.com";
 /// Her password.
@@ -213,11 +223,30 @@ async fn browser_sessions_in_chromium() {
         .cli_json(&["clients", "add", "edge", "--redirect-uri", &callback, "--post-logout-redirect-uri", &home])
         .await;
     let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret: {added}")).to_owned();
+    // The blog, another site with an edge of its own, registered as a client of its own.
+    let blog_port = free_port();
+    assert_ne!(blog_port, edge_port, "two edges, two ports");
+    let blog = format!("http://127.0.0.1:{blog_port}");
+    let blog_callback = format!("{blog}/_portcullis/callback");
+    let blog_home = format!("{blog}/");
+    let added = issuer
+        .cli_json(&[
+            "clients",
+            "add",
+            "blog",
+            "--redirect-uri",
+            &blog_callback,
+            "--post-logout-redirect-uri",
+            &blog_home,
+        ])
+        .await;
+    let blog_secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret: {added}")).to_owned();
     add_user(&issuer, EMAIL, PASSWORD, "reader");
     issuer.serve().await;
     let iss = issuer.url().to_owned();
 
     let origin_port = serve(origin()).await;
+    let blog_origin_port = serve(origin()).await;
     let attacker_port = serve(attacker()).await;
     let vars = vec![
         ("ISSUER", iss.clone()),
@@ -225,20 +254,40 @@ async fn browser_sessions_in_chromium() {
         ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
         ("LEEWAY_SECONDS", "1".to_owned()),
         ("JWKS_MIN_TTL_SECONDS", "1".to_owned()),
-        ("REVOCATION_MAX_AGE_SECONDS", "2".to_owned()),
+        ("REVOCATION_MAX_AGE_SECONDS", REVOCATION_MAX_AGE.as_secs().to_string()),
         ("STATUS_SECRET", STATUS_SECRET.to_owned()),
         ("SESSION_CLIENT_ID", "edge".to_owned()),
         ("SESSION_CLIENT_SECRET", secret),
         ("SESSION_COOKIE_KEYS", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_owned()),
     ];
+    // The blog's edge: the same Worker and policy, its own origin, client, cookie key and state.
+    let blog_vars: Vec<(&str, String)> = vars
+        .iter()
+        .map(|(name, value)| {
+            let value = match *name {
+                "ORIGIN_URL" => format!("http://127.0.0.1:{blog_origin_port}"),
+                "SESSION_CLIENT_ID" => "blog".to_owned(),
+                "SESSION_CLIENT_SECRET" => blog_secret.clone(),
+                "SESSION_COOKIE_KEYS" => "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8".to_owned(),
+                _ => value.clone(),
+            };
+            (*name, value)
+        })
+        .collect();
+    let blog_dir = dir.path().join("blog");
+    std::fs::create_dir(&blog_dir).expect("the blog edge's folder");
+    // Both edges start at once, then each is waited for.
     let mut wrangler = Wrangler::start_on(edge_port, "sessions-browser", "build", dir.path(), &vars, CONFIG_TAIL);
+    let mut blog_wrangler =
+        Wrangler::start_on(blog_port, "sessions-browser-blog", "build", &blog_dir, &blog_vars, CONFIG_TAIL);
     // The edge over plain HTTP (no browser): for readiness, and for a stolen cookie's replay.
     let client = Client::new(format!("http://127.0.0.1:{edge_port}"));
     wrangler.ready(&client).await;
+    blog_wrangler.ready(&Client::new(blog.clone())).await;
     let browser_dir = dir.path().join("browser");
     std::fs::create_dir(&browser_dir).expect("the browser's folder");
     let mut browser = Browser::start(&browser_dir).await;
-    lap("issuer, origin, wrangler dev and Chromium up");
+    lap("issuer, origins, two wrangler devs and Chromium up");
 
     // 1. A protected page without a session: the issuer's login page, then back to the page.
     let page = format!("{edge}/api/page?x=1");
@@ -292,6 +341,50 @@ async fn browser_sessions_in_chromium() {
         readable.split('=').next().unwrap_or_default(),
     );
     lap("cookies");
+
+    // 2b. The blog: its protected page signs in without a password (the issuer knows the browser:
+    // redirects only, no login page), shows the same subject, and the blog has a session cookie of
+    // its own on its host.
+    let blog_page = format!("{blog}/api/page?from=site");
+    let seen = received(&mut browser).await;
+    browser.goto(&blog_page).await;
+    let sso = hops(&mut browser, seen).await;
+    eprintln!("the blog, signed in at the site: {sso:?}");
+    assert_eq!(browser.url().await, blog_page, "back on the blog's page: {sso:?}");
+    assert!(
+        sso.iter().any(|(status, url, _)| *status >= 300 && url.starts_with(&format!("{iss}/authorize?"))),
+        "through the issuer: {sso:?}"
+    );
+    assert!(
+        sso.iter().all(|(status, url, _)| !url.starts_with(&iss) || (300..400).contains(status)),
+        "no page at the issuer (no password asked): {sso:?}"
+    );
+    assert_eq!(browser.title().await, "Page");
+    assert_eq!(browser.text("#subject").await, subject, "the same subject at the blog");
+    describe(&mut browser, &shots, "02b-blog-signed-in").await;
+    let blog_session = browser.cookie(SESSION_COOKIE).await;
+    assert_eq!(blog_session.domain.as_deref(), Some("127.0.0.1"), "the blog's host only: {blog_session:?}");
+    assert!(blog_session.http_only && blog_session.secure, "{blog_session:?}");
+    assert_eq!(blog_session.same_site.as_deref(), Some("Lax"), "{blog_session:?}");
+    assert_ne!(blog_session.value, session.value, "a session of the blog's own");
+    let blog_cookies: Vec<(String, Option<String>)> =
+        browser.cookies().await.into_iter().map(|cookie| (cookie.name, cookie.domain)).collect();
+    assert_eq!(
+        blog_cookies.iter().filter(|(name, _)| name == SESSION_COOKIE).count(),
+        1,
+        "the site's session cookie stays on its host: {blog_cookies:?}"
+    );
+    assert!(blog_cookies.iter().any(|(name, _)| name == CSRF_COOKIE), "the blog's CSRF cookie: {blog_cookies:?}");
+    eprintln!(
+        "the blog's session cookie: domain {:?}, httpOnly {}, sameSite {:?}, {} bytes; the browser sends the blog \
+         {blog_cookies:?}",
+        blog_session.domain,
+        blog_session.http_only,
+        blog_session.same_site,
+        blog_session.value.len()
+    );
+    blog_wrangler.logged(&["signed_in"]).await;
+    lap("the blog: signed in without a password");
 
     // 3. Once the access token needs refreshing (less than 10 s left), fifty parallel fetches from
     // the page: fifty successes, one refresh at the issuer; then a reload shows nothing of it. The
@@ -378,11 +471,28 @@ async fn browser_sessions_in_chromium() {
     browser.goto(&issuer_logout).await;
     assert_eq!(browser.title().await, "Sign out · Portcullis", "the issuer has a session for this browser");
     describe(&mut browser, &shots, "09-issuer-session-before").await;
+    // The blog's session, just refreshed: its access token then passes as it is for a few seconds
+    // (it has more than the edge's refresh margin left), so that the logout reaches it through the
+    // revocation list rather than a refused refresh.
+    let last_blog_cookie = blog_session.value.clone();
+    let (_, waited) = poll("the blog's session refreshed", Duration::from_secs(ACCESS_TOKEN_SECONDS + 5), async || {
+        browser.goto(&blog_page).await;
+        if browser.text("#subject").await != subject {
+            return Err(format!("not signed in at the blog: {}", browser.url().await));
+        }
+        let value = browser.cookie(SESSION_COOKIE).await.value;
+        if value == last_blog_cookie { Err("the same cookie".to_owned()) } else { Ok(()) }
+    })
+    .await;
+    let blog_refreshed = Instant::now();
+    eprintln!("the blog's session refreshed (a new cookie) after {:.2} s of visits", waited.as_secs_f64());
     browser.goto(&page).await;
     let stolen = format!("{SESSION_COOKIE}={}", browser.cookie(SESSION_COOKIE).await.value);
     let seen = received(&mut browser).await;
+    let logout_started = Instant::now();
     browser.execute(LOGOUT, vec![json!(CSRF_COOKIE)]).await;
     browser.wait_for_url(NAVIGATION, |url| url == home).await;
+    let logged_out = Instant::now();
     let chain = hops(&mut browser, seen).await;
     eprintln!("logout: {chain:?}");
     let statuses: Vec<u16> = chain.iter().map(|(status, _, _)| *status).collect();
@@ -393,6 +503,35 @@ async fn browser_sessions_in_chromium() {
     assert_eq!(browser.text("p").await, "Not signed in", "no subject on the public home page");
     let left: Vec<String> = browser.cookies().await.into_iter().map(|cookie| cookie.name).collect();
     assert!(!left.iter().any(|name| name == SESSION_COOKIE || name == CSRF_COOKIE), "{left:?}");
+    // The blog's session has ended too: within the blog edge's revocation bound (and a second), its
+    // protected page goes to the issuer's login page.
+    let (_, polled) = poll("the blog's page asks for a sign-in", Duration::from_secs(15), async || {
+        browser.goto(&blog_page).await;
+        let url = browser.url().await;
+        if url.starts_with(&format!("{iss}/authorize?")) { Ok(()) } else { Err(url) }
+    })
+    .await;
+    let blog_ended = logged_out.elapsed();
+    assert_eq!(browser.title().await, LOGIN_TITLE, "the issuer's login page for the blog");
+    let refusal = blog_wrangler.process.log_text();
+    let refusal =
+        refusal.lines().rfind(|line| line.contains("\"refused\"") && line.contains("/api/page")).unwrap_or_default();
+    let ended = blog_wrangler.process.log_text().lines().filter(|line| line.contains("\"session_ended\"")).count();
+    eprintln!(
+        "the blog's page went to the issuer's login page {:.2} s after the logout (its chain took {:.2} s; {:.2} s of \
+         polling; the blog's token refreshed {:.2} s before the logout's end); the blog edge's refusal: {}; \
+         session_ended lines at the blog edge: {ended}",
+        blog_ended.as_secs_f64(),
+        (logged_out - logout_started).as_secs_f64(),
+        polled.as_secs_f64(),
+        (logged_out - blog_refreshed).as_secs_f64(),
+        refusal.trim()
+    );
+    assert!(
+        blog_ended <= REVOCATION_MAX_AGE + Duration::from_secs(1),
+        "the blog's session ended within the bound and a second: {blog_ended:?}"
+    );
+    describe(&mut browser, &shots, "10b-blog-login-after-logout").await;
     let (_, took) = poll("the old session cookie refused", Duration::from_secs(10), async || {
         let answer = client.get("/api/me", &[("cookie", &stolen), ("sec-fetch-mode", "cors")]).await;
         if answer.status == 401 { Ok(()) } else { Err(answer.status.to_string()) }
@@ -411,5 +550,6 @@ async fn browser_sessions_in_chromium() {
 
     browser.close().await;
     wrangler.process.stop();
+    blog_wrangler.process.stop();
     issuer.stop();
 }
