@@ -89,6 +89,12 @@ impl Cors {
         Ok(Self { origins, any_origin, methods, headers, max_age, credentials: allow_credentials })
     }
 
+    /// True when pages of `origin` may send credentials (cookies) with their requests: an origin
+    /// listed by name, with `allow_credentials`.
+    pub fn allows_credentials_from(&self, origin: &str) -> bool {
+        self.credentials && self.origins.iter().any(|allowed| allowed == origin)
+    }
+
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
     fn allowed_origin(&self, origin: &str) -> Option<String> {
         if self.origins.iter().any(|allowed| allowed == origin) {

@@ -171,7 +171,7 @@ mod tests {
                 "allowed": {"public": 0, "preflight": 0, "token": 0},
                 "refused": {
                     "no_token": 0, "invalid_token": 0, "insufficient_role": 0, "no_rule": 0, "keys_unavailable": 0,
-                    "revoked": 0, "revocations_unavailable": 0, "wrong_subject_kind": 0, "session_ended": 0, "session_unavailable": 0,
+                    "revoked": 0, "revocations_unavailable": 0, "wrong_subject_kind": 0, "session_ended": 0, "session_unavailable": 0, "cross_site_request": 0,
                 },
                 "jwks_fetches": {"ok": 0, "not_modified": 0, "bad_status": 0, "refused": 0, "timeout": 0, "unreachable": 0},
                 "revocation_fetches": {"ok": 0, "not_modified": 0, "bad_status": 0, "refused": 0, "timeout": 0, "unreachable": 0},
@@ -199,7 +199,7 @@ mod tests {
                 "allowed": {"public": 0, "preflight": 1, "token": 2},
                 "refused": {
                     "no_token": 0, "invalid_token": 2, "insufficient_role": 0, "no_rule": 0, "keys_unavailable": 1,
-                    "revoked": 1, "revocations_unavailable": 0, "wrong_subject_kind": 0, "session_ended": 0, "session_unavailable": 0,
+                    "revoked": 1, "revocations_unavailable": 0, "wrong_subject_kind": 0, "session_ended": 0, "session_unavailable": 0, "cross_site_request": 0,
                 },
                 "jwks_fetches": {"ok": 1, "not_modified": 0, "bad_status": 0, "refused": 0, "timeout": 1, "unreachable": 0},
                 "revocation_fetches": {"ok": 0, "not_modified": 1, "bad_status": 0, "refused": 0, "timeout": 0, "unreachable": 0},

@@ -91,6 +91,10 @@ pub enum Refusal {
     SessionEnded,
     /// The browser's session could not be asked for a new access token: 503.
     SessionUnavailable,
+    /// A request that changes something (not GET, HEAD or OPTIONS) came with the session cookie
+    /// from a page of another origin (neither this site nor a CORS origin allowed credentials):
+    /// 403. A cookie goes with a form another site submits; a bearer token does not.
+    CrossSiteRequest,
 }
 
 impl Refusal {
@@ -98,7 +102,9 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Self::NoToken | Self::InvalidToken(_) | Self::Revoked { .. } | Self::SessionEnded => 401,
-            Self::InsufficientRole { .. } | Self::WrongSubjectKind { .. } | Self::NoRule => 403,
+            Self::InsufficientRole { .. } | Self::WrongSubjectKind { .. } | Self::NoRule | Self::CrossSiteRequest => {
+                403
+            }
             Self::KeysUnavailable | Self::RevocationsUnavailable | Self::SessionUnavailable => 503,
         }
     }
@@ -112,7 +118,8 @@ impl Refusal {
             | Self::NoRule
             | Self::KeysUnavailable
             | Self::RevocationsUnavailable
-            | Self::SessionUnavailable => None,
+            | Self::SessionUnavailable
+            | Self::CrossSiteRequest => None,
         }
     }
 
@@ -129,6 +136,7 @@ impl Refusal {
             Self::RevocationsUnavailable => RefusalCode::RevocationsUnavailable,
             Self::SessionEnded => RefusalCode::SessionEnded,
             Self::SessionUnavailable => RefusalCode::SessionUnavailable,
+            Self::CrossSiteRequest => RefusalCode::CrossSiteRequest,
         }
     }
 
@@ -150,6 +158,9 @@ impl Refusal {
             Self::RevocationsUnavailable => "no revocation list is available to check the token against",
             Self::SessionEnded => "the browser's session has ended at the issuer",
             Self::SessionUnavailable => "the browser's session could not be asked for a token",
+            Self::CrossSiteRequest => {
+                "a request that changes something came with the session cookie from another origin"
+            }
         }
     }
 }
@@ -178,11 +189,13 @@ pub enum RefusalCode {
     SessionEnded,
     /// [`Refusal::SessionUnavailable`].
     SessionUnavailable,
+    /// [`Refusal::CrossSiteRequest`].
+    CrossSiteRequest,
 }
 
 impl RefusalCode {
     /// Every code, in the order of the discriminants (each indexes its counter).
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::NoToken,
         Self::InvalidToken,
         Self::InsufficientRole,
@@ -193,6 +206,7 @@ impl RefusalCode {
         Self::WrongSubjectKind,
         Self::SessionEnded,
         Self::SessionUnavailable,
+        Self::CrossSiteRequest,
     ];
 
     /// The code as the log and the status page write it.
@@ -208,6 +222,7 @@ impl RefusalCode {
             Self::WrongSubjectKind => "wrong_subject_kind",
             Self::SessionEnded => "session_ended",
             Self::SessionUnavailable => "session_unavailable",
+            Self::CrossSiteRequest => "cross_site_request",
         }
     }
 }
@@ -381,6 +396,7 @@ mod tests {
             Refusal::WrongSubjectKind { subject: None },
             Refusal::SessionEnded,
             Refusal::SessionUnavailable,
+            Refusal::CrossSiteRequest,
         ];
         for refusal in &every {
             match refusal {
@@ -393,7 +409,8 @@ mod tests {
                 | Refusal::RevocationsUnavailable
                 | Refusal::WrongSubjectKind { .. }
                 | Refusal::SessionEnded
-                | Refusal::SessionUnavailable => {}
+                | Refusal::SessionUnavailable
+                | Refusal::CrossSiteRequest => {}
             }
         }
         every
@@ -419,7 +436,8 @@ mod tests {
                 "revocations_unavailable",
                 "wrong_subject_kind",
                 "session_ended",
-                "session_unavailable"
+                "session_unavailable",
+                "cross_site_request"
             ]
         );
     }

@@ -71,7 +71,8 @@ fn sends_to_login(config: &Config, head: &RequestHead<'_>, refusal: &Refusal) ->
         | Refusal::NoRule
         | Refusal::KeysUnavailable
         | Refusal::RevocationsUnavailable
-        | Refusal::SessionUnavailable => false,
+        | Refusal::SessionUnavailable
+        | Refusal::CrossSiteRequest => false,
     };
     token_problem && config.login_url.is_some() && head.is_browser_navigation()
 }

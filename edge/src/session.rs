@@ -300,6 +300,17 @@ pub fn is_same_origin_post(head: &RequestHead<'_>) -> bool {
     }
 }
 
+/// True when a request that comes with the session cookie may act on it: a GET, HEAD or OPTIONS
+/// (they change nothing), a request from a page of this site, or one from an origin `CORS` lets
+/// send credentials. Otherwise (a form another site submits, a fetch from another origin) the
+/// cookie would act for the user without the user's page asking.
+pub fn may_use_session(head: &RequestHead<'_>, cors: Option<&crate::cors::Cors>) -> bool {
+    let safe = ["GET", "HEAD", "OPTIONS"].iter().any(|method| head.method.eq_ignore_ascii_case(method));
+    let allowed_origin =
+        || cors.zip(head.header("origin")).is_some_and(|(cors, origin)| cors.allows_credentials_from(origin.trim()));
+    safe || is_same_origin_post(head) || allowed_origin()
+}
+
 /// The issuer's logout URL (OpenID Connect RP-Initiated Logout): the client, where to come back to,
 /// and the ID token when the session still had one.
 pub fn end_session_url(endpoint: &str, client_id: &str, after: &str, id_token: Option<&str>) -> String {
@@ -461,6 +472,27 @@ mod tests {
             "http://i.example/session/end?client_id=edge&post_logout_redirect_uri=http%3A%2F%2Fs.example%2F&id_token_hint=a.b.c"
         );
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("ab", "abc"));
+    }
+
+    #[test]
+    fn a_session_cookie_acts_only_for_this_sites_pages_when_it_changes_something() {
+        let cors = crate::cors::Cors::parse(r#"{"allow_origins": ["https://app.example"], "allow_credentials": true}"#)
+            .expect("CORS");
+        let may = |method: &str, headers: &[(&str, &str)]| {
+            let block = head_of(method, "https://site.example/api/x", headers);
+            let parsed = ParsedHead::parse(&block).expect("a head");
+            may_use_session(&parsed.head(), Some(&cors))
+        };
+        assert!(may("GET", &[("sec-fetch-site", "cross-site")]), "a cross-site link: reading only");
+        assert!(may("POST", &[("sec-fetch-site", "same-origin")]));
+        assert!(may("DELETE", &[("origin", "https://site.example")]));
+        assert!(may("PUT", &[("sec-fetch-site", "cross-site"), ("origin", "https://app.example")]), "allowed by CORS");
+        assert!(!may("POST", &[("sec-fetch-site", "same-site"), ("origin", "https://blog.site.example")]), "a sibling");
+        assert!(!may("POST", &[("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")]));
+        assert!(!may("POST", &[]), "no Fetch Metadata and no Origin");
+        let block = head_of("POST", "https://site.example/api/x", &[("origin", "https://app.example")]);
+        let parsed = ParsedHead::parse(&block).expect("a head");
+        assert!(!may_use_session(&parsed.head(), None), "without CORS, only this site");
     }
 
     #[test]

@@ -192,6 +192,21 @@ async fn browser_sessions_under_wrangler_dev() {
     let subject = page.text().trim_start_matches("hello ").to_owned();
     assert!(!subject.is_empty());
 
+    // The cookie acts for the user only from this site's pages when a request changes something:
+    // a form or fetch from another origin (a sibling subdomain, another port) is refused, even
+    // though the browser sends the Lax cookie along.
+    let session_cookie = browser.jar.header();
+    for (site, origin, expected) in [
+        ("same-origin", edge_url.as_str(), 200),
+        ("same-site", "http://localhost:9", 403),
+        ("cross-site", "https://evil.example", 403),
+    ] {
+        let headers = [("cookie", session_cookie.as_str()), ("sec-fetch-site", site), ("origin", origin)];
+        let answer = client.send("POST", "/api/items", &headers, b"x=1".to_vec()).await;
+        assert_eq!(answer.status, expected, "a POST from {origin}: {}", described(&answer));
+    }
+    wrangler.logged(&["\"code\":\"cross_site_request\""]).await;
+
     // A cookie sealed with another key, or altered, is no session: sign in again.
     let mut other = EdgeBrowser { client: &client, jar: Jar::default() };
     let middle = cookie_value.len() / 2;

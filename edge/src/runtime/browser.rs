@@ -246,6 +246,11 @@ impl Edge {
         let Some(cookie) = self.open_session(settings, head).await else {
             return forbidden("no session");
         };
+        // A logout form is a few dozen bytes: a body that says it is larger is not read.
+        let length = request.headers().get("content-length").ok().flatten();
+        if length.and_then(|length| length.trim().parse::<u32>().ok()).is_none_or(|length| length > 4096) {
+            return forbidden("no Content-Length, or a body over 4 KiB");
+        }
         let form = match request.text() {
             Ok(promise) => js_sys::futures::JsFuture::from(promise).await.ok().and_then(|text| text.as_string()),
             Err(_) => None,

@@ -259,6 +259,9 @@ impl Edge {
         let Some(mut cookie) = self.open_session(settings, head).await else {
             return Err((Refusal::NoToken, None));
         };
+        if !session::may_use_session(head, self.config.cors.as_ref()) {
+            return Err((Refusal::CrossSiteRequest, None));
+        }
         // The cookie's access token while it has more than a few seconds left; else (or when the
         // token was too large for the cookie) the session's object gives the current one,
         // refreshed once for everyone who asks at that moment.

@@ -230,7 +230,10 @@ async fn refresh(state: &JsValue, settings: &SessionSettings) -> Result<String, 
             Ok(refreshed.access_token)
         }
         Err(Some(status)) => {
-            console_log!("{}", event_log("session_ended", json!({ "issuer_status": status })));
+            console_log!(
+                "{}",
+                event_log("session_ended", json!({ "issuer_status": status, "error": "invalid_grant" }))
+            );
             if let Ok(promise) = storage_delete_all(state) {
                 let _ = JsFuture::from(promise).await;
             }
@@ -241,8 +244,10 @@ async fn refresh(state: &JsValue, settings: &SessionSettings) -> Result<String, 
 }
 
 /// A POST of `form` to the issuer's token endpoint with the edge's client credentials (HTTP Basic,
-/// RFC 6749 §2.3.1): its answer's body. `Err(Some(status))` when the issuer refused (4xx),
-/// `Err(None)` when it could not be asked or answered otherwise.
+/// RFC 6749 §2.3.1): its answer's body. `Err(Some(status))` when the issuer refused the grant
+/// itself (`invalid_grant`: the refresh token or code is spent, expired or revoked), `Err(None)`
+/// for anything else (unreachable, a 5xx, `invalid_client` while a secret is rotated, 429...): a
+/// session ends only on the former.
 pub(super) async fn token_request(settings: &SessionSettings, form: &str) -> Result<String, Option<u16>> {
     let response = post_form(settings, &settings.token_endpoint, form).await.ok_or(None)?;
     let status = response.status();
@@ -250,7 +255,9 @@ pub(super) async fn token_request(settings: &SessionSettings, form: &str) -> Res
     let body = body.as_string().unwrap_or_default();
     match status {
         200 => Ok(body),
-        400..=499 => Err(Some(status)),
+        400 if jwks::json::parse(body.as_bytes()).is_ok_and(|answer| answer["error"] == "invalid_grant") => {
+            Err(Some(status))
+        }
         _ => Err(None),
     }
 }

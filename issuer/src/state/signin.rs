@@ -69,9 +69,10 @@ impl AppState {
     /// their refresh tokens stop working and their access tokens are listed at `/revoked`).
     pub async fn end_browser_session(&self, session: &BrowserSession) -> Result<(), SignInError> {
         let now = self.now();
-        self.inner.signin.end_session(&session.id, now).await?;
-        // Single logout: every client's session that this sign-in started ends with it.
+        // Single logout: every client's session that this sign-in started ends first, so that a
+        // failure leaves the browser session alive for a retry rather than its clients' behind.
         let ended = self.inner.sessions.revoke_browser_session(&session.id, now).await?;
+        self.inner.signin.end_session(&session.id, now).await?;
         tracing::info!(user = %session.user_id, session = %session.id, ended, "browser session ended");
         Ok(())
     }
@@ -213,12 +214,16 @@ impl AppState {
         Ok(CodeTokens { access, refresh: exchanged.refresh, id_token, scope: exchanged.scope })
     }
 
-    /// Checks an ID token this issuer signed for `client_id` (an `id_token_hint`), against the
-    /// key set it serves.
+    /// Checks an ID token this issuer signed for `client_id` as an `id_token_hint`, against the
+    /// key set it serves. An expired one is accepted (RP-Initiated Logout 1.0 §2: a client's ID
+    /// token has usually expired by the time its user logs out) for as long as a browser session
+    /// may last: everything but its age is checked.
     pub async fn verify_id_token(&self, token: &str, client_id: &str) -> Result<Claims, TokenError> {
         let now = self.now();
         let checked = self.inner.jwks.checked(&self.inner.keys, now).await;
-        let validator = Validator::new(self.inner.config.id_token_claims(client_id));
+        let config = &self.inner.config;
+        let validator =
+            Validator::new(config.id_token_claims(client_id).with_leeway(config.session_max_lifetime.as_secs()));
         Ok(validator.validate(token, &checked.snapshot.keys, &P256Verifier, now)?)
     }
 }

@@ -594,6 +594,28 @@ async fn an_id_token_hint_signs_out_at_once() {
 }
 
 #[tokio::test]
+async fn an_expired_id_token_hint_still_signs_out_at_once() {
+    let (issuer, secret) = issuer().await;
+    let mut browser = Browser::new(issuer.app());
+    let code = params(&browser.sign_in(&query("site", "")).await)["code"].clone();
+    let (_, tokens) = exchange(&issuer.app(), &secret, &code, VERIFIER).await;
+    let hint = text(&tokens, "id_token");
+    // The user logs out ten minutes later: the ID token (5 minutes) has long expired.
+    issuer.advance(Duration::from_secs(600));
+    let end = format!(
+        "/session/end?id_token_hint={hint}&client_id=site&post_logout_redirect_uri=https%3A%2F%2Fsite.example%2Fbye"
+    );
+    let (status, headers, _) = browser.get(&end).await;
+    assert_eq!((status, location(&headers)), (StatusCode::SEE_OTHER, "https://site.example/bye".to_owned()));
+    // An altered hint is no hint, however old: the user is asked (a confirmation page).
+    let mut other = Browser::new(issuer.app());
+    other.sign_in(&query("site", "")).await;
+    let altered = format!("{}{}", &hint[..hint.len() - 2], if hint.ends_with("AA") { "BA" } else { "AA" });
+    let (status, _, _) = other.get(&end.replace(&hint, &altered)).await;
+    assert_eq!(status, StatusCode::OK, "an altered hint: asked");
+}
+
+#[tokio::test]
 async fn logout_at_the_issuer_ends_every_client_session_the_sign_in_started() {
     let (issuer, secret) = issuer().await;
     let blog_secret = issuer.browser_client("blog", false).await.expect("a secret");
