@@ -328,7 +328,7 @@ fn vars(jwks: SocketAddr, origin: SocketAddr) -> Vec<(&'static str, String)> {
 }
 
 /// Every counter of the status page, as [`counters`] names them.
-const COUNTERS: [&str; 27] = [
+const COUNTERS: [&str; 28] = [
     "allowed.preflight",
     "allowed.public",
     "allowed.token",
@@ -338,6 +338,7 @@ const COUNTERS: [&str; 27] = [
     "jwks_fetches.refused",
     "jwks_fetches.timeout",
     "jwks_fetches.unreachable",
+    "refused.cross_site_request",
     "refused.insufficient_role",
     "refused.invalid_token",
     "refused.keys_unavailable",
