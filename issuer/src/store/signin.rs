@@ -42,6 +42,15 @@ pub(crate) async fn insert_browser_session(db: &Db, session: &NewBrowserSession<
     Ok(())
 }
 
+/// True when the browser session `id` has not been ended (logout).
+pub(crate) async fn browser_session_live(db: &Db, id: &str) -> DbResult<bool> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM browser_sessions WHERE id = $1 AND ended_at IS NULL")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_some())
+}
+
 /// The browser session whose cookie secret hashes to `secret_hash`.
 pub(crate) async fn browser_session(db: &Db, secret_hash: &str) -> DbResult<Option<BrowserSessionRow>> {
     Ok(sqlx::query_as(

@@ -659,6 +659,22 @@ async fn logout_at_the_issuer_ends_every_client_session_the_sign_in_started() {
     assert_eq!(status, StatusCode::OK, "a session of another sign-in is not ended");
 }
 
+#[tokio::test]
+async fn a_code_of_a_sign_in_logged_out_since_starts_nothing() {
+    let (issuer, secret) = issuer().await;
+    let mut browser = Browser::new(issuer.app());
+    let first = params(&browser.sign_in(&query("site", "")).await)["code"].clone();
+    let (_, tokens) = exchange(&issuer.app(), &secret, &first, VERIFIER).await;
+    // A second code of the same sign-in, still unused when the user logs out.
+    let (_, headers, _) = browser.get(&format!("/authorize?{}", query("site", "&prompt=none"))).await;
+    let pending = params(&location(&headers))["code"].clone();
+    let hint = text(&tokens, "id_token");
+    let (status, _, _) = browser.get(&format!("/session/end?id_token_hint={hint}&client_id=site")).await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
+    let (status, answer) = exchange(&issuer.app(), &secret, &pending, VERIFIER).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{answer}");
+}
+
 /// The newest sign-in link in the outbox of `issuer`, waiting for the background send.
 async fn newest_link(issuer: &TestIssuer, count: usize) -> String {
     let outbox = issuer.state.config().outbox();

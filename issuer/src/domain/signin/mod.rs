@@ -298,6 +298,11 @@ impl SignIn {
         let hash = secret_hash(exchange.code);
         let row = rows::code(&self.db, &hash).await?.ok_or(SignInError::InvalidGrant("unknown authorization code"))?;
         match code::decide(&row, exchange.client_id, exchange.redirect_uri, exchange.verifier, now) {
+            // A code whose sign-in has been logged out since (single logout ran before it was
+            // exchanged) starts nothing: the logout would never end what it gave.
+            Ok(()) if !rows::browser_session_live(&self.db, &row.session_id).await? => {
+                Err(SignInError::InvalidGrant("the sign-in of this authorization code has ended"))
+            }
             Ok(()) => Ok(row),
             Err(CodeRefusal::Spent) => Err(self.reused(sessions, &row, now).await),
             Err(refusal) => Err(SignInError::InvalidGrant(refusal.reason())),
