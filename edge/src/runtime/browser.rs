@@ -260,12 +260,19 @@ impl Edge {
         if !csrf.is_some_and(|csrf| session::same_secret(&csrf, &cookie.csrf)) {
             return forbidden("no CSRF token, or another");
         }
-        let ended = session_call(env, &cookie.session_id, "/end", "").await;
-        let id_token = match &ended {
-            Some((200, id_token)) if !id_token.is_empty() => Some(id_token.clone()),
-            _ => None,
+        // The session must end (its refresh token revoked) before the browser is told it is out:
+        // otherwise a copy of the cookie would go on working.
+        let id_token = match session_call(env, &cookie.session_id, "/end", "").await {
+            Some((200, id_token)) => (!id_token.is_empty()).then_some(id_token),
+            _ => {
+                console_log!(
+                    "{}",
+                    event_log("logout_failed", json!({ "reason": "the session object could not be ended" }))
+                );
+                return Reply::text(503, "the sign-out could not be completed; try again");
+            }
         };
-        console_log!("{}", event_log("signed_out", json!({ "session_ended": ended.is_some() })));
+        console_log!("{}", event_log("signed_out", json!({})));
         let site = session::site_origin(head);
         let location = session::end_session_url(
             &settings.end_session_endpoint,

@@ -147,6 +147,12 @@ impl Object {
                 Err(status) => answer(status, "the session has ended"),
             },
             "/end" => {
+                // A refresh under way finishes first, so that the refresh token revoked is the
+                // newest and no rotation stores tokens back after the end.
+                let in_flight = self.in_flight.borrow().clone();
+                if let Some(promise) = in_flight {
+                    let _ = JsFuture::from(promise).await;
+                }
                 let tokens = get(&self.state).await;
                 if let Ok(promise) = storage_delete_all(&self.state) {
                     let _ = JsFuture::from(promise).await;
