@@ -333,6 +333,18 @@ impl Client {
     }
 }
 
+/// The session objects' binding and migration, as the repository's wrangler.toml has them: the
+/// start of the wrangler config tail of a test Worker with browser sessions.
+pub const SESSION_OBJECTS: &str = r#"
+[[durable_objects.bindings]]
+name = "SESSIONS"
+class_name = "BrowserSession"
+
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["BrowserSession"]
+"#;
+
 /// The `STATUS_SECRET` the test Workers run with: the bearer that opens their status page.
 pub const STATUS_SECRET: &str = "portcullis-test-status-secret";
 

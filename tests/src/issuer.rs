@@ -118,6 +118,19 @@ impl Issuer {
         command
     }
 
+    /// How many `grant_type` grants the issuer has answered with tokens, from its metrics
+    /// (`portcullis_oauth_grants_total{grant_type, outcome="issued"}`).
+    pub async fn grants_issued(&self, grant_type: &str) -> u64 {
+        let metrics = self.client.get("/metrics", &[]).await.text();
+        let series = format!("portcullis_oauth_grants_total{{grant_type=\"{grant_type}\",outcome=\"issued\"}}");
+        metrics
+            .lines()
+            .find(|line| line.starts_with(&series))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Sets `PORTCULLIS_<NAME>` for every later command and `serve` (a test's own setting, such
     /// as a short `access_token_ttl`).
     pub fn set(&mut self, name: &str, value: &str) {

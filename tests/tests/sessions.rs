@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use std::time::{Duration, Instant};
-use tests::harness::{Answer, Client, STATUS_SECRET, Wrangler, free_port, poll};
+use tests::harness::{Answer, Client, SESSION_OBJECTS, STATUS_SECRET, Wrangler, free_port, poll};
 use tests::issuer::{AUDIENCE, Issuer};
 use tests::signin::{HttpBrowser, Jar, add_user, described, login_page, set_cookie};
 
@@ -25,16 +25,8 @@ const CSRF_COOKIE: &str = "__Host-portcullis-edge-csrf";
 const NAVIGATE: [(&str, &str); 3] =
     [("accept", "text/html"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")];
 
-/// The policy and the session objects' binding, as the repository's wrangler.toml has them.
+/// The policy (after [`SESSION_OBJECTS`]).
 const CONFIG_TAIL: &str = r#"
-[[durable_objects.bindings]]
-name = "SESSIONS"
-class_name = "BrowserSession"
-
-[[migrations]]
-tag = "v1"
-new_sqlite_classes = ["BrowserSession"]
-
 [vars.POLICY]
 [[vars.POLICY.rules]]
 path = "/public/*"
@@ -88,17 +80,6 @@ async fn sign_in_at_edge(client: &Client, issuer: &Issuer, email: &str, password
     browser.jar
 }
 
-/// The `portcullis_oauth_grants_total` of refresh-token grants the issuer has answered with tokens.
-async fn refreshes(issuer: &Issuer) -> u64 {
-    let metrics = issuer.client.get("/metrics", &[]).await.text();
-    metrics
-        .lines()
-        .find(|line| line.starts_with("portcullis_oauth_grants_total{grant_type=\"refresh_token\",outcome=\"issued\"}"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_sessions_under_wrangler_dev() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -136,7 +117,14 @@ async fn browser_sessions_under_wrangler_dev() {
         ("SESSION_CLIENT_SECRET", secret),
         ("SESSION_COOKIE_KEYS", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_owned()),
     ];
-    let mut wrangler = Wrangler::start_on(edge_port, "sessions", "build", dir.path(), &vars, CONFIG_TAIL);
+    let mut wrangler = Wrangler::start_on(
+        edge_port,
+        "sessions",
+        "build",
+        dir.path(),
+        &vars,
+        &format!("{SESSION_OBJECTS}{CONFIG_TAIL}"),
+    );
     let client = Client::new(edge_url.clone());
     wrangler.ready(&client).await;
 
@@ -219,7 +207,7 @@ async fn browser_sessions_under_wrangler_dev() {
 
     // 4. Fifty requests of the page at once after the access token has (nearly) expired: one
     // refresh at the issuer, fifty successes, and the new cookie set.
-    let before = refreshes(&issuer).await;
+    let before = issuer.grants_issued("refresh_token").await;
     tokio::time::sleep(Duration::from_secs(ACCESS_TOKEN_SECONDS - 9)).await;
     let cookie = browser.jar.header();
     let started_at = Instant::now();
@@ -233,7 +221,7 @@ async fn browser_sessions_under_wrangler_dev() {
     let took = started_at.elapsed();
     let ok = answers.iter().filter(|answer| answer.status == 200).count();
     let renewed = answers.iter().filter(|answer| set_cookie(answer, SESSION_COOKIE).is_some()).count();
-    let after = refreshes(&issuer).await;
+    let after = issuer.grants_issued("refresh_token").await;
     eprintln!(
         "50 parallel requests after expiry: {ok} succeeded, {} refresh(es) at the issuer, {renewed} new cookies, {:.2} s",
         after - before,

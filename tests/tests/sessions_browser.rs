@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tests::browser::Browser;
-use tests::harness::{Client, STATUS_SECRET, Wrangler, free_port, poll};
+use tests::harness::{Client, SESSION_OBJECTS, STATUS_SECRET, Wrangler, free_port, poll};
 use tests::issuer::{AUDIENCE, Issuer};
 use tests::signin::add_user;
 
@@ -58,17 +58,8 @@ const NAVIGATION: Duration = Duration::from_secs(20);
 /// The issuer's login page's title.
 const LOGIN_TITLE: &str = "Sign in · Portcullis";
 
-/// The policy (a public home page, a protected `/api/*`) and the session objects' binding, as the
-/// repository's wrangler.toml has it.
+/// The policy (after [`SESSION_OBJECTS`]): a public home page, a protected `/api/*`.
 const CONFIG_TAIL: &str = r#"
-[[durable_objects.bindings]]
-name = "SESSIONS"
-class_name = "BrowserSession"
-
-[[migrations]]
-tag = "v1"
-new_sqlite_classes = ["BrowserSession"]
-
 [vars.POLICY]
 [[vars.POLICY.rules]]
 path = "/"
@@ -150,17 +141,6 @@ async fn serve(router: Router) -> u16 {
         let _ = axum::serve(listener, router).await;
     });
     port
-}
-
-/// The `portcullis_oauth_grants_total` of refresh-token grants the issuer has answered with tokens.
-async fn refreshes(issuer: &Issuer) -> u64 {
-    let metrics = issuer.client.get("/metrics", &[]).await.text();
-    metrics
-        .lines()
-        .find(|line| line.starts_with("portcullis_oauth_grants_total{grant_type=\"refresh_token\",outcome=\"issued\"}"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Says what the browser shows now (URL, status as received, title, heading, text) and keeps a
@@ -277,9 +257,22 @@ async fn browser_sessions_in_chromium() {
     let blog_dir = dir.path().join("blog");
     std::fs::create_dir(&blog_dir).expect("the blog edge's folder");
     // Both edges start at once, then each is waited for.
-    let mut wrangler = Wrangler::start_on(edge_port, "sessions-browser", "build", dir.path(), &vars, CONFIG_TAIL);
-    let mut blog_wrangler =
-        Wrangler::start_on(blog_port, "sessions-browser-blog", "build", &blog_dir, &blog_vars, CONFIG_TAIL);
+    let mut wrangler = Wrangler::start_on(
+        edge_port,
+        "sessions-browser",
+        "build",
+        dir.path(),
+        &vars,
+        &format!("{SESSION_OBJECTS}{CONFIG_TAIL}"),
+    );
+    let mut blog_wrangler = Wrangler::start_on(
+        blog_port,
+        "sessions-browser-blog",
+        "build",
+        &blog_dir,
+        &blog_vars,
+        &format!("{SESSION_OBJECTS}{CONFIG_TAIL}"),
+    );
     // The edge over plain HTTP (no browser): for readiness, and for a stolen cookie's replay.
     let client = Client::new(format!("http://127.0.0.1:{edge_port}"));
     wrangler.ready(&client).await;
@@ -392,9 +385,9 @@ async fn browser_sessions_in_chromium() {
     // most 9 s left.
     browser.goto(&page).await;
     tokio::time::sleep(Duration::from_secs(ACCESS_TOKEN_SECONDS - 9)).await;
-    let before = refreshes(&issuer).await;
+    let before = issuer.grants_issued("refresh_token").await;
     let fetched = browser.execute(FIFTY_FETCHES, Vec::new()).await;
-    let after = refreshes(&issuer).await;
+    let after = issuer.grants_issued("refresh_token").await;
     let answers = fetched["answers"].as_array().cloned().unwrap_or_default();
     let statuses: Vec<u64> = answers.iter().map(|answer| answer[0].as_u64().unwrap_or(0)).collect();
     let ok = statuses.iter().filter(|status| **status == 200).count();
@@ -418,7 +411,7 @@ async fn browser_sessions_in_chromium() {
     assert!(reloaded.iter().all(|(status, _, _)| *status == 200), "no redirect on the reload: {reloaded:?}");
     eprintln!(
         "the reload: {reloaded:?}; refreshes at the issuer since the fetches: {}",
-        refreshes(&issuer).await - after
+        issuer.grants_issued("refresh_token").await - after
     );
     describe(&mut browser, &shots, "03-reloaded").await;
     lap("fifty fetches, one refresh, a reload");
