@@ -75,6 +75,14 @@ impl<'a> RequestHead<'a> {
         self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
+    /// The value of the first cookie `name` the request carries, if any.
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case("cookie"))
+            .find_map(|(_, value)| cookie_value(value, name))
+    }
+
     /// The scheme, the authority, the path (at least `/`), and the query with its `?` (or empty).
     pub fn url_parts(&self) -> UrlParts<'a> {
         UrlParts::split(self.url)
@@ -242,14 +250,7 @@ pub fn credential<'a>(head: &RequestHead<'a>, cookie_name: Option<&str>) -> Cred
             return Credential::Bearer(rest.trim());
         }
     }
-    if let Some(name) = cookie_name {
-        for header in head.headers.iter().filter(|(key, _)| key.eq_ignore_ascii_case("cookie")) {
-            if let Some(value) = cookie_value(&header.1, name) {
-                return Credential::Cookie(value);
-            }
-        }
-    }
-    Credential::Missing
+    cookie_name.and_then(|name| head.cookie(name)).map_or(Credential::Missing, Credential::Cookie)
 }
 
 /// True when the request's `Authorization: Bearer` is exactly `secret`, compared without an early

@@ -9,7 +9,7 @@ use super::{Edge, now_ms, sealing};
 use crate::config::SessionSettings;
 use crate::decision::Refusal;
 use crate::reply::{Reply, event_log};
-use crate::request::{RequestHead, cookie_value};
+use crate::request::{RequestHead, same_secret};
 use crate::session::{
     self, CSRF_COOKIE, FLOW_COOKIE_PREFIX, FLOW_LIFETIME_SECS, Flow, SESSION_COOKIE, SessionCookie, SessionTokens,
     clear_cookie, set_cookie,
@@ -23,11 +23,6 @@ use worker::console_log;
 /// How long the browser keeps the session cookie (the session object ends it sooner when the
 /// issuer refuses a refresh): 30 days.
 const SESSION_COOKIE_SECS: u64 = 30 * 24 * 60 * 60;
-
-/// The value of cookie `name` in the request, if any.
-pub(super) fn cookie<'a>(head: &RequestHead<'a>, name: &str) -> Option<&'a str> {
-    head.headers.iter().filter(|(key, _)| key == "cookie").find_map(|(_, value)| cookie_value(value, name))
-}
 
 /// A page the sign-in could not complete: 400 with a generic body and a fresh start offered.
 fn sign_in_failed(reason: &str) -> Reply {
@@ -94,7 +89,7 @@ impl Edge {
             return sign_in_failed("a state the edge never gave");
         }
         let name = format!("{FLOW_COOKIE_PREFIX}{state}");
-        let Some(sealed) = cookie(head, &name) else {
+        let Some(sealed) = head.cookie(&name) else {
             return sign_in_failed("no flow cookie for this state");
         };
         let flow = match sealing::open(&settings.cookie_keys, &name, sealed).await {
@@ -192,7 +187,7 @@ impl Edge {
         settings: &SessionSettings,
         head: &RequestHead<'_>,
     ) -> Option<SessionCookie> {
-        let sealed = cookie(head, SESSION_COOKIE)?;
+        let sealed = head.cookie(SESSION_COOKIE)?;
         let plain = sealing::open(&settings.cookie_keys, SESSION_COOKIE, sealed).await?;
         SessionCookie::decode(&String::from_utf8(plain).ok()?)
     }
@@ -257,7 +252,7 @@ impl Edge {
         };
         let csrf =
             form.as_deref().and_then(|form| session::form_value(&form.chars().take(4096).collect::<String>(), "csrf"));
-        if !csrf.is_some_and(|csrf| session::same_secret(&csrf, &cookie.csrf)) {
+        if !csrf.is_some_and(|csrf| same_secret(&csrf, &cookie.csrf)) {
             return forbidden("no CSRF token, or another");
         }
         // The session must end (its refresh token revoked) before the browser is told it is out:

@@ -338,8 +338,7 @@ impl Edge {
             matches!(request::credential(head, self.config.token_cookie.as_deref()), request::Credential::Bearer(_));
         let mut reply = match &self.config.session {
             Some(settings) if !bearer && refusal.needs_sign_in() && head.is_browser_navigation() => {
-                console_log!("{}", reply::refusal_log(head, refusal, Some(rule), kid));
-                self.counters.refused(refusal.code());
+                self.note_refusal(head, refusal, Some(rule), kid);
                 self.begin_sign_in(settings, head).await
             }
             _ => self.refuse(head, refusal, Some(rule), kid),
@@ -374,9 +373,14 @@ impl Edge {
 
     /// Logs a refusal (one line), counts it under the same code, and gives its answer.
     fn refuse(&self, head: &RequestHead<'_>, refusal: &Refusal, rule: Option<&str>, kid: Option<&str>) -> Reply {
+        self.note_refusal(head, refusal, rule, kid);
+        reply::refusal_reply(&self.config, head, refusal)
+    }
+
+    /// Logs a refusal (one line) and counts it under the same code.
+    fn note_refusal(&self, head: &RequestHead<'_>, refusal: &Refusal, rule: Option<&str>, kid: Option<&str>) {
         console_log!("{}", reply::refusal_log(head, refusal, rule, kid));
         self.counters.refused(refusal.code());
-        reply::refusal_reply(&self.config, head, refusal)
     }
 }
 

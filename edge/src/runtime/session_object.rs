@@ -129,12 +129,13 @@ impl Object {
         }) else {
             return answer(500, "sessions are not configured");
         };
-        let path = url_path(&request.url());
+        let url = request.url();
+        let path = crate::request::UrlParts::split(&url).path;
         let body = match request.text() {
             Ok(promise) => JsFuture::from(promise).await.ok().and_then(|text| text.as_string()).unwrap_or_default(),
             Err(_) => String::new(),
         };
-        match path.as_str() {
+        match path {
             "/start" => {
                 let Some(tokens) = SessionTokens::decode(&body) else { return answer(400, "no tokens to keep") };
                 match put(&self.state, &tokens).await {
@@ -200,13 +201,6 @@ impl Object {
         *self.in_flight.borrow_mut() = Some(promise.clone());
         promise
     }
-}
-
-/// The path of an absolute URL.
-fn url_path(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = rest.find('/').map_or("/", |at| &rest[at..]);
-    path.split(['?', '#']).next().unwrap_or("/").to_owned()
 }
 
 /// The tokens the object holds, if any.
