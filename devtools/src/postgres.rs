@@ -135,6 +135,61 @@ impl Drop for PostgresServer {
     }
 }
 
+/// The variable that gives the tests a PostgreSQL server (`postgres://user@host:port`, no
+/// database); `cargo xtask test` sets it to its private server.
+pub const TEST_SERVER_ENV: &str = "PORTCULLIS_TEST_POSTGRES";
+
+/// A new, empty database for one test on the server of [`TEST_SERVER_ENV`], dropped (with the
+/// connections still open to it) when this is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    server: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates `<prefix>_<pid>_<time>` with `psql`; `None` when [`TEST_SERVER_ENV`] is not set.
+    /// Panics when the server cannot create it (the test cannot run).
+    pub fn create(prefix: &str) -> Option<Self> {
+        let server = std::env::var(TEST_SERVER_ENV).ok()?;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_nanos());
+        let database = Self { server, name: format!("{prefix}_{}_{nanos:x}", std::process::id()) };
+        if let Err(error) = database.psql(&format!("CREATE DATABASE {}", database.name)) {
+            panic!("{TEST_SERVER_ENV}: {error}");
+        }
+        Some(database)
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    /// Runs one SQL command on the server's `postgres` database.
+    fn psql(&self, sql: &str) -> io::Result<()> {
+        let psql = server_bin_dir().map_or_else(|| PathBuf::from("psql"), |bin| bin.join("psql"));
+        let output = Command::new(&psql)
+            .args(["--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(format!("{}/postgres", self.server))
+            .args(["-c", sql])
+            .output()
+            .map_err(|error| io::Error::other(format!("{}: {error}", psql.display())))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("{sql}: {}", String::from_utf8_lossy(&output.stderr).trim())))
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Err(error) = self.psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
+            eprintln!("the test database was not dropped: {error}");
+        }
+    }
+}
+
 /// The `postgres` user's uid and gid, from `/etc/passwd`.
 fn postgres_user() -> io::Result<(u32, u32)> {
     let passwd = fs::read_to_string("/etc/passwd")?;

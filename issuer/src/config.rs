@@ -87,6 +87,10 @@ pub struct Config {
     /// Failed password logins from one client address, to any accounts, within
     /// `login_failure_window` after which that address is refused with `429`. Default 50.
     pub login_max_failures_per_address: u32,
+    /// Open registrations (`POST /users` without an admin token) from one client address within
+    /// `login_failure_window` after which that address is refused with `429`, each attempt
+    /// counted, taken or not. Default 10.
+    pub registration_max_per_address: u32,
     /// The window failed logins are counted in. Default 15 minutes.
     pub login_failure_window: Duration,
     /// The longest a login to an account failing from many addresses waits before its password is
@@ -198,6 +202,7 @@ impl fmt::Debug for Config {
             .field("refresh_reuse_grace", &self.refresh_reuse_grace)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_max_failures_per_address", &self.login_max_failures_per_address)
+            .field("registration_max_per_address", &self.registration_max_per_address)
             .field("login_failure_window", &self.login_failure_window)
             .field("login_max_delay", &self.login_max_delay)
             .field("password_hashing", &self.password_hashing)
@@ -263,6 +268,7 @@ impl Config {
             login: LoginLimits {
                 max_failures: self.login_max_failures,
                 max_address_failures: self.login_max_failures_per_address,
+                max_registrations: self.registration_max_per_address,
                 window: self.login_failure_window,
                 max_delay: self.login_max_delay,
             },
@@ -411,6 +417,7 @@ struct SessionSettings {
     refresh_reuse_grace: Duration,
     login_max_failures: u32,
     login_max_failures_per_address: u32,
+    registration_max_per_address: u32,
     login_failure_window: Duration,
     login_max_delay: Duration,
     password_hashing: PasswordHashing,
@@ -453,6 +460,7 @@ struct Settings {
     refresh_reuse_grace: Option<Seconds>,
     login_max_failures: Option<Whole>,
     login_max_failures_per_address: Option<Whole>,
+    registration_max_per_address: Option<Whole>,
     login_failure_window: Option<Seconds>,
     login_max_delay: Option<Seconds>,
     password_hash_memory: Option<Whole>,
@@ -662,6 +670,7 @@ impl Raw {
             refresh_reuse_grace,
             login_max_failures,
             login_max_failures_per_address,
+            registration_max_per_address,
             login_failure_window,
             login_max_delay,
             password_hashing,
@@ -691,6 +700,7 @@ impl Raw {
             refresh_reuse_grace,
             login_max_failures,
             login_max_failures_per_address,
+            registration_max_per_address,
             login_failure_window,
             login_max_delay,
             password_hashing,
@@ -848,6 +858,9 @@ impl Raw {
         let setting = "login_max_failures_per_address";
         let login_max_failures_per_address =
             whole(self, setting, settings.login_max_failures_per_address.take(), 50, 1, 100_000)?;
+        let setting = "registration_max_per_address";
+        let registration_max_per_address =
+            whole(self, setting, settings.registration_max_per_address.take(), 10, 1, 100_000)?;
         let login_failure_window = seconds(settings.login_failure_window.take(), Duration::from_secs(15 * 60));
         let setting = "login_failure_window";
         within(setting, self.origin(setting), login_failure_window, one_second, DAY)?;
@@ -865,6 +878,7 @@ impl Raw {
             refresh_reuse_grace,
             login_max_failures,
             login_max_failures_per_address,
+            registration_max_per_address,
             login_failure_window,
             login_max_delay,
             password_hashing: PasswordHashing { memory_kib, iterations },
@@ -1047,6 +1061,7 @@ mod tests {
         assert_eq!(config.refresh_reuse_grace, Duration::ZERO);
         assert_eq!(config.login_max_failures, 5);
         assert_eq!(config.login_max_failures_per_address, 50);
+        assert_eq!(config.registration_max_per_address, 10);
         assert_eq!(config.login_failure_window, Duration::from_secs(900));
         assert_eq!(config.login_max_delay, Duration::from_secs(3));
         assert!(config.trusted_proxies.is_empty(), "the TCP peer is the client");
@@ -1178,6 +1193,7 @@ mod tests {
                 &[("PORTCULLIS_LOGIN_MAX_FAILURES_PER_ADDRESS", "0")],
                 "`login_max_failures_per_address` (from PORTCULLIS_LOGIN_MAX_FAILURES_PER_ADDRESS): must be between 1",
             ),
+            (None, &[("PORTCULLIS_REGISTRATION_MAX_PER_ADDRESS", "0")], "`registration_max_per_address`"),
             (None, &[("PORTCULLIS_LOGIN_MAX_DELAY", "6s")], "`login_max_delay` (from PORTCULLIS_LOGIN_MAX_DELAY)"),
             (
                 None,

@@ -6,7 +6,7 @@
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::accounts::User;
-use crate::domain::accounts::{AccountError, Accounts, REGISTRATIONS_PER_ADDRESS, normalize_email};
+use crate::domain::accounts::{AccountError, Accounts, normalize_email};
 use crate::domain::address::address_key;
 use crate::domain::kek::Kek;
 use crate::domain::keys::SigningKey;
@@ -494,7 +494,8 @@ impl AppState {
     }
 
     /// An open registration from the client address `client`: at most
-    /// [`REGISTRATIONS_PER_ADDRESS`] per address (an IPv6 /64) in the failure window, every
+    /// [`LoginLimits::max_registrations`](crate::domain::sessions::limits::LoginLimits) per
+    /// address (an IPv6 /64) in the failure window, every
     /// attempt counted before anything else; then the user is created (the email is checked
     /// before the password is hashed), without roles.
     pub async fn register(
@@ -505,9 +506,8 @@ impl AppState {
     ) -> Result<User, RegistrationError> {
         let now = self.now();
         let subject = format!("register:{}", client.map(address_key).unwrap_or_default());
-        if let Err(retry_after) =
-            self.inner.sessions.count_attempt(&[(subject, REGISTRATIONS_PER_ADDRESS)], now).await?
-        {
+        let limit = self.inner.sessions.login_limits().max_registrations;
+        if let Err(retry_after) = self.inner.sessions.count_attempt(&[(subject, limit)], now).await? {
             self.inner.metrics.limit_refused("registration");
             return Err(RegistrationError::RateLimited { retry_after });
         }

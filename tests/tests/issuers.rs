@@ -11,20 +11,18 @@
 //!   mid-flight.
 //!
 //! What needs PostgreSQL runs on a new database of the server in `PORTCULLIS_TEST_POSTGRES`
-//! (`postgres://user@host:port`; `cargo xtask test` starts one and sets it), and is skipped, with a
-//! line saying so, without it. Needs the issuer binary (`cargo build -p issuer --bins`).
+//! (`postgres://user@host:port`; `cargo xtask test` starts one and sets it), dropped afterwards,
+//! and is skipped, with a line saying so, without it. Needs the issuer binary (`cargo build -p issuer --bins`).
 
+use devtools::postgres::{TEST_SERVER_ENV, TestDatabase};
 use jwks::{ClaimsOptions, KeySet, P256Verifier, UntrustedToken, Validator};
 use serde_json::{Value, json};
-use sqlx::Connection as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tests::harness::{Client, poll};
 use tests::issuer::{AUDIENCE, Issuer, REPLICA_SYNC};
 
-/// The variable naming the PostgreSQL server, without a database.
-const TEST_POSTGRES: &str = "PORTCULLIS_TEST_POSTGRES";
 /// The password of every user here.
 const PASSWORD: &str = "correct horse battery staple";
 /// How many refreshes the chain alternating between the two processes makes.
@@ -40,26 +38,9 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
 }
 
-/// A new, empty database `<prefix>_<pid>_<time>` on the server of [`TEST_POSTGRES`]: its URL;
-/// `None` when the variable is not set.
-async fn postgres_database(prefix: &str) -> Option<String> {
-    let server = std::env::var(TEST_POSTGRES).ok()?;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_nanos();
-    let name = format!("{prefix}_{}_{nanos:x}", std::process::id());
-    let mut connection = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|error| panic!("the PostgreSQL server of {TEST_POSTGRES}: {error}"));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut connection)
-        .await
-        .unwrap_or_else(|error| panic!("CREATE DATABASE {name}: {error}"));
-    connection.close().await.expect("close the connection");
-    Some(format!("{server}/{name}"))
-}
-
 /// Says that `test` is skipped for want of a PostgreSQL server.
 fn skipped(test: &str) {
-    eprintln!("{test}: skipped, {TEST_POSTGRES} is not set (`cargo xtask test` sets it)");
+    eprintln!("{test}: skipped, {TEST_SERVER_ENV} is not set (`cargo xtask test` sets it)");
 }
 
 /// Creates `count` users (`user-<n>@example.com`, role `reader`, password [`PASSWORD`]) with
@@ -124,12 +105,12 @@ async fn assert_verifies(token: &str, issuers: &[&Issuer]) {
 /// both at once exactly one use wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_issuer_processes_share_one_postgresql() {
-    let Some(database) = postgres_database("issuer_replicas").await else {
+    let Some(database) = TestDatabase::create("issuer_replicas") else {
         skipped("two_issuer_processes_share_one_postgresql");
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut a = Issuer::new("issuer-a", dir.path(), Some(database));
+    let mut a = Issuer::new("issuer-a", dir.path(), Some(database.url()));
     let mut b = a.replica("issuer-b");
     // A first: it creates the schema, the first key and the KEK file that B reads.
     let a_took = a.serve().await;
@@ -215,11 +196,11 @@ async fn killed_issuer_loses_no_refresh_token_on_sqlite() {
 /// [`killed_issuer_loses_no_refresh_token`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_issuer_loses_no_refresh_token_on_postgresql() {
-    let Some(database) = postgres_database("issuer_killed").await else {
+    let Some(database) = TestDatabase::create("issuer_killed") else {
         skipped("killed_issuer_loses_no_refresh_token_on_postgresql");
         return;
     };
-    killed_issuer_loses_no_refresh_token("PostgreSQL", Some(database)).await;
+    killed_issuer_loses_no_refresh_token("PostgreSQL", Some(database.url())).await;
 }
 
 /// When the issuer is killed.

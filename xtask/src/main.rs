@@ -101,11 +101,6 @@ const TEST_BUILD: &[&str] = &["build", "--workspace", "--all-features", "--lib",
 /// names one that is never read: the C++ (about a third of that step) is only for `cargo xtask fuzz`.
 const FUZZ_CHECK_LIBFUZZER: (&str, &str) = ("CUSTOM_LIBFUZZER_PATH", "/nonexistent/libfuzzer-not-linked-by-check.a");
 
-/// The variable that gives the tests a PostgreSQL server (`postgres://user@host:port`, no
-/// database): the issuer's integration suite then runs each test on a new database there, and the
-/// suites that need PostgreSQL run.
-const TEST_POSTGRES: &str = "PORTCULLIS_TEST_POSTGRES";
-
 /// Times named steps and prints a summary at the end.
 struct Steps {
     done: Vec<(&'static str, Duration)>,
@@ -190,7 +185,7 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         run_command(
             Command::new("cargo")
                 .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
-                .env(TEST_POSTGRES, server.url())
+                .env(devtools::postgres::TEST_SERVER_ENV, server.url())
                 .current_dir(root),
         )
     });
@@ -200,7 +195,7 @@ fn test_steps(root: &Path, steps: &mut Steps) -> Result<()> {
                 // `--workspace`, not `-p issuer`: the features resolved for the whole workspace, as
                 // the build step compiled them (`-p issuer` alone rebuilt 30 s of dependencies).
                 .args(["test", "--workspace", "--all-features", "--test", "integration"])
-                .env_remove(TEST_POSTGRES)
+                .env_remove(devtools::postgres::TEST_SERVER_ENV)
                 .current_dir(root),
         )
     });

@@ -15,10 +15,6 @@ use url::Url;
 /// registered client may take this id.
 pub const PUBLIC_CLIENT_ID: &str = "public";
 
-/// Open registrations (`POST /users` without an admin token) per client address (an IPv6 /64)
-/// within the login failure window, each attempt counted, taken or not.
-pub const REGISTRATIONS_PER_ADDRESS: u32 = 10;
-
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct User {

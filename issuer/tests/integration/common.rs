@@ -3,6 +3,7 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
+use devtools::postgres::TestDatabase;
 use http_body_util::BodyExt as _;
 use issuer::clock::ManualClock;
 use issuer::config::Config;
@@ -25,7 +26,8 @@ pub(crate) struct TestIssuer {
     pub(crate) kek: Kek,
     pub(crate) clock: Arc<ManualClock>,
     pub(crate) state: AppState,
-    database_url: Option<String>,
+    /// Declared after `state`, so dropped after the issuer's connections to it.
+    database: Option<TestDatabase>,
 }
 
 /// A configuration with `data_dir` in `dir`, the database at `database_url` (default: SQLite in
@@ -47,31 +49,26 @@ pub(crate) fn config(dir: &Path, database_url: Option<&str>, settings: &[(&str, 
 }
 
 /// With `PORTCULLIS_TEST_POSTGRES=postgres://user@host:port` set, every test runs on a fresh
-/// PostgreSQL database on that server instead of a SQLite file.
-pub(crate) async fn fresh_postgres_database() -> Option<String> {
-    use sqlx::Connection as _;
-    let server = std::env::var("PORTCULLIS_TEST_POSTGRES").ok()?;
-    let name = format!("issuer_test_{:016x}", rand::random::<u64>());
-    let mut connection = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.expect("PostgreSQL server");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut connection).await.expect("creates a database");
-    Some(format!("{server}/{name}"))
+/// PostgreSQL database on that server (dropped after the test) instead of a SQLite file.
+pub(crate) fn fresh_postgres_database() -> Option<TestDatabase> {
+    TestDatabase::create("issuer_test")
 }
 
 impl TestIssuer {
     /// A fresh issuer with the given settings.
     pub(crate) async fn start(settings: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = fresh_postgres_database().await;
+        let database = fresh_postgres_database();
         let kek = Kek::generate();
         let clock = Arc::new(ManualClock::new(T0));
-        let config = config(dir.path(), database_url.as_deref(), settings);
+        let config = config(dir.path(), database.as_ref().map(TestDatabase::url).as_deref(), settings);
         let state = AppState::open(config, kek.clone(), clock.clone()).await.expect("starts");
-        Self { dir, kek, clock, state, database_url }
+        Self { dir, kek, clock, state, database }
     }
 
     /// The configuration of this issuer's database with other settings.
     pub(crate) fn config(&self, settings: &[(&str, &str)]) -> Config {
-        config(self.dir.path(), self.database_url.as_deref(), settings)
+        config(self.dir.path(), self.database.as_ref().map(TestDatabase::url).as_deref(), settings)
     }
 
     /// Another process on the same database, sharing the clock and the KEK.

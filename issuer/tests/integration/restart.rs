@@ -47,7 +47,8 @@ async fn processes_starting_at_once_on_a_new_database_agree_on_one_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kek = Kek::generate();
     let clock = std::sync::Arc::new(issuer::clock::ManualClock::new(crate::common::T0));
-    let database_url = crate::common::fresh_postgres_database().await;
+    let database = crate::common::fresh_postgres_database();
+    let database_url = database.as_ref().map(devtools::postgres::TestDatabase::url);
     let starts = (0..4).map(|_| {
         let config = crate::common::config(dir.path(), database_url.as_deref(), &[]);
         let (kek, clock) = (kek.clone(), clock.clone());

@@ -22,7 +22,9 @@ pub struct LoginLimits {
     /// Failed logins from one address, to any accounts, within `window` after which that address
     /// is refused.
     pub max_address_failures: u32,
-    /// The window failures are counted in.
+    /// Open registrations from one address within `window` after which that address is refused.
+    pub max_registrations: u32,
+    /// The window failures (and registrations) are counted in.
     pub window: Duration,
     /// The longest a login to an account failing from many addresses is slowed down.
     pub max_delay: Duration,
@@ -128,6 +130,7 @@ mod tests {
     const LIMITS: LoginLimits = LoginLimits {
         max_failures: 3,
         max_address_failures: 5,
+        max_registrations: 10,
         window: Duration::from_secs(900),
         max_delay: Duration::from_secs(3),
     };

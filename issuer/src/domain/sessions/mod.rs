@@ -166,6 +166,11 @@ impl Sessions {
         Self { db, policy }
     }
 
+    /// The limits on logins and registrations.
+    pub fn login_limits(&self) -> &LoginLimits {
+        &self.policy.login
+    }
+
     /// Starts a family for a password login and returns its first refresh token (shown once;
     /// only its hash is stored), issued with the access token `access`, whose audiences (asked
     /// for with `resource`; `None`: the configured ones) every rotated token keeps.
