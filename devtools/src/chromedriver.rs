@@ -8,7 +8,7 @@
 
 use crate::ProcessGroup;
 use std::io::{self, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ impl ChromeDriver {
                 ),
             ));
         }
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let port = crate::free_port()?;
         let mut command = Command::new(CHROMEDRIVER);
         command.arg(format!("--port={port}"));
         let group = ProcessGroup::spawn_logged(&mut command, log)?;

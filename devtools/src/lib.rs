@@ -2,6 +2,7 @@
 //! processes) share to run the project's processes:
 //!
 //! - [`workspace_root`]: the repository's root folder;
+//! - [`free_port`]: a loopback port for a server started next;
 //! - [`WRANGLER_ENV`]: the environment wrangler runs with here;
 //! - [`ProcessGroup`]: a child process in its own process group, stopped with its whole group
 //!   (SIGTERM, then SIGKILL), exactly once, at the latest when it is dropped;
@@ -28,6 +29,27 @@ use std::time::{Duration, Instant};
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The ports [`free_port`] picks from: below Linux's ephemeral range (32768–60999 by default),
+/// from which the kernel gives local ports to outgoing connections and to `bind(…:0)`. A port
+/// picked there can be taken by another test's connection (or a wrangler's own internal port)
+/// before the server meant to have it binds it: workerd then fails with "Address already in use".
+const PICKED_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A port on 127.0.0.1 that was free a moment ago, for a server started next: a random one of
+/// [`PICKED_PORTS`] that binds.
+pub fn free_port() -> io::Result<u16> {
+    use std::hash::{BuildHasher as _, RandomState};
+    let span = u64::from(PICKED_PORTS.end - PICKED_PORTS.start);
+    for attempt in 0..200u64 {
+        let random = RandomState::new().hash_one((attempt, std::process::id(), Instant::now()));
+        let port = PICKED_PORTS.start + u16::try_from(random % span).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other(format!("no free port in {PICKED_PORTS:?} after 200 tries")))
 }
 
 /// The environment wrangler runs with here: no metrics, no error reports, and no fetch of

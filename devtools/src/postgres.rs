@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::io;
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -65,7 +64,7 @@ impl PostgresServer {
             let (uid, gid) = postgres_user()?;
             std::os::unix::fs::chown(&folder, Some(uid), Some(gid))?;
         }
-        let port = free_port()?;
+        let port = crate::free_port()?;
         let mut server = Self { bin: bin.to_path_buf(), folder, as_postgres, port, stopped: true };
         let data = server.data().to_string_lossy().into_owned();
         // `--no-sync`: initdb's own flushes of the new, empty cluster (the server still syncs).
@@ -205,10 +204,6 @@ fn postgres_user() -> io::Result<(u32, u32)> {
 }
 
 /// A loopback port that nothing listens on now.
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
