@@ -198,6 +198,13 @@ impl Issuer {
         serde_json::from_str(&output).unwrap_or_else(|_| panic!("issuer {}: not JSON: {output}", args.join(" ")))
     }
 
+    /// `issuer clients add ID OPTIONS...`: the new client's secret.
+    pub async fn add_client(&self, id: &str, options: &[&str]) -> String {
+        let args: Vec<&str> = ["clients", "add", id].into_iter().chain(options.iter().copied()).collect();
+        let added = self.cli_json(&args).await;
+        added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret in {added}")).to_owned()
+    }
+
     /// `issuer keys list --json`: kid to state.
     pub async fn key_states(&self) -> Vec<(String, String)> {
         let list = self.cli_json(&["keys", "list", "--json"]).await;

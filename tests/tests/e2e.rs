@@ -510,10 +510,9 @@ async fn session_login_refresh_logout(stack: &Stack) {
 ///    user's as a user's: the issuer writes `gty`, the edge puts it in its assertion.
 async fn a_service_token_is_told_from_a_user_token(stack: &Stack) {
     let issuer = &stack.issuer;
-    let added = issuer.cli_json(&["clients", "add", "billing-worker", "--role", "reader"]).await;
-    let secret = added["client_secret"].as_str().expect("a client secret");
+    let secret = issuer.add_client("billing-worker", &["--role", "reader"]).await;
     let (status, body) = issuer
-        .grant(&[("grant_type", "client_credentials"), ("client_id", "billing-worker"), ("client_secret", secret)])
+        .grant(&[("grant_type", "client_credentials"), ("client_id", "billing-worker"), ("client_secret", &secret)])
         .await;
     assert_eq!(status, 200, "client_credentials: {body}");
     let service = body["access_token"].as_str().expect("an access token");
@@ -539,9 +538,8 @@ async fn an_id_token_is_not_an_access_token_at_the_edge(stack: &Stack) {
     let (client_id, redirect_uri) = ("edge-app", "http://127.0.0.1:9/cb");
     let (email, password) = ("dave@example.com", "correct horse battery staple");
     add_user(issuer, email, password, "reader");
-    let added = issuer.cli_json(&["clients", "add", client_id, "--redirect-uri", redirect_uri]).await;
-    let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret in {added}"));
-    let tokens = sign_in(issuer.url(), client_id, secret, redirect_uri, email, password, "openid").await;
+    let secret = issuer.add_client(client_id, &["--redirect-uri", redirect_uri]).await;
+    let tokens = sign_in(issuer.url(), client_id, &secret, redirect_uri, email, password, "openid").await;
     let access = tokens["access_token"].as_str().unwrap_or_else(|| panic!("no access_token: {tokens}"));
     let id_token = tokens["id_token"].as_str().unwrap_or_else(|| panic!("no id_token: {tokens}"));
 

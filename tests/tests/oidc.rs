@@ -166,18 +166,12 @@ async fn openidconnect_relying_party_signs_in() {
     let mut issuer = Issuer::new("issuer", dir.path(), None);
     issuer.serve().await;
     add_user(&issuer, EMAIL, PASSWORD, "reader");
-    let added = issuer
-        .cli_json(&[
-            "clients",
-            "add",
+    let secret = issuer
+        .add_client(
             CLIENT_ID,
-            "--redirect-uri",
-            REDIRECT_URI,
-            "--post-logout-redirect-uri",
-            POST_LOGOUT_REDIRECT_URI,
-        ])
+            &["--redirect-uri", REDIRECT_URI, "--post-logout-redirect-uri", POST_LOGOUT_REDIRECT_URI],
+        )
         .await;
-    let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret in {added}")).to_owned();
     lap("issuer up, user and client added");
 
     // 1. Discovery, and the relying party from it.

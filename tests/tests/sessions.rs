@@ -90,10 +90,8 @@ async fn browser_sessions_under_wrangler_dev() {
     let edge_url = format!("http://127.0.0.1:{edge_port}");
     let callback = format!("{edge_url}/_portcullis/callback");
     let after_logout = format!("{edge_url}/");
-    let added = issuer
-        .cli_json(&["clients", "add", "edge", "--redirect-uri", &callback, "--post-logout-redirect-uri", &after_logout])
-        .await;
-    let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret: {added}")).to_owned();
+    let secret =
+        issuer.add_client("edge", &["--redirect-uri", &callback, "--post-logout-redirect-uri", &after_logout]).await;
     let (email, password) = ("alice@example.com", "correct horse battery staple");
     add_user(&issuer, email, password, "reader");
     // A user whose access token is too large for a cookie: 64 roles of 60 characters.

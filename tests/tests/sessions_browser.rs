@@ -199,28 +199,15 @@ async fn browser_sessions_in_chromium() {
     let edge = format!("http://localhost:{edge_port}");
     let callback = format!("{edge}/_portcullis/callback");
     let home = format!("{edge}/");
-    let added = issuer
-        .cli_json(&["clients", "add", "edge", "--redirect-uri", &callback, "--post-logout-redirect-uri", &home])
-        .await;
-    let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret: {added}")).to_owned();
+    let secret = issuer.add_client("edge", &["--redirect-uri", &callback, "--post-logout-redirect-uri", &home]).await;
     // The blog, another site with an edge of its own, registered as a client of its own.
     let blog_port = free_port();
     assert_ne!(blog_port, edge_port, "two edges, two ports");
     let blog = format!("http://127.0.0.1:{blog_port}");
     let blog_callback = format!("{blog}/_portcullis/callback");
     let blog_home = format!("{blog}/");
-    let added = issuer
-        .cli_json(&[
-            "clients",
-            "add",
-            "blog",
-            "--redirect-uri",
-            &blog_callback,
-            "--post-logout-redirect-uri",
-            &blog_home,
-        ])
-        .await;
-    let blog_secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret: {added}")).to_owned();
+    let blog_secret =
+        issuer.add_client("blog", &["--redirect-uri", &blog_callback, "--post-logout-redirect-uri", &blog_home]).await;
     add_user(&issuer, EMAIL, PASSWORD, "reader");
     issuer.serve().await;
     let iss = issuer.url().to_owned();

@@ -232,8 +232,7 @@ async fn signing_in_at_the_issuer_in_chromium() {
     issuer.serve().await;
     let iss = issuer.identifier().to_owned();
     add_user(&issuer, EMAIL, PASSWORD, "reader");
-    let added = issuer.cli_json(&["clients", "add", CLIENT_ID, "--redirect-uri", &callback]).await;
-    let secret = added["client_secret"].as_str().unwrap_or_else(|| panic!("no client_secret in {added}")).to_owned();
+    let secret = issuer.add_client(CLIENT_ID, &["--redirect-uri", &callback]).await;
     let first_dir = dir.path().join("browser-1");
     std::fs::create_dir(&first_dir).expect("the first browser's folder");
     let mut browser = Browser::start(&first_dir).await;
